@@ -1,0 +1,153 @@
+-- The run driver of the mkharness host: builds `arg` as lua does, runs the
+-- scenario (or busted, or a chunk), and on failure reports the error, the
+-- traceback, every service's last output and the run directory it kept.
+local core = require "mkharness.core"
+local events = require "mkharness.events"
+
+local H = {}
+local opts = {}
+local real_exit = os.exit
+local finished = false
+
+local function say(...)
+  if not opts.quiet then io.stderr:write(...) end
+end
+
+-- Services' tails, for failure reports (only if the module was used).
+local function service_report()
+  local mk = package.loaded["mkharness"]
+  if type(mk) ~= "table" or not mk._services then return "" end
+  local out = {}
+  local list = {}
+  for svc in pairs(mk._services) do list[#list + 1] = svc end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  for _, svc in ipairs(list) do
+    local tail = mk._log_tail(svc, 20)
+    local state = tostring(svc):match("%((.*)%)$") or "?"
+    out[#out + 1] = string.format("--- %s (%s): %s\n", svc.name, state, svc.command)
+    if tail and tail ~= "" then
+      out[#out + 1] = "    | " .. tail:gsub("\n", "\n    | ") .. "\n"
+    else
+      out[#out + 1] = "    (no output)\n"
+    end
+  end
+  return table.concat(out)
+end
+
+local function teardown()
+  local mk = package.loaded["mkharness"]
+  if type(mk) == "table" and mk._teardown then mk._teardown() else core.teardown(true) end
+end
+
+-- End of run: tear down, keep the run directory on failure, say where.
+local function finish(code, failure)
+  if finished then return code end
+  finished = true
+  local keep = opts.keep or code ~= 0
+  core.keep(keep)
+  local dir = keep and core.run_dir() or nil
+  local ok, err = pcall(teardown)
+  if not ok then
+    io.stderr:write("mkharness: teardown: ", tostring(err), "\n")
+    if code == 0 then code = 1 end
+  end
+  -- the run dir may have been created only now (empty): that is fine
+  if failure then
+    io.stderr:write(failure)
+    local report = service_report()
+    if report ~= "" then io.stderr:write("services:\n", report) end
+  end
+  if keep and dir and (code ~= 0 or opts.keep) then
+    say("mkharness: run directory kept: ", dir, "\n")
+  elseif dir then
+    core.rmtree(dir)
+  end
+  events.emit("end", { status = code }, "run ended with status " .. code)
+  events.close()
+  return code
+end
+
+local function traceback(err)
+  local Error = package.loaded["mkharness.errors"]
+  local msg
+  if Error and Error.is(err) then msg = tostring(err)
+  elseif type(err) == "string" then msg = err
+  else
+    local mt = getmetatable(err)
+    msg = (mt and mt.__tostring) and tostring(err) or ("(error object is a " .. type(err) .. " value)")
+  end
+  return { msg = msg, tb = debug.traceback("", 2) }
+end
+
+local function failure_text(e)
+  return "mkharness: FAILED: " .. e.msg .. "\n" .. e.tb:gsub("^\n", "") .. "\n"
+end
+
+-- Called by the C host (from a hook or a wait) on SIGINT/SIGTERM/SIGHUP
+-- or when --timeout expires; the C side then tears down and exits.
+function H.interrupted(sig, code)
+  local what = code == 124 and string.format("run timeout (--timeout %g s) expired", opts.timeout or 0)
+    or ("interrupted by SIG" .. (core.signame(sig) or sig))
+  local text = "mkharness: " .. what .. ": tearing down\n" .. debug.traceback("", 2):gsub("^\n", "") .. "\n"
+  finish(code, text)
+end
+
+-- Scripts that call os.exit (busted does) still get a clean teardown.
+local function exit_wrapper(code, close)
+  local status = code
+  if code == nil or code == true then status = 0 elseif code == false then status = 1 end
+  status = finish(math.tointeger(status) or 1)
+  io.stdout:flush()
+  return real_exit(status, close)
+end
+
+local function load_script(path)
+  local f, err
+  if path == "-" then
+    f, err = load(io.read("a"), "=stdin")
+  else
+    f, err = loadfile(path) -- skips a #! line, like lua
+  end
+  return f, err
+end
+
+function H.main(o)
+  opts = o
+  events.configure { verbose = o.verbose, quiet = o.quiet, report = o.report }
+  os.exit = exit_wrapper
+  events.emit("start", { mode = o.mode, run = core.run_id() })
+  local fn, err
+  local argv = o.argv
+  if o.mode == "code" then
+    fn, err = load(o.code, "=(command line)")
+    _G.arg = { [0] = o.progname }
+  elseif o.mode == "test" then
+    -- busted inside the host: all its options and output handlers work
+    local args = { [0] = "busted" }
+    for i = 1, #argv do args[i] = argv[i] end
+    _G.arg = args
+    fn = function()
+      require("busted.runner")({ standalone = false })
+    end
+  else
+    local script = argv[0]
+    _G.arg = argv
+    arg[-1] = o.progname
+    if o.code then
+      local pre, perr = load(o.code, "=(command line)")
+      if not pre then say("mkharness: ", perr, "\n") return finish(2) end
+      local ok, e = xpcall(pre, traceback)
+      if not ok then return finish(1, failure_text(e)) end
+    end
+    fn, err = load_script(script)
+  end
+  if not fn then
+    io.stderr:write("mkharness: cannot load script: ", tostring(err), "\n")
+    return finish(2)
+  end
+  local ok, e = xpcall(fn, traceback, table.unpack(o.mode == "script" and argv or {}))
+  if not ok then return finish(1, failure_text(e)) end
+  return finish(0)
+end
+
+return H

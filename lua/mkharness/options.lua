@@ -1,0 +1,248 @@
+-- Option checking: every constructor's table is validated here, in one
+-- place, before anything starts (principle 4). Unknown keys are errors.
+local core = require "mkharness.core"
+local Error = require "mkharness.errors"
+
+local O = {}
+
+local function describe(v)
+  local t = type(v)
+  if t == "string" then
+    local s = #v > 40 and v:sub(1, 37) .. "..." or v
+    return string.format("string %q", s)
+  elseif t == "number" or t == "boolean" then return t .. " " .. tostring(v)
+  end
+  return t
+end
+O.describe = describe
+
+local function fail(ctx, key, msg, v)
+  local text = string.format("%s: option '%s' %s", ctx, key, msg)
+  if v ~= nil or msg:find("got$") then text = text .. ", got " .. describe(v) end
+  Error.raise("ConfigError", { message = text, option = key })
+end
+O.fail = fail
+
+local function distance(a, b)
+  if math.abs(#a - #b) > 3 then return 99 end
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- Checkers: each returns the normalized value or calls fail().
+local T = {}
+O.types = T
+
+function T.string(ctx, k, v)
+  if type(v) ~= "string" then fail(ctx, k, "must be a string", v) end
+  return v
+end
+function T.nonempty(ctx, k, v)
+  if type(v) ~= "string" or v == "" then fail(ctx, k, "must be a non-empty string", v) end
+  if v:find("\0", 1, true) then fail(ctx, k, "must not contain a NUL byte") end
+  return v
+end
+function T.boolean(ctx, k, v)
+  if type(v) ~= "boolean" then fail(ctx, k, "must be true or false", v) end
+  return v
+end
+function T.seconds(ctx, k, v)
+  if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
+    fail(ctx, k, "must be a number of seconds >= 0", v)
+  end
+  return v
+end
+function T.timeout(ctx, k, v)
+  if v == false then return false end
+  if type(v) ~= "number" or v ~= v or v <= 0 then
+    fail(ctx, k, "must be a positive number of seconds, or false for no limit", v)
+  end
+  if v == math.huge then return false end
+  return v
+end
+function T.interval(ctx, k, v)
+  if type(v) ~= "number" or v ~= v or v <= 0 or v > 3600 then
+    fail(ctx, k, "must be a positive number of seconds (at most 3600)", v)
+  end
+  return v
+end
+function T.signal(ctx, k, v)
+  if type(v) ~= "string" and math.type(v) ~= "integer" then
+    fail(ctx, k, "must be a signal name like \"TERM\" or a number", v)
+  end
+  local n = core.signum(v)
+  if not n then fail(ctx, k, "is not a known signal", v) end
+  return n
+end
+function T.returncode(ctx, k, v)
+  if math.type(v) ~= "integer" or v < -64 or v > 255 then
+    fail(ctx, k, "must be an integer exit code (0-255, or -N for death by signal N)", v)
+  end
+  return v
+end
+function T.env(ctx, k, v)
+  if type(v) ~= "table" then fail(ctx, k, "must be a table of NAME = value (string) or false", v) end
+  local out = {}
+  for name, val in pairs(v) do
+    if type(name) ~= "string" or name == "" or name:find("[=%z]") then
+      fail(ctx, k, "has a bad variable name " .. describe(name) .. " (names are non-empty strings without '=')")
+    end
+    if type(val) == "number" then val = tostring(val) end
+    if val ~= false and (type(val) ~= "string" or val:find("\0", 1, true)) then
+      fail(ctx, k .. "." .. name, "must be a string (to set) or false (to remove)", val)
+    end
+    out[name] = val
+  end
+  return out
+end
+function T.stream(ctx, k, v)
+  if v ~= "capture" and v ~= "inherit" and v ~= "null" then
+    fail(ctx, k, 'must be "capture", "inherit" or "null"', v)
+  end
+  return v
+end
+function T.port(ctx, k, v)
+  if math.type(v) ~= "integer" and type(v) == "number" and v == math.floor(v) then v = math.tointeger(v) end
+  if math.type(v) ~= "integer" or v < 1 or v > 65535 then
+    fail(ctx, k, "must be an integer port 1-65535", v)
+  end
+  return v
+end
+function T.table(ctx, k, v)
+  if type(v) ~= "table" then fail(ctx, k, "must be a table", v) end
+  return v
+end
+function T.func(ctx, k, v)
+  if type(v) ~= "function" then fail(ctx, k, "must be a function", v) end
+  return v
+end
+function T.enum(...)
+  local allowed = { ... }
+  local set = {}
+  for _, a in ipairs(allowed) do set[a] = true end
+  return function(ctx, k, v)
+    if not set[v] then
+      fail(ctx, k, "must be one of " .. '"' .. table.concat(allowed, '", "') .. '"', v)
+    end
+    return v
+  end
+end
+function T.pattern(ctx, k, v)
+  T.nonempty(ctx, k, v)
+  local ok, err = pcall(string.find, "", v)
+  if not ok then fail(ctx, k, "is not a valid Lua pattern (" .. tostring(err):gsub("^.-: ", "") .. ")", v) end
+  return v
+end
+
+-- check(ctx, t, schema, skip) -> copy of t's keyed options, validated.
+-- schema: name -> checker; `skip` names keys handled elsewhere.
+function O.check(ctx, t, schema, skip)
+  local out = {}
+  for k, v in pairs(t) do
+    if math.type(k) == "integer" then
+      -- array part: handled by the caller (argv)
+    elseif type(k) ~= "string" then
+      fail(ctx, tostring(k), "is not an option name (keys are strings)")
+    elseif schema[k] then
+      out[k] = schema[k](ctx, k, v)
+    elseif not (skip and skip[k]) then
+      local best, bd = nil, 3
+      for name in pairs(schema) do
+        local d = distance(k, name)
+        if d < bd then best, bd = name, d end
+      end
+      Error.raise("ConfigError", {
+        option = k,
+        message = string.format("%s: unknown option '%s'%s", ctx, k,
+          best and string.format(" (did you mean '%s'?)", best) or ""),
+      })
+    end
+  end
+  return out
+end
+
+-- The command, given in exactly one of three ways (DESIGN 2.1).
+-- Returns argv (a list of strings) and its display form.
+function O.command(ctx, t)
+  local n = 0
+  for k in pairs(t) do
+    if math.type(k) == "integer" then
+      if k < 1 then fail(ctx, tostring(k), "is not a valid argv index") end
+      n = math.max(n, k)
+    end
+  end
+  local given = (n > 0 and 1 or 0) + (t.cmd ~= nil and 1 or 0) + (t.shell ~= nil and 1 or 0)
+  if given == 0 then
+    Error.raise("ConfigError", { message = ctx .. ": no command given: use { \"prog\", \"arg\", ... }, cmd = \"...\" or shell = \"...\"" })
+  elseif given > 1 then
+    Error.raise("ConfigError", { message = ctx .. ": give the command in exactly one way: an argv list, cmd = or shell =" })
+  end
+  if n > 0 then
+    local argv = {}
+    for i = 1, n do
+      local a = t[i]
+      if type(a) == "number" then a = math.type(a) == "integer" and tostring(a) or string.format("%.14g", a) end
+      if type(a) ~= "string" then fail(ctx, "[" .. i .. "]", "(argv element) must be a string or number", t[i]) end
+      if a:find("\0", 1, true) then fail(ctx, "[" .. i .. "]", "(argv element) must not contain a NUL byte") end
+      argv[i] = a
+    end
+    if argv[1] == "" then fail(ctx, "[1]", "(the program) must not be empty") end
+    local shown = {}
+    for i, a in ipairs(argv) do
+      shown[i] = a:find("^[%w%%+,./:=@_-]+$") and a or "'" .. a:gsub("'", "'\\''") .. "'"
+    end
+    return argv, table.concat(shown, " ")
+  elseif t.cmd ~= nil then
+    T.nonempty(ctx, "cmd", t.cmd)
+    local argv, err = core.split(t.cmd)
+    if not argv then fail(ctx, "cmd", "cannot be split into words: " .. err) end
+    if #argv == 0 then fail(ctx, "cmd", "has no words", t.cmd) end
+    return argv, t.cmd
+  else
+    T.nonempty(ctx, "shell", t.shell)
+    return { "/bin/sh", "-c", t.shell }, t.shell
+  end
+end
+
+-- URL: scheme, host, port (default 80/443), path with query. Raises via fail.
+function O.url(ctx, k, v)
+  T.nonempty(ctx, k, v)
+  local scheme, rest = v:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then fail(ctx, k, "must be an absolute http:// or https:// URL", v) end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then fail(ctx, k, "must use http or https", v) end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  authority = authority:gsub("^.*@", "")
+  local host, port
+  if authority:sub(1, 1) == "[" then
+    host, port = authority:match("^%[([%x:.]+)%](.*)$")
+    if not host then fail(ctx, k, "has a malformed IPv6 host", v) end
+  else
+    host, port = authority:match("^([^:]*)(.*)$")
+  end
+  if host == "" then fail(ctx, k, "has no host", v) end
+  if host:find("[%s%c]") then fail(ctx, k, "has a host with blanks or control characters", v) end
+  if port ~= "" then
+    local digits = port:match("^:(%d+)$")
+    local num = digits and tonumber(digits)
+    if not num or num < 1 or num > 65535 then fail(ctx, k, "has a bad port (1-65535)", v) end
+    port = math.tointeger(num)
+  else
+    port = scheme == "https" and 443 or 80
+  end
+  if path:find("[%s%c]") then fail(ctx, k, "has blanks or control characters in its path (encode them)", v) end
+  if path == "" or path:sub(1, 1) ~= "/" then path = "/" .. path end
+  path = path:gsub("#.*$", "")
+  return { scheme = scheme, host = host, port = port, path = path, url = v }
+end
+
+return O

@@ -1,0 +1,438 @@
+-- Readiness probes (DESIGN 2.3). A probe is a plain description; each
+-- start() attaches it to a service, which gives it per-start state:
+--   probe:attach(svc)        -> st   (before spawn: watches, sockets, env)
+--   probe:check(st, svc, deadline) -> ok, detail
+--   probe:fds(st)            -> fds that wake the wait loop (events)
+--   probe:detach(st)
+--   probe.poll               true: no event, check at the polling pace
+--   probe:precheck(svc)      -> true, who  when it already passes (AlreadyRunning)
+local core = require "mkharness.core"
+local O = require "mkharness.options"
+local T = O.types
+
+local P = {}
+local Probe = {}
+Probe.__index = Probe
+Probe.__name = "mkharness.probe"
+function Probe:__tostring() return "mkharness.probe " .. self:describe() end
+function Probe:attach() return {} end
+function Probe:detach() end
+function Probe:fds() return nil end
+P.Probe = Probe
+
+local function is_probe(v) return getmetatable(v) == Probe end
+P.is_probe = is_probe
+
+local function new(kind, fields)
+  fields.kind = kind
+  return setmetatable(fields, Probe)
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Watch a directory for entries appearing; nil when it cannot be watched
+-- yet (missing directory): the probe then falls back to polling.
+local function dir_watch(path)
+  local w = core.watch()
+  if not w then return nil end
+  local dir = dirname(path)
+  if dir == "" then dir = "/" end
+  if not w:add(dir, "create") then w:close() return nil end
+  return w
+end
+
+---------------------------------------------------------------- output
+-- The longest literal run that every match must contain, so the C scanner
+-- can skip non-candidate lines at memchr speed (50 MB before a banner).
+local function skip_set(pat, i) -- i at '['; returns index after ']'
+  local j = i + 1
+  if pat:sub(j, j) == "^" then j = j + 1 end
+  if pat:sub(j, j) == "]" then j = j + 1 end
+  while j <= #pat do
+    local c = pat:sub(j, j)
+    if c == "%" then j = j + 2
+    elseif c == "]" then return j + 1
+    else j = j + 1 end
+  end
+  return #pat + 1
+end
+
+local function needle_of(pat)
+  local best, cur = "", {}
+  local function flush()
+    local s = table.concat(cur)
+    if #s > #best then best = s end
+    cur = {}
+  end
+  local i, n = 1, #pat
+  if pat:sub(1, 1) == "^" then i = 2 end
+  while i <= n do
+    local c = pat:sub(i, i)
+    local lit, nexti = nil, i + 1
+    if c == "%" then
+      local d = pat:sub(i + 1, i + 1)
+      if d == "b" then flush() nexti = i + 4
+      elseif d == "f" then flush() nexti = skip_set(pat, i + 2)
+      elseif d:match("%w") then flush() nexti = i + 2
+      else lit, nexti = d, i + 2 end
+    elseif c == "[" then flush() nexti = skip_set(pat, i)
+    elseif c == "(" or c == ")" or c == "." then flush()
+    elseif c == "$" and i == n then flush()
+    else lit = c end
+    local q = pat:sub(nexti, nexti)
+    if q == "*" or q == "?" or q == "-" then
+      flush()
+      lit = nil
+      nexti = nexti + 1
+    elseif q == "+" then
+      if lit then cur[#cur + 1] = lit end
+      flush()
+      lit = nil
+      nexti = nexti + 1
+    end
+    if lit then cur[#cur + 1] = lit end
+    i = nexti
+  end
+  flush()
+  return best
+end
+P.needle_of = needle_of
+
+local function line_matches(pat, plain, line)
+  local r = table.pack(string.find(line, pat, 1, plain))
+  if not r[1] then return nil end
+  local m = { line = line }
+  for k = 3, r.n do m[#m + 1] = r[k] end
+  return m
+end
+
+local OUTPUT = {
+  banner = T.pattern, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+}
+
+function P.output(t)
+  local o = O.check("mk.probe.output", t, OUTPUT)
+  if o.banner == nil then O.fail("mk.probe.output", "banner", "is required") end
+  o.stream = o.stream or "any"
+  o.plain = o.plain or false
+  o.needle = o.plain and o.banner or needle_of(o.banner)
+  return new("output", o)
+end
+
+local function output_streams(p, svc)
+  local list = {}
+  for _, s in ipairs { "stdout", "stderr" } do
+    if (p.stream == "any" or p.stream == s) and svc._logs[s] then list[#list + 1] = svc._logs[s] end
+  end
+  return list
+end
+
+-- attach: `from_end` starts at the current end of the capture (since="now")
+local function output_attach(p, svc, from_end)
+  local st = { scanners = {}, watch = core.watch() }
+  for _, path in ipairs(output_streams(p, svc)) do
+    st.scanners[#st.scanners + 1] = core.scanner(path, from_end)
+    if st.watch then st.watch:add(path, "modify") end
+  end
+  return st
+end
+P.output_attach = output_attach
+
+local function output_check(p, st, svc)
+  if st.watch then st.watch:drain() end
+  for _, sc in ipairs(st.scanners) do
+    while true do
+      local line = sc:next(p.needle)
+      if not line then break end
+      local m = line_matches(p.banner, p.plain, line)
+      if m then svc.ready_match = m return true, m end
+    end
+    local partial = sc:partial()
+    if partial ~= "" then
+      local m = line_matches(p.banner, p.plain, partial)
+      if m then svc.ready_match = m return true, m end
+    end
+  end
+  return false, "no matching line yet"
+end
+
+-------------------------------------------------------------- the kinds
+local KINDS = {}
+
+KINDS.output = {
+  describe = function(p) return string.format("output %q on %s", p.banner, p.stream) end,
+  attach = function(p, svc) return output_attach(p, svc, false) end,
+  check = output_check,
+  fds = function(_, st) return st.watch and { st.watch:fd() } end,
+  detach = function(_, st)
+    if st.watch then st.watch:close() end
+    for _, sc in ipairs(st.scanners) do sc:close() end
+  end,
+}
+
+local TCP = { host = T.nonempty, port = T.port }
+function P.tcp(t)
+  local o = O.check("mk.probe.tcp", t, TCP)
+  if o.port == nil then O.fail("mk.probe.tcp", "port", "is required") end
+  o.host = o.host or "127.0.0.1"
+  o.poll = true
+  return new("tcp", o)
+end
+KINDS.tcp = {
+  describe = function(p) return string.format("tcp %s:%d", p.host, p.port) end,
+  check = function(p, _, _, deadline)
+    local budget = deadline and math.max(0.001, math.min(1, deadline - core.now())) or 1
+    return core.tcp_probe(p.host, p.port, budget)
+  end,
+  precheck = function(p)
+    if core.tcp_probe(p.host, p.port, 1) then
+      local pid, cmd = core.port_owner(p.port)
+      return true, pid and string.format("port %d is held by pid %d (%s)", p.port, pid, cmd)
+        or string.format("something already answers on %s:%d", p.host, p.port)
+    end
+  end,
+}
+
+local UNIX = { socket = T.nonempty }
+function P.unix(t)
+  local o = O.check("mk.probe.unix", t, UNIX)
+  if o.socket == nil then O.fail("mk.probe.unix", "socket", "is required") end
+  if #o.socket > 107 then O.fail("mk.probe.unix", "socket", "is too long for a unix socket path (at most 107 bytes)", o.socket) end
+  o.poll = true
+  return new("unix", o)
+end
+KINDS.unix = {
+  describe = function(p) return "unix " .. p.socket end,
+  attach = function(p) return { watch = dir_watch(p.socket) } end,
+  check = function(p, st)
+    if st.watch then st.watch:drain() end
+    local size, kind = core.size(p.socket)
+    if size and kind ~= "socket" then return false, p.socket .. " exists but is a " .. kind .. ", not a socket" end
+    return core.unix_probe(p.socket)
+  end,
+  fds = function(_, st) return st.watch and { st.watch:fd() } end,
+  detach = function(_, st) if st.watch then st.watch:close() end end,
+  precheck = function(p)
+    if core.unix_probe(p.socket) then return true, "something already listens on " .. p.socket end
+  end,
+}
+
+local FILE = { path = T.nonempty }
+function P.file(t)
+  local o = O.check("mk.probe.file", t, FILE)
+  if o.path == nil then O.fail("mk.probe.file", "path", "is required") end
+  return new("file", o)
+end
+KINDS.file = {
+  describe = function(p) return "file " .. p.path end,
+  attach = function(p) return { watch = dir_watch(p.path) } end,
+  check = function(p, st)
+    if st.watch then st.watch:drain() end
+    if core.size(p.path) then return true end
+    return false, p.path .. " does not exist yet"
+  end,
+  fds = function(_, st) return st.watch and { st.watch:fd() } end,
+  detach = function(_, st) if st.watch then st.watch:close() end end,
+  precheck = function(p)
+    if core.size(p.path) then return true, p.path .. " already exists" end
+  end,
+}
+
+function P.notify(t)
+  O.check("mk.probe.notify", t or {}, {})
+  return new("notify", {})
+end
+KINDS.notify = {
+  describe = function() return "notify READY=1" end,
+  attach = function(_, svc)
+    local dir = assert(core.run_dir())
+    local path = string.format("%s/%s.notify", dir, svc.name)
+    local sock, err = core.dgram(path)
+    if not sock then error(err, 0) end
+    return { sock = sock, env = { NOTIFY_SOCKET = path } }
+  end,
+  check = function(_, st, svc)
+    while true do
+      local msg = st.sock:recv()
+      if not msg then break end
+      for line in msg:gmatch("[^\n]+") do
+        local k, v = line:match("^([%w_]+)=(.*)$")
+        if k == "STATUS" then svc.notify_status = v end
+        if k == "READY" and v == "1" then return true end
+      end
+    end
+    return false, "no READY=1 received yet"
+  end,
+  fds = function(_, st) return { st.sock:fd() } end,
+  detach = function(_, st) st.sock:close() end,
+}
+
+function P.exec(t)
+  local argv, shown = O.command("mk.probe.exec", t)
+  O.check("mk.probe.exec", t, { cmd = T.string, shell = T.string })
+  return new("exec", { argv = argv, shown = shown, poll = true })
+end
+KINDS.exec = {
+  describe = function(p) return "exec " .. p.shown end,
+  check = function(p, _, _, deadline)
+    local run = require("mkharness").run
+    local t = { table.unpack(p.argv) }
+    t.timeout = deadline and math.max(0.01, deadline - core.now()) or nil
+    local ok, res = pcall(run, t)
+    if not ok then return false, tostring(res) end
+    if res.code == 0 then return true end
+    local why = (res.stderr ~= "" and res.stderr or res.stdout):match("[^\n]*")
+    return false, string.format("exited %d%s", res.code, why ~= "" and (": " .. why) or "")
+  end,
+}
+
+function P.fn(f)
+  return new("function", { f = f, poll = true })
+end
+KINDS["function"] = {
+  describe = function(p)
+    local info = debug.getinfo(p.f, "S")
+    return "function at " .. info.short_src .. ":" .. (info.linedefined or "?")
+  end,
+  check = function(p, _, svc)
+    local ok, v = pcall(p.f, svc)
+    if not ok then
+      local Error = require "mkharness.errors"
+      if Error.is(v) and v.kind ~= "TimeoutExpired" then error(v, 0) end
+      return false, "raised: " .. tostring(v)
+    end
+    if v then return true, v end
+    return false, "returned " .. tostring(v)
+  end,
+}
+
+local STATUS_CLASS = { ["1xx"] = 1, ["2xx"] = 2, ["3xx"] = 3, ["4xx"] = 4, ["5xx"] = 5 }
+
+local function status_matcher(ctx, v)
+  local function code(x)
+    if math.type(x) ~= "integer" or x < 100 or x > 599 then
+      O.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", x)
+    end
+    return x
+  end
+  if v == nil then v = "2xx" end
+  if type(v) == "function" then return v, "status accepted by a function" end
+  if type(v) == "string" then
+    local c = STATUS_CLASS[v:lower()]
+    if not c then
+      local n = tonumber(v)
+      if n then return status_matcher(ctx, math.tointeger(n) or n) end
+      O.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", v)
+    end
+    return function(s) return s // 100 == c end, "status " .. v:lower()
+  end
+  if type(v) == "table" then
+    if #v == 0 then O.fail(ctx, "status", "is an empty list") end
+    local set = {}
+    for _, x in ipairs(v) do set[code(x)] = true end
+    return function(s) return set[s] == true end, "status in {" .. table.concat(v, ",") .. "}"
+  end
+  local c = code(v)
+  return function(s) return s == c end, "status " .. c
+end
+P.status_matcher = status_matcher
+
+local function header_list(ctx, h)
+  local list = {}
+  for k, v in pairs(h) do
+    if math.type(k) == "integer" then
+      if type(v) ~= "string" or not v:find(":") then O.fail(ctx, "headers", "list entries must be \"Name: value\" strings", v) end
+      list[#list + 1] = v
+    elseif type(k) == "string" and (type(v) == "string" or type(v) == "number") then
+      if k:find("[%s:%c]") then O.fail(ctx, "headers", "has a bad header name", k) end
+      if tostring(v):find("[\r\n]") then O.fail(ctx, "headers." .. k, "must not contain a line break", v) end
+      list[#list + 1] = k .. ": " .. tostring(v)
+    else
+      O.fail(ctx, "headers", "must map names to string values", v)
+    end
+  end
+  table.sort(list)
+  return list
+end
+P.header_list = header_list
+
+local HTTP = {
+  url = T.nonempty, status = function(_, _, v) return v end, method = T.nonempty,
+  headers = T.table, body = T.string, insecure = T.boolean,
+}
+function P.http(t, ctx)
+  ctx = ctx or "mk.probe.http"
+  local o = O.check(ctx, t, HTTP)
+  if o.url == nil then O.fail(ctx, "url", "is required") end
+  o.parsed = O.url(ctx, "url", o.url)
+  o.match, o.status_desc = status_matcher(ctx, o.status)
+  o.method = (o.method or "HEAD"):upper()
+  if not o.method:match("^[A-Z]+$") then O.fail(ctx, "method", "must be an HTTP method name like \"GET\"", o.method) end
+  o.header_list = header_list(ctx, o.headers or {})
+  o.insecure = o.insecure or false
+  o.poll = true
+  return new("http", o)
+end
+KINDS.http = {
+  describe = function(p) return string.format("http %s %s (%s)", p.method, p.url, p.status_desc) end,
+  check = function(p, _, _, deadline)
+    local left = deadline and math.max(0.001, deadline - core.now()) or 30
+    -- TCP first: refused connections are answered in microseconds this way
+    local ok, err = core.tcp_probe(p.parsed.host, p.parsed.port, math.min(left, 1))
+    if not ok then return false, err end
+    local res, herr = core.http_request {
+      url = p.url, method = p.method, headers = p.header_list, body = p.body,
+      insecure = p.insecure, timeout = math.min(left, 30), max_body = 0, fresh = true,
+    }
+    if not res then return false, herr end
+    local good = p.match(res.status)
+    if good then return true, "status " .. res.status end
+    return false, "answered status " .. res.status
+  end,
+  precheck = function(p)
+    if not core.tcp_probe(p.parsed.host, p.parsed.port, 1) then return false end
+    local res = core.http_request { url = p.url, method = p.method, headers = p.header_list,
+      body = p.body, insecure = p.insecure, timeout = 2, max_body = 0, fresh = true }
+    if res and p.match(res.status) then
+      local pid, cmd = core.port_owner(p.parsed.port)
+      return true, string.format("%s already answers %d%s", p.url, res.status,
+        pid and string.format(" (port %d held by pid %d: %s)", p.parsed.port, pid, cmd) or "")
+    end
+  end,
+}
+
+for kind, impl in pairs(KINDS) do
+  impl.kind = kind
+end
+
+function Probe:describe() return KINDS[self.kind].describe(self) end
+function Probe:attach(svc) local f = KINDS[self.kind].attach return f and f(self, svc) or {} end
+function Probe:check(st, svc, deadline) return KINDS[self.kind].check(self, st, svc, deadline) end
+function Probe:fds(st) local f = KINDS[self.kind].fds return f and f(self, st) end
+function Probe:detach(st) local f = KINDS[self.kind].detach if f then f(self, st) end end
+function Probe:precheck(svc)
+  local f = KINDS[self.kind].precheck
+  if f then return f(self, svc) end
+end
+
+-- Normalize a `ready` value: a probe, a function, or a list of them.
+function P.list(ctx, v)
+  if v == nil then return {} end
+  if is_probe(v) then return { v } end
+  if type(v) == "function" then return { P.fn(v) } end
+  if type(v) == "table" and getmetatable(v) == nil then
+    local out = {}
+    for i, x in ipairs(v) do
+      if is_probe(x) then out[i] = x
+      elseif type(x) == "function" then out[i] = P.fn(x)
+      else O.fail(ctx, "ready[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
+    end
+    if #out == 0 then O.fail(ctx, "ready", "is an empty list") end
+    return out
+  end
+  O.fail(ctx, "ready", "must be a probe (mk.probe.*), a function, or a list of them", v)
+end
+
+return P

@@ -1,0 +1,227 @@
+/* mkharness: the host. A Lua 5.4 interpreter with the module preloaded,
+ * signal handling that always tears down, and the scenario CLI. The run
+ * itself (arg table, error report, busted) is driven by mkharness.host. */
+#define _GNU_SOURCE
+#include "lmkh.h"
+#include "mkh.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#ifndef MKH_SOURCE_LUA_DIR
+#define MKH_SOURCE_LUA_DIR ""
+#endif
+
+static lua_State *globalL;
+static int quiet;
+
+static const char usage[] =
+    "usage: mkharness [options] SCRIPT [ARGS...]   run a scenario\n"
+    "       mkharness test [busted options] [PATHS] run busted specs (default: spec/)\n"
+    "       mkharness [options] -e CODE             run a chunk\n"
+    "options:\n"
+    "  -v, --verbose     events (spawned, ready after N ms via which probe, stopped)\n"
+    "                    and the services' output, prefixed [name]\n"
+    "  -q, --quiet       only failures\n"
+    "  --timeout S       whole-run limit; on expiry tear down and exit 124\n"
+    "  --keep            keep the run directory even on success\n"
+    "  --report FILE     write every event as a JSON line, with monotonic timestamps\n"
+    "  --version, --help\n"
+    "exit status: 0 passed, 1 failed, 2 usage or load error, 124 run timeout,\n"
+    "             128+N after teardown when ended by signal N\n";
+
+/* ---- signals: handlers only record and wake; Lua notices via a hook ---- */
+
+static void stop_hook(lua_State *L, lua_Debug *ar);
+
+static void on_signal(int sig)
+{
+    mkh_interrupt(sig);
+    /* lua_sethook is safe to call from a signal handler (see lua.c) */
+    lua_sethook(globalL, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void interrupted(lua_State *L, int sig)
+{
+    static int busy;
+    if (busy) return;
+    busy = 1;
+    lua_sethook(L, NULL, 0, 0);
+    int code = sig == SIGALRM ? 124 : 128 + sig;
+    /* Let the Lua side report (services' tails, events); then tear down. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mkharness.host");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+        lua_getfield(L, -1, "interrupted");
+        lua_pushinteger(L, sig);
+        lua_pushinteger(L, code);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK && !quiet)
+            fprintf(stderr, "mkharness: %s\n", lua_tostring(L, -1));
+    }
+    mkh_teardown(1);
+    fflush(NULL);
+    _exit(code);
+}
+
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    int sig = mkh_interrupted();
+    if (sig) interrupted(L, sig);
+}
+
+static void install_signals(double timeout)
+{
+    mkh_interrupt_init();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    if (timeout > 0) {
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval it;
+        memset(&it, 0, sizeof it);
+        it.it_value.tv_sec = (time_t)timeout;
+        it.it_value.tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6);
+        if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
+        setitimer(ITIMER_REAL, &it, NULL);
+    }
+    /* a closed pipe must not kill the host silently */
+    signal(SIGPIPE, SIG_IGN);
+    lmkh_set_interrupt_handler(interrupted);
+}
+
+/* ---- finding our Lua files ---- */
+
+static int file_exists(const char *p)
+{
+    return access(p, R_OK) == 0;
+}
+
+/* The installed tree (<prefix>/bin/../share/lua/5.4) wins over the source
+ * tree compiled in, so an install works without LUA_PATH. */
+static void set_lua_path(lua_State *L)
+{
+    char exe[PATH_MAX], dir[PATH_MAX + 64], probe[PATH_MAX + 128];
+    const char *found = NULL;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        snprintf(dir, sizeof dir, "%s/../share/lua/5.4", exe);
+        snprintf(probe, sizeof probe, "%s/mkharness/init.lua", dir);
+        if (file_exists(probe)) found = dir;
+    }
+    if (!found && MKH_SOURCE_LUA_DIR[0]) {
+        snprintf(probe, sizeof probe, "%s/mkharness/init.lua", MKH_SOURCE_LUA_DIR);
+        if (file_exists(probe)) found = MKH_SOURCE_LUA_DIR;
+    }
+    if (!found) return;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", found, found, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static int bad_usage(const char *msg, const char *what)
+{
+    fprintf(stderr, "mkharness: %s%s%s\n%s", msg, what ? ": " : "", what ? what : "", usage);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    int verbose = 0, keep = 0;
+    double timeout = 0;
+    const char *report = NULL, *code = NULL;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose++;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--keep")) keep = 1;
+        else if (!strcmp(a, "--version")) { printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0; }
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage, stdout); return 0; }
+        else if (!strcmp(a, "--timeout")) {
+            if (++i >= argc) return bad_usage("--timeout needs a number of seconds", NULL);
+            char *end;
+            timeout = strtod(argv[i], &end);
+            if (*end || end == argv[i] || !(timeout > 0)) return bad_usage("--timeout needs a positive number of seconds, got", argv[i]);
+        } else if (!strcmp(a, "--report")) {
+            if (++i >= argc) return bad_usage("--report needs a file name", NULL);
+            report = argv[i];
+        } else if (!strcmp(a, "-e")) {
+            if (++i >= argc) return bad_usage("-e needs a chunk of code", NULL);
+            code = argv[i];
+        } else if (!strcmp(a, "--")) { i++; break; }
+        else if (a[0] == '-' && a[1]) return bad_usage("unknown option", a);
+        else break;
+    }
+    const char *mode = "script";
+    const char *target = i < argc ? argv[i] : NULL;
+    if (target && !strcmp(target, "test")) mode = "test";
+    else if (!target && code) mode = "code";
+    else if (!target) return bad_usage("no script given", NULL);
+
+    lua_State *L = luaL_newstate();
+    if (!L) { fprintf(stderr, "mkharness: cannot create Lua state\n"); return 1; }
+    globalL = L;
+    luaL_openlibs(L);
+    set_lua_path(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_mkharness_core);
+    lua_setfield(L, -2, "mkharness.core");
+    lua_pop(L, 1);
+    install_signals(timeout);
+
+    /* require("mkharness.host").main{ ... } -> exit status */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mkharness.host");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        fprintf(stderr, "mkharness: cannot load the mkharness Lua files: %s\n", lua_tostring(L, -1));
+        return 2;
+    }
+    lua_getfield(L, -1, "main");
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, mode); lua_setfield(L, -2, "mode");
+    if (code) { lua_pushstring(L, code); lua_setfield(L, -2, "code"); }
+    lua_pushinteger(L, verbose); lua_setfield(L, -2, "verbose");
+    lua_pushboolean(L, quiet); lua_setfield(L, -2, "quiet");
+    lua_pushboolean(L, keep); lua_setfield(L, -2, "keep");
+    if (report) { lua_pushstring(L, report); lua_setfield(L, -2, "report"); }
+    if (timeout > 0) { lua_pushnumber(L, timeout); lua_setfield(L, -2, "timeout"); }
+    lua_pushstring(L, argv[0]); lua_setfield(L, -2, "progname");
+    /* script and its arguments, as lua.c builds `arg` */
+    lua_createtable(L, argc - i, 0);
+    for (int k = i; k < argc; k++) {
+        lua_pushstring(L, argv[k]);
+        lua_rawseti(L, -2, k - i);
+    }
+    lua_setfield(L, -2, "argv");
+    int status = 1;
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        fprintf(stderr, "mkharness: internal error: %s\n", lua_tostring(L, -1));
+    } else {
+        status = (int)lua_tointeger(L, -1);
+    }
+    mkh_teardown(1);
+    fflush(NULL);
+    lua_close(L);
+    return status;
+}

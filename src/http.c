@@ -1,0 +1,187 @@
+/* HTTP through libcurl: core.http_request{...}, used by mk.http_request,
+ * mk.get and the HTTP readiness probe. */
+#define _GNU_SOURCE
+#include "lmkh.h"
+#include "mkh.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+
+typedef struct {
+    lua_State *L;
+    luaL_Buffer *body;
+    size_t got, max;     /* max: stop reading the body past this many bytes */
+    int headers_idx;     /* stack index of the headers table */
+    long status_line;    /* status seen in the last header block */
+} xfer;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    xfer *x = ud;
+    size_t len = size * n;
+    if (x->got + len > x->max) {
+        size_t room = x->max - x->got;
+        luaL_addlstring(x->body, p, room);
+        x->got = x->max;
+        return 0; /* aborts with CURLE_WRITE_ERROR; the caller knows why */
+    }
+    luaL_addlstring(x->body, p, len);
+    x->got += len;
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    xfer *x = ud;
+    size_t len = size * n;
+    lua_State *L = x->L;
+    if (len >= 5 && !memcmp(p, "HTTP/", 5)) {
+        /* a new response (after 100-continue or a redirect): start afresh */
+        lua_newtable(L);
+        lua_replace(L, x->headers_idx);
+        return len;
+    }
+    char *colon = memchr(p, ':', len);
+    if (!colon) return len;
+    size_t nlen = (size_t)(colon - p);
+    char name[256];
+    if (nlen == 0 || nlen >= sizeof name) return len;
+    for (size_t i = 0; i < nlen; i++) name[i] = (char)tolower((unsigned char)p[i]);
+    const char *v = colon + 1, *end = p + len;
+    while (v < end && (*v == ' ' || *v == '\t')) v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+    lua_pushlstring(L, name, nlen);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, x->headers_idx);
+    if (lua_isstring(L, -1)) { /* repeated header: join as HTTP allows */
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v, (size_t)(end - v));
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, (size_t)(end - v));
+    }
+    lua_rawset(L, x->headers_idx);
+    return len;
+}
+
+static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    (void)ud; (void)a; (void)b; (void)c; (void)d;
+    return mkh_interrupted() ? 1 : 0; /* a Ctrl-C must not wait for a slow server */
+}
+
+/* core.http_request{ url=, method=, headers={"K: V",...}, body=, timeout=,
+ *   insecure=, max_body=, fresh= } -> { status=, headers=, body= } | nil, err */
+static int l_http_request(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "url");
+    const char *url = luaL_checkstring(L, -1);
+    lua_getfield(L, 1, "method");
+    const char *method = luaL_optstring(L, -1, "GET");
+    lua_getfield(L, 1, "body");
+    size_t blen = 0;
+    const char *body = lua_tolstring(L, -1, &blen);
+    lua_getfield(L, 1, "timeout");
+    double timeout = luaL_optnumber(L, -1, 30);
+    lua_getfield(L, 1, "insecure");
+    int insecure = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "max_body");
+    lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40);
+    lua_getfield(L, 1, "fresh");
+    int fresh = lua_toboolean(L, -1);
+    lua_pop(L, 3);
+
+    static CURL *c;
+    if (!c) c = curl_easy_init();
+    else curl_easy_reset(c);
+    if (!c) { lua_pushnil(L); lua_pushliteral(L, "curl_easy_init failed"); return 2; }
+
+    struct curl_slist *hdrs = NULL;
+    lua_getfield(L, 1, "headers");
+    if (lua_istable(L, -1)) {
+        lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_geti(L, -1, i);
+            hdrs = curl_slist_append(hdrs, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000.0) + 1);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send the path as given */
+    if (insecure) {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (fresh) {
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+    }
+    if (!strcmp(method, "HEAD")) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        if (!strcmp(method, "GET")) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "GET");
+    }
+    if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+
+    lua_newtable(L); /* result */
+    lua_newtable(L); /* headers */
+    int headers_idx = lua_gettop(L); /* absolute: the buffer below uses the stack */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    xfer x = { L, &b, 0, (size_t)max_body, headers_idx, 0 };
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(hdrs);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    int truncated = rc == CURLE_WRITE_ERROR && x.got >= x.max;
+    if (rc != CURLE_OK && !(truncated && status > 0)) {
+        const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+        lua_pushnil(L);
+        if (rc == CURLE_ABORTED_BY_CALLBACK) lua_pushfstring(L, "%s %s: interrupted", method, url);
+        else lua_pushfstring(L, "%s %s: %s", method, url, why);
+        lua_pushinteger(L, (lua_Integer)rc);
+        return 3;
+    }
+    luaL_pushresult(&b);
+    lua_setfield(L, -3, "body");
+    lua_setfield(L, -2, "headers");
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    if (truncated) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "truncated");
+    }
+    return 1;
+}
+
+void lmkh_open_http(lua_State *L)
+{
+    static int inited;
+    if (!inited) {
+        inited = 1;
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+    }
+    lua_pushcfunction(L, l_http_request);
+    lua_setfield(L, -2, "http_request");
+}

@@ -1,0 +1,837 @@
+/* mkharness.core: the Lua binding of the engine. Functions here convert
+ * arguments and call the engine; the friendly API, option checking and
+ * composition live in lua/mkharness/init.lua. Errors from the OS come back as
+ * nil, message; the Lua layer turns them into harness errors. */
+#define _GNU_SOURCE
+#include "lmkh.h"
+#include "mkh.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#define PROC_MT "mkharness.proc"
+#define WATCH_MT "mkharness.watch"
+#define SCANNER_MT "mkharness.scanner"
+#define DGRAM_MT "mkharness.dgram"
+
+extern char **environ;
+
+static mkh_interrupt_fn interrupt_fn;
+
+void lmkh_set_interrupt_handler(mkh_interrupt_fn fn) { interrupt_fn = fn; }
+
+/* Called after any wait that may have been cut short by a signal. */
+static void check_interrupt(lua_State *L)
+{
+    int sig = mkh_interrupted();
+    if (sig && interrupt_fn) interrupt_fn(L, sig);
+}
+
+static int push_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+static int push_errno(lua_State *L, const char *what)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", what, strerror(errno));
+    return 2;
+}
+
+/* ------------------------------------------------------------------ proc */
+
+typedef struct {
+    mkh_proc p;
+    char token[128];    /* MKHARNESS_SERVICE=... for the sweep */
+} lproc;
+
+static lproc *check_proc(lua_State *L, int i)
+{
+    return (lproc *)luaL_checkudata(L, i, PROC_MT);
+}
+
+static int exit_code(int status)
+{
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return -WTERMSIG(status);
+    return 0;
+}
+
+/* Array of strings at t[key] (or the array part of t when key is NULL) as a
+ * NULL-terminated vector allocated in a userdata kept on the stack. */
+static char **string_vector(lua_State *L, int t, const char *key)
+{
+    if (key) lua_getfield(L, t, key);
+    else lua_pushvalue(L, t);
+    int idx = lua_gettop(L);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, idx);
+    char **v = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *v, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, idx, i);
+        v[i - 1] = (char *)luaL_checkstring(L, -1);
+        /* the string stays referenced by the table */
+        lua_pop(L, 1);
+    }
+    v[n] = NULL;
+    lua_remove(L, idx);
+    return v;
+}
+
+static int open_stream(lua_State *L, int t, const char *key, int std, int *fd, char *err, size_t errlen)
+{
+    lua_getfield(L, t, key);
+    const char *mode = lua_tostring(L, -1);
+    int r = 0;
+    if (!mode || !strcmp(mode, "null")) {
+        *fd = open("/dev/null", std == 0 ? O_RDONLY : O_WRONLY | O_CLOEXEC);
+    } else if (!strcmp(mode, "inherit")) {
+        *fd = dup(std);
+        if (*fd >= 0) fcntl(*fd, F_SETFD, FD_CLOEXEC);
+    } else {
+        /* a capture file: O_APPEND so that a daemon still writing through an
+         * old descriptor after a restart's truncation cannot leave holes */
+        *fd = open(mode, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    }
+    if (*fd < 0) {
+        snprintf(err, errlen, "cannot open %s for %s: %s", mode ? mode : "/dev/null", key, strerror(errno));
+        r = -1;
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+static int stdin_fd(lua_State *L, int t, char *err, size_t errlen)
+{
+    lua_getfield(L, t, "stdin");
+    size_t len;
+    const char *data = lua_tolstring(L, -1, &len);
+    int fd;
+    if (!data) {
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    } else {
+        /* a memfd instead of a pipe: writing can never block on a child
+         * that does not read */
+        fd = memfd_create("mkharness-stdin", MFD_CLOEXEC);
+        size_t off = 0;
+        while (fd >= 0 && off < len) {
+            ssize_t n = write(fd, data + off, len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) { close(fd); fd = -1; break; }
+            off += (size_t)n;
+        }
+        if (fd >= 0) lseek(fd, 0, SEEK_SET);
+    }
+    if (fd < 0) snprintf(err, errlen, "cannot prepare stdin: %s", strerror(errno));
+    lua_pop(L, 1);
+    return fd;
+}
+
+/* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stderr=,
+ *             stop_signal=, kill_signal=, stop_timeout=, token= } */
+static int l_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    char err[1024] = "";
+    mkh_spawn_opts o;
+    memset(&o, 0, sizeof o);
+    o.argv = string_vector(L, 1, "argv");
+    o.envp = string_vector(L, 1, "env");
+    lua_getfield(L, 1, "path");
+    o.path = lua_tostring(L, -1);
+    lua_getfield(L, 1, "cwd");
+    o.cwd = lua_tostring(L, -1);
+    lua_getfield(L, 1, "token");
+    const char *token = luaL_optstring(L, -1, "");
+
+    lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    lp->p.pidfd = -1;
+    lp->p.exited = 1; /* until spawned: nothing to kill in __gc */
+    snprintf(lp->token, sizeof lp->token, "%s", token);
+    luaL_setmetatable(L, PROC_MT);
+    lua_getfield(L, 1, "stop_signal");
+    lp->p.stop_sig = (int)luaL_optinteger(L, -1, SIGTERM);
+    lua_getfield(L, 1, "kill_signal");
+    lp->p.kill_sig = (int)luaL_optinteger(L, -1, SIGKILL);
+    lua_getfield(L, 1, "stop_timeout");
+    lp->p.stop_timeout = luaL_optnumber(L, -1, 10);
+    lua_pop(L, 3);
+
+    mkh_supervise_init();
+    o.fd_in = stdin_fd(L, 1, err, sizeof err);
+    o.fd_out = o.fd_err = -1;
+    if (o.fd_in < 0 || open_stream(L, 1, "stdout", 1, &o.fd_out, err, sizeof err) != 0 ||
+        open_stream(L, 1, "stderr", 2, &o.fd_err, err, sizeof err) != 0) {
+        if (o.fd_in >= 0) close(o.fd_in);
+        if (o.fd_out >= 0) close(o.fd_out);
+        return push_fail(L, err);
+    }
+    pid_t pid;
+    int pidfd;
+    int r = mkh_spawn(&o, &pid, &pidfd, err, sizeof err);
+    close(o.fd_in);
+    close(o.fd_out);
+    close(o.fd_err);
+    if (r != 0) return push_fail(L, err);
+    lp->p.pid = pid;
+    lp->p.pidfd = pidfd;
+    lp->p.exited = 0;
+    mkh_proc_link(&lp->p);
+    return 1;
+}
+
+static int l_proc_pid(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    lua_pushinteger(L, lp->p.pid);
+    return 1;
+}
+
+static int l_proc_fd(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    if (lp->p.exited) return 0;
+    lua_pushinteger(L, lp->p.pidfd);
+    return 1;
+}
+
+/* p:poll() -> nil while running; the exit code (-N for signal N) once done */
+static int l_proc_poll(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    if (!mkh_proc_poll(&lp->p)) return 0;
+    lua_pushinteger(L, exit_code(lp->p.status));
+    return 1;
+}
+
+/* p:wait([timeout]) -> code, or nil on timeout */
+static int l_proc_wait(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    double deadline = lua_isnoneornil(L, 2) ? -1 : mkh_now() + luaL_checknumber(L, 2);
+    int done = mkh_proc_wait(&lp->p, deadline);
+    check_interrupt(L);
+    if (!done) return 0;
+    lua_pushinteger(L, exit_code(lp->p.status));
+    return 1;
+}
+
+static int l_proc_signal(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    int sig = (int)luaL_checkinteger(L, 2);
+    if (lp->p.exited) return push_fail(L, "process has exited");
+    if (mkh_proc_signal(&lp->p, sig) != 0) return push_errno(L, "kill");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* p:sweep() -> number of leftover descendants killed */
+static int l_proc_sweep(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    lua_pushinteger(L, lp->token[0] ? mkh_proc_sweep(&lp->p, lp->token) : 0);
+    return 1;
+}
+
+static int l_proc_gc(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    if (!lp->p.exited) {
+        mkh_proc_signal(&lp->p, SIGKILL);
+        mkh_proc_wait(&lp->p, mkh_now() + 2.0);
+        if (lp->token[0]) mkh_proc_sweep(&lp->p, lp->token);
+    }
+    mkh_proc_unlink(&lp->p);
+    return 0;
+}
+
+/* ------------------------------------------------------------ waiting */
+
+/* core.poll(fds, timeout) -> set of ready fds (possibly empty).
+ * Returns early when the harness is interrupted. */
+static int l_poll(lua_State *L)
+{
+    struct pollfd pf[64];
+    int n = 0;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_Integer len = luaL_len(L, 1);
+        for (lua_Integer i = 1; i <= len && n < 63; i++) {
+            lua_geti(L, 1, i);
+            pf[n].fd = (int)luaL_checkinteger(L, -1);
+            pf[n].events = POLLIN;
+            pf[n].revents = 0;
+            n++;
+            lua_pop(L, 1);
+        }
+    }
+    int ifd = mkh_interrupt_fd();
+    if (ifd >= 0) {
+        pf[n].fd = ifd;
+        pf[n].events = POLLIN;
+        pf[n].revents = 0;
+        n++;
+    }
+    double timeout = luaL_optnumber(L, 2, -1);
+    int ms = timeout < 0 ? -1 : (int)(timeout * 1000.0 + 0.999);
+    int r = poll(pf, (nfds_t)n, ms);
+    check_interrupt(L);
+    lua_createtable(L, 0, 4);
+    for (int i = 0; r > 0 && i < n; i++) {
+        if (pf[i].revents && pf[i].fd != ifd) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, -2, pf[i].fd);
+        }
+    }
+    return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+    double deadline = mkh_now() + luaL_checknumber(L, 1);
+    int ifd = mkh_interrupt_fd();
+    for (;;) {
+        double left = deadline - mkh_now();
+        if (left <= 0) break;
+        struct pollfd pf = { ifd, POLLIN, 0 };
+        poll(&pf, ifd >= 0 ? 1 : 0, (int)(left * 1000.0 + 0.999));
+        check_interrupt(L);
+    }
+    return 0;
+}
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, mkh_now());
+    return 1;
+}
+
+/* ---------------------------------------------------------------- watch */
+
+typedef struct { int fd; } lwatch;
+
+static lwatch *check_watch(lua_State *L, int i)
+{
+    lwatch *w = (lwatch *)luaL_checkudata(L, i, WATCH_MT);
+    if (w->fd < 0) luaL_error(L, "watch is closed");
+    return w;
+}
+
+static int l_watch(lua_State *L)
+{
+    lwatch *w = lua_newuserdatauv(L, sizeof *w, 0);
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0) return push_errno(L, "inotify_init1");
+    luaL_setmetatable(L, WATCH_MT);
+    return 1;
+}
+
+/* w:add(path, "modify" | "create") -> watch descriptor */
+static int l_watch_add(lua_State *L)
+{
+    lwatch *w = check_watch(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    const char *what = luaL_checkstring(L, 3);
+    uint32_t mask = !strcmp(what, "create")
+        ? IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_CLOSE_WRITE
+        : IN_MODIFY;
+    int wd = inotify_add_watch(w->fd, path, mask);
+    if (wd < 0) return push_errno(L, path);
+    lua_pushinteger(L, wd);
+    return 1;
+}
+
+static int l_watch_fd(lua_State *L)
+{
+    lua_pushinteger(L, check_watch(L, 1)->fd);
+    return 1;
+}
+
+/* w:drain() -> number of events read (they only wake us up) */
+static int l_watch_drain(lua_State *L)
+{
+    lwatch *w = check_watch(L, 1);
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    lua_Integer events = 0;
+    for (;;) {
+        ssize_t n = read(w->fd, buf, sizeof buf);
+        if (n <= 0) break;
+        for (char *p = buf; p < buf + n; ) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            events++;
+            p += sizeof *e + e->len;
+        }
+    }
+    lua_pushinteger(L, events);
+    return 1;
+}
+
+static int l_watch_close(lua_State *L)
+{
+    lwatch *w = (lwatch *)luaL_checkudata(L, 1, WATCH_MT);
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    return 0;
+}
+
+/* -------------------------------------------------------------- scanner */
+
+/* Reads a growing capture file and hands out complete lines that contain a
+ * literal needle (memmem over big blocks, so a flood is scanned at memory
+ * speed); the Lua layer applies the real pattern to those candidates. The
+ * partial last line is kept, bounded, so prompts without newline match. */
+#define SCAN_BLOCK (1 << 20)
+#define PARTIAL_MAX (1 << 20)
+
+typedef struct {
+    int fd;
+    off_t off;          /* file offset read so far */
+    char *buf;          /* [0, len): unconsumed bytes, starts at a line start */
+    size_t len, cap;
+    int truncated;      /* the partial line lost its beginning */
+    char path[];
+} lscanner;
+
+static lscanner *check_scanner(lua_State *L, int i)
+{
+    return (lscanner *)luaL_checkudata(L, i, SCANNER_MT);
+}
+
+static int l_scanner(lua_State *L)
+{
+    size_t plen;
+    const char *path = luaL_checklstring(L, 1, &plen);
+    lscanner *s = lua_newuserdatauv(L, sizeof *s + plen + 1, 0);
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    memcpy(s->path, path, plen + 1);
+    luaL_setmetatable(L, SCANNER_MT);
+    if (lua_toboolean(L, 2)) { /* start at the current end */
+        struct stat st;
+        if (stat(path, &st) == 0) s->off = st.st_size;
+    }
+    return 1;
+}
+
+/* Read more of the file; returns bytes added. */
+static size_t scanner_fill(lscanner *s)
+{
+    if (s->fd < 0) {
+        s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        if (s->fd < 0) return 0;
+    }
+    if (s->cap - s->len < SCAN_BLOCK) {
+        size_t cap = s->len + SCAN_BLOCK;
+        char *nb = realloc(s->buf, cap);
+        if (!nb) return 0;
+        s->buf = nb;
+        s->cap = cap;
+    }
+    ssize_t n = pread(s->fd, s->buf + s->len, SCAN_BLOCK, s->off);
+    if (n <= 0) return 0;
+    s->len += (size_t)n;
+    s->off += n;
+    return (size_t)n;
+}
+
+static void push_line(lua_State *L, const char *p, size_t n)
+{
+    if (n && p[n - 1] == '\r') n--;
+    lua_pushlstring(L, p, n);
+}
+
+/* s:next(needle) -> the next complete line containing needle, or nil when
+ * no more complete line does (all of them are consumed). */
+static int l_scanner_next(lua_State *L)
+{
+    lscanner *s = check_scanner(L, 1);
+    size_t nlen;
+    const char *needle = luaL_optlstring(L, 2, "", &nlen);
+    for (;;) {
+        char *end = s->len ? memrchr(s->buf, '\n', s->len) : NULL;
+        if (end) {
+            size_t complete = (size_t)(end - s->buf) + 1;
+            char *hit = nlen ? memmem(s->buf, complete, needle, nlen) : s->buf;
+            if (hit) {
+                char *ls = hit;
+                while (ls > s->buf && ls[-1] != '\n') ls--;
+                char *le = memchr(hit, '\n', (size_t)(s->buf + complete - hit));
+                push_line(L, ls, (size_t)(le - ls));
+                size_t used = (size_t)(le - s->buf) + 1;
+                memmove(s->buf, s->buf + used, s->len - used);
+                s->len -= used;
+                s->truncated = 0;
+                return 1;
+            }
+            memmove(s->buf, s->buf + complete, s->len - complete);
+            s->len -= complete;
+            s->truncated = 0;
+        }
+        if (s->len > PARTIAL_MAX) { /* keep the tail of an endless line */
+            memmove(s->buf, s->buf + s->len - PARTIAL_MAX / 2, PARTIAL_MAX / 2);
+            s->len = PARTIAL_MAX / 2;
+            s->truncated = 1;
+        }
+        if (scanner_fill(s) == 0) return 0;
+    }
+}
+
+/* s:partial() -> the current incomplete last line (possibly "") */
+static int l_scanner_partial(lua_State *L)
+{
+    lscanner *s = check_scanner(L, 1);
+    lua_pushlstring(L, s->buf ? s->buf : "", s->len);
+    lua_pushboolean(L, s->truncated);
+    return 2;
+}
+
+static int l_scanner_gc(lua_State *L)
+{
+    lscanner *s = check_scanner(L, 1);
+    if (s->fd >= 0) close(s->fd);
+    s->fd = -1;
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- dgram */
+
+/* A bound AF_UNIX datagram socket: the NOTIFY_SOCKET of the notify probe. */
+typedef struct { int fd; char path[108]; } ldgram;
+
+static ldgram *check_dgram(lua_State *L, int i)
+{
+    ldgram *d = (ldgram *)luaL_checkudata(L, i, DGRAM_MT);
+    if (d->fd < 0) luaL_error(L, "socket is closed");
+    return d;
+}
+
+static int l_dgram(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, 1, &len);
+    ldgram *d = lua_newuserdatauv(L, sizeof *d, 0);
+    d->fd = -1;
+    luaL_setmetatable(L, DGRAM_MT);
+    if (len >= sizeof d->path) return push_fail(L, "notify socket path too long");
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, len + 1);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return push_errno(L, "socket");
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return push_errno(L, path);
+    }
+    d->fd = fd;
+    memcpy(d->path, path, len + 1);
+    return 1;
+}
+
+static int l_dgram_fd(lua_State *L)
+{
+    lua_pushinteger(L, check_dgram(L, 1)->fd);
+    return 1;
+}
+
+/* d:recv() -> the next datagram, or nil when none is waiting */
+static int l_dgram_recv(lua_State *L)
+{
+    ldgram *d = check_dgram(L, 1);
+    char buf[4096];
+    ssize_t n = recv(d->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0) return 0;
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
+static int l_dgram_close(lua_State *L)
+{
+    ldgram *d = (ldgram *)luaL_checkudata(L, 1, DGRAM_MT);
+    if (d->fd >= 0) {
+        close(d->fd);
+        unlink(d->path);
+    }
+    d->fd = -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ utilities */
+
+static int l_signum(lua_State *L)
+{
+    int sig;
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_Integer n = luaL_checkinteger(L, 1);
+        sig = (n >= 1 && n < NSIG) ? (int)n : -1;
+    } else {
+        sig = mkh_signum(luaL_checkstring(L, 1));
+    }
+    if (sig < 0) return 0;
+    lua_pushinteger(L, sig);
+    return 1;
+}
+
+static int l_signame(lua_State *L)
+{
+    const char *n = mkh_signame((int)luaL_checkinteger(L, 1));
+    if (!n) return 0;
+    lua_pushstring(L, n);
+    return 1;
+}
+
+static int l_split(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char *out = lua_newuserdatauv(L, len + 1, 0);
+    char err[256];
+    int n = mkh_split_words(s, len, out, err, sizeof err);
+    if (n < 0) return push_fail(L, err);
+    lua_createtable(L, n, 0);
+    const char *p = out;
+    for (int i = 1; i <= n; i++) {
+        lua_pushstring(L, p);
+        lua_rawseti(L, -2, i);
+        p += strlen(p) + 1;
+    }
+    return 1;
+}
+
+static int l_environ(lua_State *L)
+{
+    lua_newtable(L);
+    int i = 1;
+    for (char **e = environ; e && *e; e++) {
+        lua_pushstring(L, *e);
+        lua_rawseti(L, -2, i++);
+    }
+    return 1;
+}
+
+static int l_run_id(lua_State *L)
+{
+    lua_pushstring(L, mkh_run_id());
+    return 1;
+}
+
+static int l_run_dir(lua_State *L)
+{
+    char err[512];
+    if (lua_isboolean(L, 1)) mkh_set_run_dir_keep(lua_toboolean(L, 1));
+    const char *d = mkh_run_dir(err, sizeof err);
+    if (!d) return push_fail(L, err);
+    lua_pushstring(L, d);
+    lua_pushboolean(L, mkh_run_dir_keep());
+    return 2;
+}
+
+static int l_keep(lua_State *L)
+{
+    mkh_set_run_dir_keep(lua_toboolean(L, 1));
+    return 0;
+}
+
+static int l_teardown(lua_State *L)
+{
+    mkh_teardown(lua_toboolean(L, 1));
+    return 0;
+}
+
+static int l_free_port(lua_State *L)
+{
+    char err[256];
+    int p = mkh_free_port(err, sizeof err);
+    if (p < 0) return push_fail(L, err);
+    lua_pushinteger(L, p);
+    return 1;
+}
+
+static int l_tcp_probe(lua_State *L)
+{
+    char err[512];
+    const char *host = luaL_checkstring(L, 1);
+    int port = (int)luaL_checkinteger(L, 2);
+    double timeout = luaL_optnumber(L, 3, 1.0);
+    if (mkh_tcp_probe(host, port, timeout, err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_unix_probe(lua_State *L)
+{
+    char err[512];
+    if (mkh_unix_probe(luaL_checkstring(L, 1), err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_port_owner(lua_State *L)
+{
+    char cmd[512];
+    pid_t pid = mkh_port_owner((int)luaL_checkinteger(L, 1), cmd, sizeof cmd);
+    if (!pid) return 0;
+    lua_pushinteger(L, pid);
+    lua_pushstring(L, cmd);
+    return 2;
+}
+
+static int l_tail(lua_State *L)
+{
+    char *t = mkh_tail_file(luaL_checkstring(L, 1), (int)luaL_optinteger(L, 2, 20), 65536);
+    if (!t) return 0;
+    lua_pushstring(L, t);
+    free(t);
+    return 1;
+}
+
+/* core.read(path[, offset]) -> contents from offset, or nil, err */
+static int l_read(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    off_t off = (off_t)luaL_optinteger(L, 2, 0);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return push_errno(L, path);
+    struct stat st;
+    fstat(fd, &st);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char *chunk;
+    ssize_t n;
+    for (;;) {
+        chunk = luaL_prepbuffsize(&b, 1 << 16);
+        n = pread(fd, chunk, 1 << 16, off);
+        if (n <= 0) break;
+        luaL_addsize(&b, (size_t)n);
+        off += n;
+    }
+    close(fd);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int l_size(lua_State *L)
+{
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) return 0;
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
+                    : S_ISSOCK(st.st_mode) ? "socket" : "other");
+    return 2;
+}
+
+static int l_mkdir(lua_State *L)
+{
+    char err[512];
+    if (mkh_mkdir_p(luaL_checkstring(L, 1), err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_rmtree(lua_State *L)
+{
+    mkh_rmtree(luaL_checkstring(L, 1));
+    return 0;
+}
+
+static int l_interrupted(lua_State *L)
+{
+    lua_pushinteger(L, mkh_interrupted());
+    return 1;
+}
+
+static const luaL_Reg proc_methods[] = {
+    {"pid", l_proc_pid}, {"fd", l_proc_fd}, {"poll", l_proc_poll},
+    {"wait", l_proc_wait}, {"signal", l_proc_signal}, {"sweep", l_proc_sweep},
+    {NULL, NULL}
+};
+
+static const luaL_Reg watch_methods[] = {
+    {"add", l_watch_add}, {"fd", l_watch_fd}, {"drain", l_watch_drain},
+    {"close", l_watch_close}, {NULL, NULL}
+};
+
+static const luaL_Reg scanner_methods[] = {
+    {"next", l_scanner_next}, {"partial", l_scanner_partial}, {"close", l_scanner_gc},
+    {NULL, NULL}
+};
+
+static const luaL_Reg dgram_methods[] = {
+    {"fd", l_dgram_fd}, {"recv", l_dgram_recv}, {"close", l_dgram_close}, {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+    {"spawn", l_spawn}, {"poll", l_poll}, {"sleep", l_sleep}, {"now", l_now},
+    {"watch", l_watch}, {"scanner", l_scanner}, {"signum", l_signum},
+    {"signame", l_signame}, {"split", l_split}, {"environ", l_environ},
+    {"run_id", l_run_id}, {"run_dir", l_run_dir}, {"keep", l_keep},
+    {"teardown", l_teardown}, {"free_port", l_free_port}, {"tcp_probe", l_tcp_probe},
+    {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},
+    {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
+    {"interrupted", l_interrupted}, {"dgram", l_dgram},
+    {NULL, NULL}
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+}
+
+/* Teardown at process exit for hosts we do not control (stock lua, busted):
+ * registered once; glibc runs it at exit() or at dlclose of this module. */
+static void at_exit(void)
+{
+    mkh_teardown(0);
+}
+
+int luaopen_mkharness_core(lua_State *L)
+{
+    static int registered;
+    mkh_supervise_init();
+    if (!registered) {
+        registered = 1;
+        atexit(at_exit);
+    }
+    new_class(L, PROC_MT, proc_methods, l_proc_gc);
+    new_class(L, WATCH_MT, watch_methods, l_watch_close);
+    new_class(L, SCANNER_MT, scanner_methods, l_scanner_gc);
+    new_class(L, DGRAM_MT, dgram_methods, l_dgram_close);
+    luaL_newlib(L, funcs);
+    lua_pushstring(L, MKH_VERSION);
+    lua_setfield(L, -2, "version");
+    lmkh_open_http(L);
+    return 1;
+}

@@ -1,0 +1,106 @@
+/* mkharness engine: internal interface shared by the C files.
+ * Nothing here knows about Lua except lmkh.c and host.c. */
+#ifndef MKH_H
+#define MKH_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define MKH_VERSION "0.1.0"
+
+/* ---- util.c ---- */
+double mkh_now(void);                       /* CLOCK_MONOTONIC, seconds */
+void mkh_sleep_until(double deadline);      /* not interruptible; for teardown */
+int mkh_mkdir_p(const char *path, char *err, size_t errlen);
+int mkh_rmtree(const char *path);
+/* Read the last `nlines` lines (at most `maxbytes`) of a file into a malloc'd
+ * string; NULL when the file does not exist or is empty. */
+char *mkh_tail_file(const char *path, int nlines, size_t maxbytes);
+/* Read a whole small /proc file into buf (NUL-terminated); bytes or -1. */
+ssize_t mkh_read_small(const char *path, char *buf, size_t len);
+
+/* ---- parse.c: parsers of untrusted text, free of Lua, fuzzable ---- */
+/* Signal by name ("TERM", "SIGTERM", any case, "RTMIN+2") or decimal number.
+ * Returns the number, or -1. */
+int mkh_signum(const char *name);
+const char *mkh_signame(int sig); /* "TERM" or NULL */
+/* Split `s` by POSIX shell word rules (quotes, backslashes), no expansion.
+ * Words are written NUL-separated into out (capacity len+1 suffices);
+ * returns the number of words, or -1 with a message in err. Unquoted shell
+ * operators are refused: the user almost certainly wanted `shell =`. */
+int mkh_split_words(const char *s, size_t len, char *out, char *err, size_t errlen);
+
+/* ---- spawn.c ---- */
+typedef struct {
+    char *const *argv;     /* argv[0] looked up in PATH when it has no '/' */
+    char *const *envp;
+    const char *path;      /* PATH used for the lookup (child's, else ours) */
+    const char *cwd;       /* NULL: inherit */
+    int fd_in, fd_out, fd_err; /* the child's 0, 1, 2 */
+} mkh_spawn_opts;
+
+/* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
+ * returns -1 with a human message in err (which step failed and why); no
+ * child is left behind. The child: own session, default signal dispositions,
+ * empty mask, only fds 0-2, SIGKILL when the harness dies. */
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
+
+/* ---- supervise.c ---- */
+typedef struct mkh_proc {
+    pid_t pid;
+    int pidfd;             /* -1 once reaped */
+    int exited;            /* 1 once reaped */
+    int status;            /* wait status once reaped */
+    int stop_sig, kill_sig;
+    double stop_timeout;
+    struct mkh_proc *prev, *next; /* live list, for teardown */
+    int linked;
+} mkh_proc;
+
+const char *mkh_run_id(void);
+/* The run directory, created on first use; NULL with err on failure. */
+const char *mkh_run_dir(char *err, size_t errlen);
+void mkh_set_run_dir_keep(int keep);
+int mkh_run_dir_keep(void);
+/* Become a child subreaper (idempotent). */
+void mkh_supervise_init(void);
+void mkh_proc_link(mkh_proc *p);
+void mkh_proc_unlink(mkh_proc *p);
+/* Tell the guardian about a new session (forking it on first use). */
+void mkh_guardian_watch(pid_t sid);
+/* Non-blocking reap of p; returns 1 when it has exited (status filled). */
+int mkh_proc_poll(mkh_proc *p);
+/* Blocking reap with a deadline (<0: none). Returns 1 exited, 0 timed out. */
+int mkh_proc_wait(mkh_proc *p, double deadline);
+/* Signal p's process group (falls back to p alone). 0 or -1/errno. */
+int mkh_proc_signal(mkh_proc *p, int sig);
+/* After p's leader was reaped: SIGKILL what is left of its group and its
+ * descendants that escaped it (found as reparented orphans carrying the
+ * service token "MKHARNESS_SERVICE=..."). Returns how many were killed. */
+int mkh_proc_sweep(mkh_proc *p, const char *token);
+/* Reap orphans that were reparented to us (subreaper) and are zombies. */
+void mkh_reap_orphans(void);
+/* Whole-run teardown: stop signals, grace, SIGKILL, sweep, guardian off. */
+void mkh_teardown(int graceful);
+/* Called in the guardian; also used by teardown. Kills every process of the
+ * given sessions / process groups / carrying our marker. Returns how many
+ * were signalled. */
+int mkh_kill_marked(const pid_t *sids, size_t nsids, const char *marker, int sig);
+
+/* ---- watch.c ---- */
+/* Interrupt plumbing: the host installs signal handlers that call
+ * mkh_interrupt(sig); waits return early when it is set. */
+void mkh_interrupt(int sig);
+int mkh_interrupted(void);     /* pending signal number or 0 */
+int mkh_interrupt_fd(void);    /* read end of the self-pipe, or -1 */
+void mkh_interrupt_init(void);
+
+/* ---- net.c ---- */
+/* Non-blocking connect bounded by timeout (seconds). 0 ok, -1 with err. */
+int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t errlen);
+int mkh_unix_probe(const char *path, char *err, size_t errlen);
+int mkh_free_port(char *err, size_t errlen);
+/* Who listens on 127.0.0.1/any:port, from /proc: pid and command, or 0. */
+pid_t mkh_port_owner(int port, char *cmd, size_t cmdlen);
+
+#endif

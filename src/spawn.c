@@ -1,0 +1,199 @@
+/* Spawning: fork + exec with an exec-status pipe, so that a command that
+ * cannot run is reported at once with the step that failed, never as a
+ * timeout. Between fork and exec only async-signal-safe calls are made:
+ * everything (argv, envp, PATH candidates) is prepared before the fork. */
+#define _GNU_SOURCE
+#include "mkh.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC };
+
+struct exec_report { int stage; int err; };
+
+static void child_fail(int rep, int stage, int err)
+{
+    struct exec_report r = { stage, err };
+    ssize_t n = write(rep, &r, sizeof r);
+    (void)n;
+    _exit(127);
+}
+
+/* Move fd to a slot >= 10 so that dup2 onto 0..2 cannot clobber a source. */
+static int lift(int fd)
+{
+    return fd < 0 ? -1 : fcntl(fd, F_DUPFD, 10);
+}
+
+static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t parent, int rep)
+{
+    /* A service must not outlive a harness that died without teardown.
+     * The guardian handles descendants; this makes the leader go at once. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(127);
+    if (setsid() < 0) child_fail(rep, STAGE_SETUP, errno);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++) sigaction(s, &sa, NULL); /* KILL/STOP fail: fine */
+
+    int in = lift(o->fd_in), out = lift(o->fd_out), er = lift(o->fd_err);
+    if (in < 0 || out < 0 || er < 0) child_fail(rep, STAGE_FDS, errno);
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(er, 2) < 0)
+        child_fail(rep, STAGE_FDS, errno);
+    /* Only 0, 1, 2 and the report pipe (close-on-exec) survive. */
+    if (rep > 3) syscall(SYS_close_range, 3u, (unsigned)rep - 1, 0u);
+    syscall(SYS_close_range, (unsigned)rep + 1, ~0u, 0u);
+
+    if (o->cwd && chdir(o->cwd) != 0) child_fail(rep, STAGE_CHDIR, errno);
+
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    int best = ENOENT;
+    for (size_t i = 0; i < ncand; i++) {
+        execve(cands[i], o->argv, o->envp);
+        /* like execvp: a permission problem is more telling than "not found" */
+        if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE) best = errno;
+    }
+    /* restore signals we may have unblocked before reporting */
+    child_fail(rep, STAGE_EXEC, best);
+}
+
+/* Candidate paths for argv[0], computed before the fork. */
+static char **candidates(const char *file, const char *path, size_t *n)
+{
+    *n = 0;
+    if (strchr(file, '/')) {
+        char **c = malloc(2 * sizeof *c);
+        if (!c) return NULL;
+        c[0] = strdup(file);
+        c[1] = NULL;
+        *n = 1;
+        return c;
+    }
+    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    size_t parts = 1;
+    for (const char *p = path; *p; p++) parts += (*p == ':');
+    char **c = calloc(parts + 1, sizeof *c);
+    if (!c) return NULL;
+    const char *p = path;
+    for (;;) {
+        const char *e = strchr(p, ':');
+        size_t dl = e ? (size_t)(e - p) : strlen(p);
+        char *s = malloc(dl + strlen(file) + 3);
+        if (!s) break;
+        if (dl == 0) sprintf(s, "./%s", file);
+        else sprintf(s, "%.*s/%s", (int)dl, p, file);
+        c[(*n)++] = s;
+        if (!e) break;
+        p = e + 1;
+    }
+    return c;
+}
+
+static void free_candidates(char **c, size_t n)
+{
+    if (!c) return;
+    for (size_t i = 0; i < n; i++) free(c[i]);
+    free(c);
+}
+
+static void describe(const mkh_spawn_opts *o, struct exec_report r, char *err, size_t errlen)
+{
+    const char *cmd = o->argv[0];
+    switch (r.stage) {
+    case STAGE_CHDIR:
+        snprintf(err, errlen, "cannot change directory to '%s': %s", o->cwd, strerror(r.err));
+        break;
+    case STAGE_EXEC:
+        if (r.err == ENOENT && !strchr(cmd, '/'))
+            snprintf(err, errlen, "command not found: '%s' (searched PATH=%s)", cmd,
+                     o->path && *o->path ? o->path : "/usr/local/bin:/usr/bin:/bin");
+        else if (r.err == ENOENT)
+            snprintf(err, errlen, "no such file: '%s'", cmd);
+        else if (r.err == EACCES)
+            snprintf(err, errlen, "cannot execute '%s': permission denied (not executable, or a directory)", cmd);
+        else if (r.err == ENOEXEC)
+            snprintf(err, errlen, "cannot execute '%s': not an executable format (a script without '#!'?)", cmd);
+        else
+            snprintf(err, errlen, "cannot execute '%s': %s", cmd, strerror(r.err));
+        break;
+    case STAGE_FDS:
+        snprintf(err, errlen, "cannot set up stdio for '%s': %s", cmd, strerror(r.err));
+        break;
+    default:
+        snprintf(err, errlen, "cannot start '%s': %s", cmd, strerror(r.err));
+    }
+}
+
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err, size_t errlen)
+{
+    size_t ncand;
+    char **cands = candidates(o->argv[0], o->path, &ncand);
+    if (!cands) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rep[2];
+    if (pipe2(rep, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        free_candidates(cands, ncand);
+        return -1;
+    }
+    /* Block signals across fork so the child never runs our handlers. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(rep[0]);
+        child(o, cands, ncand, parent, rep[1]);
+    }
+    int fork_errno = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(rep[1]);
+    free_candidates(cands, ncand);
+    if (pid < 0) {
+        close(rep[0]);
+        snprintf(err, errlen, "fork: %s", strerror(fork_errno));
+        return -1;
+    }
+    /* The guardian learns the session before the exec can happen, so even a
+     * harness killed right now leaves nothing behind. */
+    mkh_guardian_watch(pid);
+
+    struct exec_report r;
+    ssize_t n;
+    do n = read(rep[0], &r, sizeof r); while (n < 0 && errno == EINTR);
+    close(rep[0]);
+    if (n == (ssize_t)sizeof r) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        describe(o, r, err, errlen);
+        return -1;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
+        kill(pid, SIGKILL);
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        return -1;
+    }
+    *pid_out = pid;
+    *pidfd_out = pidfd;
+    return 0;
+}

@@ -1,0 +1,117 @@
+/* Small OS helpers: clock, directories, file tails. */
+#define _GNU_SOURCE
+#include "mkh.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+double mkh_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void mkh_sleep_until(double deadline)
+{
+    for (;;) {
+        double left = deadline - mkh_now();
+        if (left <= 0) return;
+        struct timespec ts = { (time_t)left, (long)((left - (double)(time_t)left) * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+}
+
+int mkh_mkdir_p(const char *path, char *err, size_t errlen)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        snprintf(err, errlen, "bad directory path '%s'", path);
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "cannot create directory '%s': %s", buf, strerror(errno));
+                return -1;
+            }
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+    return 0;
+}
+
+static int rmtree_at(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return unlinkat(dirfd, name, 0);
+    DIR *d = fdopendir(fd);
+    if (!d) { close(fd); return -1; }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (e->d_type == DT_DIR) rmtree_at(fd, e->d_name);
+        else if (unlinkat(fd, e->d_name, 0) != 0 && errno == EISDIR) rmtree_at(fd, e->d_name);
+    }
+    closedir(d);
+    return unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+int mkh_rmtree(const char *path)
+{
+    return rmtree_at(AT_FDCWD, path);
+}
+
+char *mkh_tail_file(const char *path, int nlines, size_t maxbytes)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size == 0) { close(fd); return NULL; }
+    size_t want = (size_t)st.st_size < maxbytes ? (size_t)st.st_size : maxbytes;
+    char *buf = malloc(want + 1);
+    if (!buf) { close(fd); return NULL; }
+    ssize_t got = pread(fd, buf, want, st.st_size - (off_t)want);
+    close(fd);
+    if (got <= 0) { free(buf); return NULL; }
+    size_t len = (size_t)got;
+    if (len && buf[len - 1] == '\n') len--;
+    /* walk back nlines newlines */
+    size_t start = len;
+    int seen = 0;
+    while (start > 0) {
+        if (buf[start - 1] == '\n' && ++seen == nlines) break;
+        start--;
+    }
+    memmove(buf, buf + start, len - start);
+    buf[len - start] = '\0';
+    return buf;
+}
+
+ssize_t mkh_read_small(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t off = 0;
+    while (off + 1 < len) {
+        ssize_t n = read(fd, buf + off, len - 1 - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        off += (size_t)n;
+    }
+    close(fd);
+    buf[off] = '\0';
+    return (ssize_t)off;
+}
