@@ -76,7 +76,7 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
 }
 
 /* core.http_request{ url=, method=, headers={"K: V",...}, body=, timeout=,
- *   insecure=, max_body=, fresh= } -> { status=, headers=, body= } | nil, err */
+ *   insecure=, max_body= } -> { status=, headers=, body= } | nil, err */
 static int l_http_request(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -93,9 +93,7 @@ static int l_http_request(lua_State *L)
     int insecure = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_body");
     lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40);
-    lua_getfield(L, 1, "fresh");
-    int fresh = lua_toboolean(L, -1);
-    lua_pop(L, 3);
+    lua_pop(L, 2);
 
     static CURL *c;
     if (!c) c = curl_easy_init();
@@ -125,10 +123,10 @@ static int l_http_request(lua_State *L)
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    if (fresh) {
-        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
-        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
-    }
+    /* No connection is kept between requests: services restart under
+     * chaos, and a cached socket would also be an fd the harness holds. */
+    curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+    curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
     if (!strcmp(method, "HEAD")) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     else if (strcmp(method, "GET") != 0) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (body) {

@@ -6,6 +6,7 @@
 #include "lmkh.h"
 #include "mkh.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -757,6 +758,51 @@ static int l_rmtree(lua_State *L)
     return 0;
 }
 
+/* core.leftovers() -> list of pids the run started that nothing owns */
+static int l_leftovers(lua_State *L)
+{
+    pid_t pids[256];
+    size_t n = mkh_leftovers(pids, 256);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushinteger(L, pids[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* core.fds() -> sorted list of this process's open fds, { fd = target } */
+static int l_fds(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return push_errno(L, "/proc/self/fd");
+    int self = dirfd(d);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_Integer n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        if (fd == self) continue;
+        char link[300], target[512];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        target[len > 0 ? len : 0] = '\0';
+        lua_pushstring(L, target);
+        lua_rawseti(L, -2, fd);
+        lua_pushinteger(L, fd);
+        lua_rawseti(L, -3, ++n);
+    }
+    closedir(d);
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, -4);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 2;
+}
+
 static int l_interrupted(lua_State *L)
 {
     lua_pushinteger(L, mkh_interrupted());
@@ -792,6 +838,7 @@ static const luaL_Reg funcs[] = {
     {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},
     {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
+    {"leftovers", l_leftovers}, {"fds", l_fds},
     {NULL, NULL}
 };
 

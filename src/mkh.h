@@ -80,6 +80,9 @@ int mkh_proc_signal(mkh_proc *p, int sig);
 int mkh_proc_sweep(mkh_proc *p, const char *token);
 /* Reap orphans that were reparented to us (subreaper) and are zombies. */
 void mkh_reap_orphans(void);
+/* Processes of this run that no live executor owns: our stray children
+ * (zombies included) and anything else carrying our marker. For specs. */
+size_t mkh_leftovers(pid_t *out, size_t cap);
 /* Whole-run teardown: stop signals, grace, SIGKILL, sweep, guardian off. */
 void mkh_teardown(int graceful);
 /* Called in the guardian; also used by teardown. Kills every process of the

@@ -307,6 +307,38 @@ void mkh_reap_orphans(void)
     }
 }
 
+size_t mkh_leftovers(pid_t *out, size_t cap)
+{
+    char marker[128];
+    snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
+    size_t mlen = strlen(marker), n = 0;
+    pid_t kids[512];
+    size_t nk = orphans(kids, 512);
+    for (size_t i = 0; i < nk && n < cap; i++) {
+        int live_proc = 0;
+        for (mkh_proc *p = live; p; p = p->next) live_proc |= p->pid == kids[i];
+        if (!live_proc) out[n++] = kids[i];
+    }
+    DIR *d = opendir("/proc");
+    if (!d) return n;
+    pid_t self = getpid();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < cap) {
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid == self || pid == guardian_pid) continue;
+        int known = 0;
+        for (mkh_proc *p = live; p; p = p->next) known |= p->pid == pid;
+        for (size_t i = 0; i < n; i++) known |= out[i] == pid;
+        if (known) continue;
+        char st; pid_t pp, pg, sd;
+        if (proc_stat(pid, &st, &pp, &pg, &sd) != 0 || st == 'Z') continue;
+        if (has_marker(pid, marker, mlen)) out[n++] = pid;
+    }
+    closedir(d);
+    return n;
+}
+
 /* ---- guardian ---- */
 
 static void guardian_main(int fd, const char *marker)

@@ -384,7 +384,7 @@ KINDS.http = {
     if not ok then return false, err end
     local res, herr = core.http_request {
       url = p.url, method = p.method, headers = p.header_list, body = p.body,
-      insecure = p.insecure, timeout = math.min(left, 30), max_body = 0, fresh = true,
+      insecure = p.insecure, timeout = math.min(left, 30), max_body = 0,
     }
     if not res then return false, herr end
     local good = p.match(res.status)
@@ -394,7 +394,7 @@ KINDS.http = {
   precheck = function(p)
     if not core.tcp_probe(p.parsed.host, p.parsed.port, 1) then return false end
     local res = core.http_request { url = p.url, method = p.method, headers = p.header_list,
-      body = p.body, insecure = p.insecure, timeout = 2, max_body = 0, fresh = true }
+      body = p.body, insecure = p.insecure, timeout = 2, max_body = 0 }
     if res and p.match(res.status) then
       local pid, cmd = core.port_owner(p.parsed.port)
       return true, string.format("%s already answers %d%s", p.url, res.status,

@@ -1,0 +1,117 @@
+-- Shared helpers for the specs (loaded with busted --helper).
+-- Every spec file calls H.leakcheck() in its top describe: after each test,
+-- no process the run started may be left (children, zombies, marked
+-- processes) and no file descriptor may have leaked, as luv's tests fail on
+-- an unclosed handle.
+local mk = require "mkharness"
+local core = mk.core
+
+local H = {}
+H.build = os.getenv("MKH_BUILD_DIR") or "build"
+H.fx = H.build .. "/fixtures/fx_svc"
+H.kvd = H.build .. "/kvd"
+H.host = H.build .. "/mkharness"
+
+local function fd_set()
+  local s = {}
+  local list, targets = core.fds()
+  for _, fd in ipairs(list) do s[fd] = true end
+  return s, targets
+end
+
+function H.leftovers()
+  -- killed processes take a moment to vanish from /proc
+  local deadline = core.now() + 2
+  local left
+  repeat
+    left = core.leftovers()
+    if #left == 0 then return left end
+    core.sleep(0.01)
+  until core.now() > deadline
+  return left
+end
+
+function H.describe_pids(pids)
+  local out = {}
+  for _, pid in ipairs(pids) do
+    local f = io.open("/proc/" .. pid .. "/cmdline")
+    local cmd = f and f:read("a"):gsub("%z", " ") or "?"
+    if f then f:close() end
+    out[#out + 1] = pid .. " " .. cmd
+  end
+  return table.concat(out, "; ")
+end
+
+-- The harness's permanent fds (the guardian's pipe) exist from the first
+-- spawn on; make them exist before any test measures.
+mk.run { "true" }
+
+function H.leakcheck()
+  local busted = require "busted"
+  local before_each, after_each = busted.before_each, busted.after_each
+  local before
+  before_each(function()
+    collectgarbage()
+    before = fd_set()
+  end)
+  after_each(function()
+    local left = H.leftovers()
+    if #left > 0 then
+      local desc = H.describe_pids(left)
+      for _, pid in ipairs(left) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+      error("processes left behind: " .. desc, 0)
+    end
+    collectgarbage()
+    collectgarbage()
+    local now, targets = fd_set()
+    local leaked = {}
+    for fd in pairs(now) do
+      if not before[fd] then leaked[#leaked + 1] = fd .. " -> " .. tostring(targets[fd]) end
+    end
+    if #leaked > 0 then
+      table.sort(leaked)
+      error("file descriptors leaked: " .. table.concat(leaked, ", "), 0)
+    end
+  end)
+end
+
+-- A fresh directory for one test.
+function H.tmpdir() return mk.tmpdir() end
+
+-- Write a scenario to a file and run it in a fresh host process.
+-- Returns { code=, stdout=, stderr= }.
+function H.scenario(code, opts)
+  opts = opts or {}
+  local dir = mk.tmpdir()
+  local path = dir .. "/scenario.lua"
+  local f = assert(io.open(path, "w"))
+  f:write("local mk = require 'mkharness'\nlocal FX = " .. string.format("%q", H.fx) .. "\n", code)
+  f:close()
+  local argv = { H.host }
+  for _, a in ipairs(opts.host_args or {}) do argv[#argv + 1] = a end
+  argv[#argv + 1] = path
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  argv.timeout = opts.timeout or 60
+  argv.env = opts.env
+  return mk.run(argv), path
+end
+
+-- Read a file, or nil.
+function H.slurp(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.pid_alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local s = f:read("a")
+  f:close()
+  local state = s:match("%) (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+return H
