@@ -352,7 +352,12 @@ end
 -- Spawn without waiting; returns a waiter for the readiness probes, or nil
 -- when the service is adopted or has none.
 function Service:_launch()
-  if self._proc and not self._proc:poll() then return nil end
+  if self._proc and not self._stopped then
+    if not self._proc:poll() then return nil end -- running: start() is a no-op
+    -- it ended on its own since the last start: what it left goes now
+    self._proc:sweep()
+    self._exit, self._stopped = self._proc:poll(), true
+  end
   -- already running? (mirakuru's pre-start check)
   if self.already_running ~= "ignore" then
     for _, p in ipairs(self._probes) do
