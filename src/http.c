@@ -95,9 +95,9 @@ static int l_http_request(lua_State *L)
     lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40);
     lua_pop(L, 2);
 
-    static CURL *c;
-    if (!c) c = curl_easy_init();
-    else curl_easy_reset(c);
+    /* A fresh handle per request: a kept one holds a socketpair (an fd
+     * the harness would carry for ever); the cost is a few microseconds. */
+    CURL *c = curl_easy_init();
     if (!c) { lua_pushnil(L); lua_pushliteral(L, "curl_easy_init failed"); return 2; }
 
     struct curl_slist *hdrs = NULL;
@@ -152,6 +152,7 @@ static int l_http_request(lua_State *L)
     curl_slist_free_all(hdrs);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
     int truncated = rc == CURLE_WRITE_ERROR && x.got >= x.max;
     if (rc != CURLE_OK && !(truncated && status > 0)) {
         const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);

@@ -638,8 +638,8 @@ local WAIT_OUTPUT = {
 }
 function Service:wait_output(pat, opts)
   local ctx = "wait_output"
-  T.pattern(ctx, "pattern", pat)
   local o = O.check(ctx, opts or {}, WAIT_OUTPUT)
+  if o.plain then T.nonempty(ctx, "pattern", pat) else T.pattern(ctx, "pattern", pat) end
   if not self._logs then svc_error(self, "ExecutorError", "wait_output() needs a started service") end
   local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false }
   local st = P.output_attach(probe, self, o.since == "now")
@@ -681,7 +681,7 @@ end
 
 M.process = ctor("process", nil, nil, { "ready", "already_running" })
 M.executor = ctor("executor")
-M.output = ctor("output", { banner = T.pattern, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean },
+M.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean },
   function(o, self)
     if o.banner == nil then O.fail("mk.output", "banner", "is required") end
     return { P.output { banner = o.banner, stream = o.stream, plain = o.plain } }

@@ -136,10 +136,75 @@ function T.enum(...)
     return v
   end
 end
+-- Lua reports a malformed pattern only when matching reaches the bad spot,
+-- so walk the whole syntax here (as lstrlib.c's matcher would).
+local function pattern_error(p)
+  local i, n = 1, #p
+  local caps, stack = {}, {} -- caps[k]: capture k is closed; stack: open ones
+  local function set_end(j) -- j at the char after '['
+    if p:sub(j, j) == "^" then j = j + 1 end
+    repeat
+      if j > n then return nil end
+      local c = p:sub(j, j)
+      j = j + 1
+      if c == "%" then
+        if j > n then return nil end
+        j = j + 1
+      end
+    until p:sub(j, j) == "]"
+    return j + 1
+  end
+  while i <= n do
+    local c = p:sub(i, i)
+    if c == "(" then
+      if p:sub(i + 1, i + 1) == ")" then -- position capture
+        caps[#caps + 1] = true
+        i = i + 2
+      else
+        caps[#caps + 1] = false
+        stack[#stack + 1] = #caps
+        i = i + 1
+      end
+    elseif c == ")" then
+      if #stack == 0 then return "invalid pattern capture (unmatched ')')" end
+      caps[table.remove(stack)] = true
+      i = i + 1
+    elseif c == "%" then
+      local d = p:sub(i + 1, i + 1)
+      if d == "" then return "malformed pattern (ends with '%')" end
+      if d == "b" then
+        if i + 3 > n then return "missing arguments to '%b'" end
+        i = i + 4
+      elseif d == "f" then
+        if p:sub(i + 2, i + 2) ~= "[" then return "missing '[' after '%f' in pattern" end
+        local e = set_end(i + 3)
+        if not e then return "malformed pattern (missing ']')" end
+        i = e
+      elseif d:match("%d") then
+        local idx = tonumber(d)
+        if not caps[idx] then return "invalid capture index %" .. d end
+        i = i + 2
+      else
+        i = i + 2
+      end
+    elseif c == "[" then
+      local e = set_end(i + 1)
+      if not e then return "malformed pattern (missing ']')" end
+      i = e
+    else
+      i = i + 1
+    end
+  end
+  if #stack > 0 then return "unfinished capture (missing ')')" end
+  if #caps > 32 then return "too many captures (at most 32)" end
+end
+O.pattern_error = pattern_error
+
 function T.pattern(ctx, k, v)
   T.nonempty(ctx, k, v)
   local ok, err = pcall(string.find, "", v)
-  if not ok then fail(ctx, k, "is not a valid Lua pattern (" .. tostring(err):gsub("^.-: ", "") .. ")", v) end
+  local why = not ok and tostring(err):gsub("^.-: ", "") or pattern_error(v)
+  if why then fail(ctx, k, "is not a valid Lua pattern (" .. why .. ")", v) end
   return v
 end
 

@@ -109,7 +109,7 @@ local function line_matches(pat, plain, line)
 end
 
 local OUTPUT = {
-  banner = T.pattern, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+  banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
 }
 
 function P.output(t)
@@ -117,6 +117,7 @@ function P.output(t)
   if o.banner == nil then O.fail("mk.probe.output", "banner", "is required") end
   o.stream = o.stream or "any"
   o.plain = o.plain or false
+  if not o.plain then T.pattern("mk.probe.output", "banner", o.banner) end
   o.needle = o.plain and o.banner or needle_of(o.banner)
   return new("output", o)
 end
@@ -300,7 +301,9 @@ KINDS["function"] = {
     local ok, v = pcall(p.f, svc)
     if not ok then
       local Error = require "mkharness.errors"
-      if Error.is(v) and v.kind ~= "TimeoutExpired" then error(v, 0) end
+      -- a mistake in the scenario surfaces; anything else (a refused
+      -- mk.get, a failed assert) just means "not ready yet"
+      if Error.is(v, "ConfigError") then error(v, 0) end
       return false, "raised: " .. tostring(v)
     end
     if v then return true, v end

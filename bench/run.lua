@@ -1,0 +1,637 @@
+-- mkharness benchmarks (issue 4, DESIGN §4). Run inside the host:
+--   ./run bench [--quick] [--only SECTION[,SECTION]] [--json PATH] [--list]
+-- Prints one table and writes the same figures as JSON (default
+-- bench/results.json). Never fails on speed: exit 0 unless something crashed.
+-- See bench/README.md for what each row measures and how.
+local mk = require "mkharness"
+local core = mk.core
+
+local HERE = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
+local L = dofile(HERE .. "/lib.lua")
+
+---------------------------------------------------------------- options
+local SECTIONS = { "readiness", "stop", "drain", "overhead", "scale", "cpu" }
+local opts = { json = HERE .. "/results.json" }
+do
+  local i = 1
+  while arg[i] do
+    local a = arg[i]
+    if a == "--quick" then opts.quick = true
+    elseif a == "--only" then i = i + 1 opts.only = arg[i]
+    elseif a:match("^%-%-only=") then opts.only = a:match("=(.*)")
+    elseif a == "--json" then i = i + 1 opts.json = arg[i]
+    elseif a:match("^%-%-json=") then opts.json = a:match("=(.*)")
+    elseif a == "--list" then print(table.concat(SECTIONS, "\n")) os.exit(0)
+    elseif a == "-h" or a == "--help" then
+      print("usage: ./run bench [--quick] [--only SECTION[,SECTION...]] [--json PATH] [--list]\n" ..
+        "sections: " .. table.concat(SECTIONS, ", "))
+      os.exit(0)
+    else
+      io.stderr:write("bench: unknown argument '", a, "' (try --help)\n")
+      os.exit(2)
+    end
+    i = i + 1
+  end
+  if opts.only then
+    local want = {}
+    for name in opts.only:gmatch("[^,%s]+") do
+      local found
+      for _, s in ipairs(SECTIONS) do if s == name or s:sub(1, #name) == name then found = s end end
+      if not found then
+        io.stderr:write("bench: no section '", name, "'; sections: ", table.concat(SECTIONS, ", "), "\n")
+        os.exit(2)
+      end
+      want[found] = true
+    end
+    opts.want = want
+  end
+end
+local Q = opts.quick
+
+-- iteration counts: full / --quick
+local N = {
+  ready = Q and 6 or 50, ready_base = Q and 3 or 50,
+  stop = Q and 10 or 50, stop_base = Q and 4 or 20,
+  drain = Q and 2 or 5,
+  overhead = Q and 5 or 20, rss = Q and 2 or 5,
+  group_reps = Q and 1 or 3,
+  cycles = Q and 100 or 1000,
+  cpu_wait = Q and 3 or 10,
+}
+
+---------------------------------------------------------------- paths
+local ROOT = mk.run { "sh", "-c", "cd \"$1\"/.. && pwd", "sh", HERE }.stdout:gsub("%s+$", "")
+local FX = ROOT .. "/build/fixtures/fx_svc"
+local HOST = ROOT .. "/build/mkharness"
+for _, p in ipairs { FX, HOST } do
+  if not core.size(p) then
+    io.stderr:write("bench: ", p, " is missing: build first (./run build)\n")
+    os.exit(2)
+  end
+end
+local TIME = core.size("/usr/bin/time") and "/usr/bin/time" or nil
+local CLK_TCK = tonumber(mk.run { "getconf", "CLK_TCK" }.stdout) or 100
+
+local function have(cmd)
+  return mk.run { "sh", "-c", "command -v " .. cmd .. " >/dev/null" }.code == 0
+end
+local HAVE_CURL = have("curl")
+
+local function q(s) -- shell quote
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+---------------------------------------------------------------- rows
+local rows = {}       -- in table order
+local by_key = {}
+local crashed = false
+
+local function progress(...)
+  io.stderr:write("bench: ", string.format(...), "\n")
+end
+
+-- row = { key, what, unit, samples | value | text, target = { value=, text=, on= }, base = key,
+--         compare = "faster" | "ratio", note }
+local function add(row)
+  if row.samples then
+    local s = L.stats(row.samples)
+    row.n, row.median, row.p90, row.max, row.min, row.mean = s.n, s.median, s.p90, s.max, s.min, s.mean
+  end
+  rows[#rows + 1] = row
+  if row.key then by_key[row.key] = row end
+  progress("%-44s %s", row.what, row.text or (row.median and (L.fmt(row.median, row.unit) ..
+    (row.p90 and ("  p90 " .. L.fmt(row.p90, row.unit)) or "")) or ""))
+  return row
+end
+
+local function heading(text) rows[#rows + 1] = { heading = text } end
+
+---------------------------------------------------------------- helpers
+local function rm(path) os.remove(path) end
+
+-- The fixture writes its stamp right after the ready action (tmp + rename):
+-- it may land a few microseconds after start() returned, so wait for it.
+local function read_stamp(path)
+  local deadline = mk.now() + 5
+  while true do
+    local f = io.open(path, "r")
+    if f then
+      local s = f:read("a")
+      f:close()
+      local v = tonumber(s:match("^%s*(%S+)"))
+      if v then return v end
+    end
+    if mk.now() > deadline then error("the fixture never wrote its stamp " .. path, 0) end
+    mk.sleep(0.0002)
+  end
+end
+
+local function append(t, ...)
+  for _, v in ipairs { ... } do t[#t + 1] = v end
+  return t
+end
+
+local function argv_of(...)
+  local t = { FX }
+  for _, v in ipairs { ... } do
+    if type(v) == "table" then for _, x in ipairs(v) do t[#t + 1] = tostring(x) end
+    else t[#t + 1] = tostring(v) end
+  end
+  return t
+end
+
+local function with(t, fields)
+  for k, v in pairs(fields) do t[k] = v end
+  return t
+end
+
+local function shell_line(argv)
+  local out = {}
+  for i, a in ipairs(argv) do out[i] = q(a) end
+  return table.concat(out, " ")
+end
+
+local function run_ok(t)
+  local r = mk.run(t)
+  if r.code ~= 0 then
+    error(string.format("command failed (%s): %s\n%s%s", tostring(r.code),
+      t.shell or table.concat(t, " "), r.stdout, r.stderr), 0)
+  end
+  return r
+end
+
+local RANDOM = { "--sleep-random", "0.15", "0.25" }
+
+---------------------------------------------------------------- 1. readiness
+-- Each probe: the fixture becomes ready 150-250 ms after spawn, then stamps
+-- CLOCK_MONOTONIC; latency = (instant start() returned) - stamp.
+-- The baseline runs the same fixture as a plain process and a classic
+-- shell wait loop (sleep 0.1) beside it; latency = loop exit seen - stamp.
+local READY = {
+  { id = "output", what = "output (mk.output)", target = 0.001,
+    actions = function(c) return { "--print", "READY", "--stamp", c.stamp, "--forever" } end,
+    make = function(argv) return mk.output(with(argv, { banner = "^READY$" })) end,
+    base_shell = true,
+    loop = function(c) return "until grep -q READY " .. q(c.log) .. " 2>/dev/null; do sleep 0.1; done" end,
+    loop_doc = "sh: grep -q READY log; sleep 0.1" },
+  { id = "file", what = "file (mk.pidfile)", target = 0.001,
+    actions = function(c) return { "--pidfile", c.file, "--stamp", c.stamp, "--forever" } end,
+    make = function(argv, c) return mk.pidfile(with(argv, { file = c.file })) end,
+    loop = function(c) return "until test -e " .. q(c.file) .. "; do sleep 0.1; done" end,
+    loop_doc = "sh: test -e pidfile; sleep 0.1" },
+  { id = "notify", what = "notify (mk.notify)", target = 0.001,
+    actions = function(c) return { "--notify", "--stamp", c.stamp, "--forever" } end,
+    make = function(argv) return mk.notify(argv) end,
+    notify_sock = true,
+    loop = function(c) return "until test -e " .. q(c.stamp) .. "; do sleep 0.1; done" end,
+    loop_doc = "sh: test -e stamp; sleep 0.1 (note 3)" },
+  { id = "tcp", what = "tcp (mk.tcp)", target = 0.002,
+    actions = function(c) return { "--listen", c.port, "--stamp", c.stamp, "--serve-tcp" } end,
+    make = function(argv, c) return mk.tcp(with(argv, { port = c.port })) end,
+    loop = function(c) return "until (: </dev/tcp/127.0.0.1/" .. c.port .. ") 2>/dev/null; do sleep 0.1; done" end,
+    loop_doc = "bash: </dev/tcp/127.0.0.1/P; sleep 0.1" },
+  { id = "unix", what = "unix (mk.unix)", target = 0.002,
+    actions = function(c) return { "--unix", c.sock, "--stamp", c.stamp, "--serve-unix" } end,
+    make = function(argv, c) return mk.unix(with(argv, { socket = c.sock })) end,
+    loop = function(c) return "until test -S " .. q(c.sock) .. "; do sleep 0.1; done" end,
+    loop_doc = "sh: test -S sock; sleep 0.1" },
+  { id = "http", what = "http (mk.http)", target = 0.002,
+    actions = function(c) return { "--listen", c.port, "--stamp", c.stamp, "--serve-http", "200" } end,
+    make = function(argv, c) return mk.http(with(argv, { url = "http://127.0.0.1:" .. c.port .. "/" })) end,
+    loop = function(c)
+      if HAVE_CURL then
+        return "until curl -sfI -o /dev/null http://127.0.0.1:" .. c.port .. "/; do sleep 0.1; done"
+      end
+      return "until (exec 3<>/dev/tcp/127.0.0.1/" .. c.port ..
+        " && printf 'HEAD / HTTP/1.0\\r\\n\\r\\n' >&3 && read -r l <&3 && case $l in *' 200 '*) ;; *) false;; esac) 2>/dev/null; do sleep 0.1; done"
+    end,
+    loop_doc = HAVE_CURL and "sh: curl -sfI url; sleep 0.1" or "bash: HEAD via /dev/tcp; sleep 0.1" },
+}
+
+local function ready_ctx(dir)
+  local c = { stamp = dir .. "/stamp", file = dir .. "/svc.pid", sock = dir .. "/svc.sock",
+    log = dir .. "/out.log", nsock = dir .. "/notify.sock", port = mk.free_port() }
+  for _, p in ipairs { c.stamp, c.file, c.sock, c.log, c.nsock } do rm(p) end
+  return c
+end
+
+local function bench_readiness()
+  heading("1. readiness latency: fixture's own ready instant -> start() returned (ready 150-250 ms after spawn)")
+  for _, d in ipairs(READY) do
+    local dir = mk.tmpdir()
+    -- mkharness
+    local samples = {}
+    for _ = 1, N.ready do
+      local c = ready_ctx(dir)
+      local argv = argv_of(RANDOM, d.actions(c))
+      argv.name = "ready-" .. d.id
+      local svc <close> = d.make(argv, c)
+      svc:start()
+      local t = mk.now()
+      samples[#samples + 1] = t - read_stamp(c.stamp)
+      svc:stop()
+    end
+    local mkrow = add { key = "ready." .. d.id, what = "ready: " .. d.what, unit = "s", samples = samples,
+      target = { value = d.target, text = "≤ " .. L.fmt(d.target, "s") }, base = "ready." .. d.id .. ".sh",
+      compare = "faster" }
+    -- baseline: same fixture as a plain process + a shell wait loop
+    local base = {}
+    for _ = 1, N.ready_base do
+      local c = ready_ctx(dir)
+      local argv = argv_of(RANDOM, d.actions(c))
+      local spec
+      if d.base_shell then
+        spec = { shell = "exec " .. shell_line(argv) .. " > " .. q(c.log), name = "base-" .. d.id }
+      else
+        spec = with(argv, { name = "base-" .. d.id })
+      end
+      local nsock
+      if d.notify_sock then
+        nsock = assert(core.dgram(c.nsock))
+        spec.env = { NOTIFY_SOCKET = c.nsock }
+      end
+      local svc <close> = mk.process(spec)
+      svc:start()
+      run_ok { "bash", "-c", d.loop(c), timeout = 10 }
+      local t = mk.now()
+      base[#base + 1] = t - read_stamp(c.stamp)
+      svc:stop()
+      if nsock then nsock:close() end
+    end
+    add { key = "ready." .. d.id .. ".sh", what = "  baseline " .. d.loop_doc, unit = "s", samples = base,
+      target = { text = "mirakuru 46-64 ms" }, is_baseline = true }
+    local _ = mkrow
+  end
+end
+
+---------------------------------------------------------------- 2. stop, start+stop
+local function sh_stamps(script, s1, s2)
+  rm(s1) rm(s2)
+  run_ok { "bash", "-c", script, timeout = 20 }
+  return read_stamp(s2) - read_stamp(s1)
+end
+
+local function bench_stop()
+  heading("2. stop and start+stop")
+  local TERM0 = { "--on-signal", "TERM", "0" }
+  local svc = mk.output(with(argv_of(TERM0, "--print", "READY", "--forever"), { banner = "^READY$", name = "stopper" }))
+  local stop, cycle = {}, {}
+  for _ = 1, N.stop do
+    svc:start()
+    local t0 = mk.now()
+    svc:stop()
+    stop[#stop + 1] = mk.now() - t0
+  end
+  for _ = 1, N.stop do
+    local t0 = mk.now()
+    svc:start()
+    svc:stop()
+    cycle[#cycle + 1] = mk.now() - t0
+  end
+  local psvc = mk.process(with(argv_of(TERM0, "--forever"), { name = "cycler" }))
+  local pcycle = {}
+  for _ = 1, N.stop do
+    local t0 = mk.now()
+    psvc:start()
+    psvc:stop()
+    pcycle[#pcycle + 1] = mk.now() - t0
+  end
+  -- baselines in bash; the interval is taken by two `fx_svc --stamp` runs,
+  -- so it includes about one fixture exec (~1 ms) on the baseline's side
+  local dir = mk.tmpdir()
+  local s1, s2, log = dir .. "/s1", dir .. "/s2", dir .. "/log"
+  local fx = q(FX)
+  local run_bg = fx .. " --on-signal TERM 0 --print READY --forever > " .. q(log) .. " & pid=$!; "
+  local until_ready = "until grep -q READY " .. q(log) .. " 2>/dev/null; do sleep 0.1; done; "
+  local kill_loop = "kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done; "
+  local bstop, bcycle = {}, {}
+  for _ = 1, N.stop_base do
+    rm(log)
+    bstop[#bstop + 1] = sh_stamps(run_bg .. until_ready .. fx .. " --stamp " .. q(s1) .. "; " .. kill_loop ..
+      fx .. " --stamp " .. q(s2), s1, s2)
+  end
+  for _ = 1, N.stop_base do
+    rm(log)
+    bcycle[#bcycle + 1] = sh_stamps(fx .. " --stamp " .. q(s1) .. "; " .. run_bg .. until_ready .. kill_loop ..
+      fx .. " --stamp " .. q(s2), s1, s2)
+  end
+  add { key = "stop", what = "stop(): exits at once on SIGTERM", unit = "s", samples = stop,
+    target = { value = 0.002, text = "≤ 2 ms" }, base = "stop.sh", compare = "faster" }
+  add { key = "stop.sh", what = "  baseline sh: kill; kill -0 loop, sleep 0.1", unit = "s", samples = bstop,
+    target = { text = "mirakuru 107 ms" }, is_baseline = true }
+  add { key = "cycle.output", what = "start+stop: mk.output, banner at once", unit = "s", samples = cycle,
+    target = { value = 0.005, text = "≤ 5 ms" }, base = "cycle.sh", compare = "faster" }
+  add { key = "cycle.process", what = "start+stop: mk.process", unit = "s", samples = pcycle,
+    target = { value = 0.005, text = "≤ 5 ms" }, base = "cycle.sh", compare = "faster" }
+  add { key = "cycle.sh", what = "  baseline sh: &, grep loop, kill loop", unit = "s", samples = bcycle,
+    target = { text = "mirakuru 220 ms" }, is_baseline = true }
+end
+
+---------------------------------------------------------------- 3. drain
+local function bench_drain()
+  heading("3. drain: 50 MB of output before the banner")
+  local BYTES = 50000000
+  local svc = mk.output(with(argv_of("--flood", BYTES, "--print", "READY", "--forever"),
+    { banner = "^READY$", name = "flood" }))
+  local cat_line = shell_line(argv_of("--flood", BYTES)) .. " | cat > /dev/null"
+  local ready, base = {}, {}
+  for _ = 1, N.drain do
+    local t0 = mk.now()
+    run_ok { shell = cat_line, timeout = 60 }
+    base[#base + 1] = mk.now() - t0
+    t0 = mk.now()
+    svc:start()
+    ready[#ready + 1] = mk.now() - t0
+    svc:stop()
+  end
+  add { key = "drain", what = "time to ready: mk.output after 50 MB", unit = "s", samples = ready,
+    target = { value = 1.5, text = "≤ 1.5× cat", on = "ratio" }, base = "drain.cat", compare = "ratio" }
+  add { key = "drain.cat", what = "  baseline: fx_svc --flood | cat >/dev/null", unit = "s", samples = base,
+    target = { text = "mirakuru 7.6 s" }, is_baseline = true }
+end
+
+---------------------------------------------------------------- 4. host overhead
+local function bench_overhead()
+  heading("4. host overhead (wall includes one spawn by mk.run: see the /bin/true row)")
+  local dir = mk.tmpdir()
+  local empty, one = dir .. "/empty.lua", dir .. "/one.lua"
+  assert(io.open(empty, "w")):close()
+  local f = assert(io.open(one, "w"))
+  f:write("local mk = require 'mkharness'\n",
+    "local svc <close> = mk.output{ ", string.format("%q", FX),
+    ", '--print', 'READY', '--forever', banner = '^READY$' }:start()\n")
+  f:close()
+  local cases = {
+    { key = "host.empty", what = "mkharness empty.lua", argv = { HOST, empty },
+      wall = 0.010, rss = 8, base = "lua.empty" },
+    { key = "host.one", what = "mkharness: start+stop one service", argv = { HOST, one },
+      wall = 0.015, base = "lua.empty" },
+    { key = "lua.empty", what = "  baseline lua5.4 empty.lua", argv = { "lua5.4", empty }, is_baseline = true },
+    { key = "true", what = "  floor: /bin/true via mk.run", argv = { "true" }, is_baseline = true },
+  }
+  for _, c in ipairs(cases) do
+    run_ok(c.argv) -- warm the page cache
+    local wall = {}
+    for _ = 1, N.overhead do
+      local t0 = mk.now()
+      run_ok(c.argv)
+      wall[#wall + 1] = mk.now() - t0
+    end
+    c.wall_samples = wall
+    if TIME then
+      local rss = {}
+      for _ = 1, N.rss do
+        local r = run_ok(append({ TIME, "-f", "%M" }, table.unpack(c.argv)))
+        rss[#rss + 1] = tonumber(r.stderr:match("(%d+)%s*$")) / 1024
+      end
+      c.rss_samples = rss
+    end
+  end
+  for _, c in ipairs(cases) do
+    add { key = c.key .. ".wall", what = c.what .. ": wall", unit = "s", samples = c.wall_samples,
+      target = c.wall and { value = c.wall, text = "≤ " .. L.fmt(c.wall, "s") } or
+        (c.key == "lua.empty" and { text = "import mirakuru 102 ms" } or nil),
+      base = c.base and (c.base .. ".wall"), compare = "ratio", is_baseline = c.is_baseline }
+    if c.key ~= "true" then
+      add { key = c.key .. ".rss", what = c.what .. ": peak RSS", unit = "MB", samples = c.rss_samples,
+        text = not c.rss_samples and "n/a (no /usr/bin/time)" or nil,
+        target = c.rss and { value = c.rss, text = "≤ " .. c.rss .. " MB", on = "max" } or
+          (c.key == "lua.empty" and { text = "import mirakuru 20 MB" } or nil),
+        base = c.base and (c.base .. ".rss"), compare = "ratio", is_baseline = c.is_baseline }
+    end
+  end
+end
+
+---------------------------------------------------------------- 5. scale
+local function bench_scale()
+  heading("5. scale")
+  for _, g in ipairs { { n = 50, sleep = 0.1, target = 0.3, ref = "sequential 8.4 s" },
+                       { n = 100, sleep = 0.2, target = 0.6, ref = "-" } } do
+    local list = {}
+    for i = 1, g.n do
+      list[i] = mk.output(with(argv_of("--sleep", g.sleep, "--print", "READY", "--forever"),
+        { banner = "^READY$", name = string.format("g%d-%d", g.n, i) }))
+    end
+    local group <close> = mk.group(list)
+    local up, down = {}, {}
+    for _ = 1, N.group_reps do
+      local t0 = mk.now()
+      group:start()
+      local t1 = mk.now()
+      group:stop()
+      local t2 = mk.now()
+      up[#up + 1], down[#down + 1] = t1 - t0, t2 - t1
+    end
+    -- baseline: the same fixtures started by bash in the background, then a
+    -- loop polling every 0.1 s until every log shows READY
+    local dir = mk.tmpdir()
+    local s1, s2 = dir .. "/s1", dir .. "/s2"
+    local fx = q(FX)
+    local script = fx .. " --stamp " .. q(s1) .. "; cd " .. q(dir) .. " && for i in $(seq " .. g.n .. "); do " ..
+      fx .. " --sleep " .. g.sleep .. " --print READY --forever > $i.log & done; " ..
+      "until [ \"$(grep -l READY *.log 2>/dev/null | wc -l)\" -eq " .. g.n .. " ]; do sleep 0.1; done; " ..
+      fx .. " --stamp " .. q(s2) .. "; kill $(jobs -p); wait"
+    local base = {}
+    for _ = 1, N.group_reps do
+      mk.run { "sh", "-c", "rm -f \"$1\"/*.log", "sh", dir }
+      base[#base + 1] = sh_stamps(script, s1, s2)
+    end
+    add { key = "group" .. g.n .. ".ready", what = string.format("mk.group of %d x %g s: all ready", g.n, g.sleep),
+      unit = "s", samples = up, target = { value = g.target, text = "≤ " .. L.fmt(g.target, "s") },
+      base = "group" .. g.n .. ".sh", compare = "faster" }
+    add { key = "group" .. g.n .. ".stop", what = string.format("mk.group of %d: all stopped", g.n),
+      unit = "s", samples = down }
+    add { key = "group" .. g.n .. ".sh", what = "  baseline sh: N x &, grep all; sleep 0.1",
+      unit = "s", samples = base, target = { text = "mirakuru " .. g.ref }, is_baseline = true }
+  end
+
+  -- sequential cycles: a fresh executor each time (as a test suite does)
+  local function cycle()
+    local svc <close> = mk.output(with(argv_of("--print", "READY", "--forever"), { banner = "^READY$", name = "cycle" }))
+    svc:start()
+  end
+  for _ = 1, 5 do cycle() end -- warm up
+  collectgarbage("collect")
+  local fds0, rss0, heap0 = #core.fds(), L.rss_kb(), collectgarbage("count")
+  local per = {}
+  for _ = 1, N.cycles do
+    local t0 = mk.now()
+    cycle()
+    per[#per + 1] = mk.now() - t0
+  end
+  collectgarbage("collect")
+  collectgarbage("collect")
+  local fds1, rss1, heap1 = #core.fds(), L.rss_kb(), collectgarbage("count")
+  add { key = "cycles", what = string.format("%d sequential start/stop: per cycle", N.cycles), unit = "s",
+    samples = per, target = { value = 0.005, text = "≤ 5 ms" } }
+  add { key = "cycles.fds", what = "  host fds before -> after", unit = "count", before = fds0, after = fds1,
+    text = string.format("%d -> %d", fds0, fds1), target = { text = "no growth" },
+    verdict = fds1 <= fds0 and "OK" or string.format("MISS +%d", fds1 - fds0) }
+  add { key = "cycles.rss", what = "  host RSS before -> after", unit = "MB", before = rss0 / 1024, after = rss1 / 1024,
+    text = string.format("%.1f -> %.1f MB", rss0 / 1024, rss1 / 1024), target = { text = "no growth" },
+    verdict = (rss1 - rss0) <= 512 and "OK" or string.format("grew +%.1f MB", (rss1 - rss0) / 1024) }
+  add { key = "cycles.heap", what = "  Lua heap before -> after", unit = "MB", before = heap0 / 1024, after = heap1 / 1024,
+    text = string.format("%.2f -> %.2f MB", heap0 / 1024, heap1 / 1024), target = { text = "no growth" },
+    verdict = (heap1 - heap0) <= 64 and "OK" or string.format("grew +%.0f kB", heap1 - heap0) }
+end
+
+---------------------------------------------------------------- 6. CPU while waiting
+local function bench_cpu()
+  local W = N.cpu_wait
+  heading(string.format("6. host CPU while waiting %g s for a slow service (default interval)", W))
+  local dir = mk.tmpdir()
+  local flag = dir .. "/flag"
+  local kinds = {
+    { id = "tcp", make = function(c)
+        return mk.tcp(with(argv_of("--sleep", W, "--listen", c.port, "--serve-tcp"), { port = c.port })) end },
+    { id = "unix", make = function(c)
+        return mk.unix(with(argv_of("--sleep", W, "--unix", c.sock, "--serve-unix"), { socket = c.sock })) end },
+    { id = "http", make = function(c)
+        return mk.http(with(argv_of("--sleep", W, "--listen", c.port, "--serve-http", 200),
+          { url = "http://127.0.0.1:" .. c.port .. "/" })) end },
+    { id = "exec", make = function()
+        return mk.executor(with(argv_of("--sleep", W, "--touch", flag, "--forever"),
+          { ready = mk.probe.exec { "test", "-e", flag } })) end },
+    { id = "function", make = function()
+        return mk.executor(with(argv_of("--sleep", W, "--touch", flag, "--forever"),
+          { ready = function()
+              local f = io.open(flag, "r")
+              if f then f:close() return true end
+              return false
+            end })) end },
+  }
+  for _, k in ipairs(kinds) do
+    rm(flag)
+    local c = { port = mk.free_port(), sock = dir .. "/" .. k.id .. ".sock" }
+    rm(c.sock)
+    local svc <close> = k.make(c)
+    collectgarbage("collect")
+    local self0, kids0 = L.cpu_times(CLK_TCK)
+    local ns0 = L.schedstat_ns()
+    local t0 = mk.now()
+    svc:start()
+    local wall = mk.now() - t0
+    local self1, kids1 = L.cpu_times(CLK_TCK)
+    local ns1 = L.schedstat_ns()
+    svc:stop()
+    local pct = (self1 - self0) / wall * 100
+    local kids = (kids1 - kids0) / wall * 100
+    local main = ns0 and ns1 and (ns1 - ns0) / 1e9 / wall * 100 or nil
+    add { key = "cpu." .. k.id, what = "CPU waiting: " .. k.id .. " probe", unit = "%", value = pct,
+      text = string.format("%.2f %%", pct), wall = wall, children_pct = kids, main_thread_pct = main,
+      target = { value = 3, text = "≤ 3 % of a core", on = "value" },
+      note = string.format("children %.2f %%", kids) }
+  end
+end
+
+---------------------------------------------------------------- run
+local RUNNERS = { readiness = bench_readiness, stop = bench_stop, drain = bench_drain,
+  overhead = bench_overhead, scale = bench_scale, cpu = bench_cpu }
+
+local t_start = mk.now()
+for _, name in ipairs(SECTIONS) do
+  if not opts.want or opts.want[name] then
+    progress("== %s", name)
+    local ok, err = xpcall(RUNNERS[name], function(e) return debug.traceback(tostring(e), 2) end)
+    if not ok then
+      crashed = true
+      io.stderr:write("bench: section ", name, " crashed:\n", err, "\n")
+      rows[#rows + 1] = { key = name .. ".error", what = name .. ": CRASHED (see stderr)", error = tostring(err):match("[^\n]*") }
+    end
+  end
+end
+local elapsed = mk.now() - t_start
+
+---------------------------------------------------------------- verdicts and output
+local function verdict(r)
+  if r.error then return "ERROR", nil end
+  local ratio_text, ratio
+  local b = r.base and by_key[r.base]
+  if b and b.median and r.median and r.median > 0 then
+    if r.compare == "faster" then
+      ratio = b.median / r.median
+      if ratio >= 1 then
+        ratio_text = ratio >= 10 and string.format("%.0f× faster", ratio) or string.format("%.1f× faster", ratio)
+      else
+        ratio_text = string.format("%.1f× slower", 1 / ratio)
+      end
+    else
+      ratio = r.median / b.median
+      ratio_text = string.format("%.3g× base", ratio)
+    end
+  end
+  r.ratio = ratio
+  local t = r.target
+  local v = r.verdict
+  if not v and t and t.value then
+    local x
+    if t.on == "ratio" then x = ratio
+    elseif t.on == "max" then x = r.max
+    elseif t.on == "value" then x = r.value
+    else x = r.median end
+    if x then v = x <= t.value and "OK" or "MISS" end
+  end
+  r.verdict = v
+  if v and ratio_text then return v .. " · " .. ratio_text end
+  return v or ratio_text or ""
+end
+
+local out = {}
+for _, r in ipairs(rows) do
+  if r.heading then
+    out[#out + 1] = { section = r.heading }
+  else
+    local tgt = r.target and r.target.text or ""
+    local b = r.base and by_key[r.base]
+    if b and b.median then
+      tgt = tgt .. (tgt ~= "" and " · " or "") .. "base " .. L.fmt(b.median, b.unit)
+    end
+    local v = verdict(r)
+    if r.note then v = v .. (v ~= "" and " · " or "") .. r.note end
+    out[#out + 1] = {
+      r.what, r.n and tostring(r.n) or (r.text and "1" or ""),
+      r.text or (r.error and "-") or L.fmt(r.median, r.unit),
+      r.text and "" or L.fmt(r.p90, r.unit), r.text and "" or L.fmt(r.max, r.unit),
+      tgt, v,
+    }
+  end
+end
+
+local uname = mk.run { "uname", "-srm" }.stdout:gsub("%s+$", "")
+local load = (L.slurp("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)") or "?"
+io.stdout:write("\n", string.format("mkharness benchmarks%s — %s, %d CPUs, load %s, %.0f s\n\n",
+  Q and " (--quick)" or "", uname, tonumber(mk.run { "nproc" }.stdout) or 0, load, elapsed))
+io.stdout:write(L.table({ "what", "n", "median", "p90", "max", "baseline/target", "ratio/verdict" }, out,
+  { false, true, true, true, true, false, false }))
+io.stdout:flush()
+
+-- JSON
+local json_rows = {}
+for _, r in ipairs(rows) do
+  if not r.heading then
+    json_rows[#json_rows + 1] = {
+      key = r.key, what = (r.what:gsub("^%s+", "")), unit = r.unit, n = r.n, median = r.median, p90 = r.p90,
+      max = r.max, min = r.min, mean = r.mean, value = r.value, before = r.before, after = r.after,
+      target = r.target and r.target.value, target_text = r.target and r.target.text,
+      target_on = r.target and r.target.value and (r.target.on or "median") or nil,
+      baseline = r.base, ratio = r.ratio, verdict = r.verdict, is_baseline = r.is_baseline or nil,
+      text = r.text, note = r.note, error = r.error, wall = r.wall, children_pct = r.children_pct,
+      main_thread_pct = r.main_thread_pct,
+    }
+  end
+end
+local doc = {
+  generated_by = "bench/run.lua", quick = Q or false, sections = opts.only or "all",
+  system = { uname = uname, nproc = tonumber(mk.run { "nproc" }.stdout), loadavg_at_end = load, clk_tck = CLK_TCK },
+  version = mk._VERSION, elapsed_s = elapsed, iterations = N, rows = json_rows,
+}
+local f, err = io.open(opts.json, "w")
+if f then
+  f:write(L.json(doc), "\n")
+  f:close()
+  io.stdout:write("\nJSON: ", opts.json, "\n")
+else
+  io.stderr:write("bench: cannot write ", opts.json, ": ", tostring(err), "\n")
+  crashed = true
+end
+os.exit(crashed and 1 or 0)

@@ -1,0 +1,468 @@
+-- Readiness probes (DESIGN 2.3), each on its own inside mk.executor{ ready = ... },
+-- and lists of probes (all must pass).
+local H = require "spec.helpers"
+local mk = require "mkharness"
+local core = mk.core
+local FX = H.fx
+
+-- Run fn, expect a harness error of `kind`; return it.
+local function expect_error(kind, fn)
+  local ok, e = pcall(fn)
+  assert(not ok, "expected " .. kind .. ", but it succeeded")
+  assert(mk.is_error(e, kind), "expected " .. kind .. ", got: " .. tostring(e))
+  return e
+end
+
+local function exe(t)
+  t.timeout = t.timeout or 10
+  return mk.executor(t)
+end
+
+local function listening(port)
+  return core.tcp_probe("127.0.0.1", port, 1) == true
+end
+
+local function exists(path)
+  return core.size(path) ~= nil
+end
+
+-- libcurl's handle keeps a socketpair open once used: open it before the
+-- leak check measures (as helpers.lua does for the guardian's pipe).
+pcall(mk.get, "http://127.0.0.1:1/", { timeout = 1 })
+
+local function url(port, path) return "http://127.0.0.1:" .. port .. (path or "/") end
+
+describe("probes", function()
+  H.leakcheck()
+
+  ------------------------------------------------------------ output
+  describe("output", function()
+    it("matches a banner on stdout and records ready_match", function()
+      local svc <close> = exe { FX, "--print", "starting", "--sleep", 0.1, "--print", "ready to serve", "--forever",
+        ready = mk.probe.output { banner = "^ready to" } }:start()
+      assert.is_true(svc:running())
+      assert.same({ line = "ready to serve" }, svc.ready_match)
+    end)
+
+    it("matches a banner on stderr (stream = 'stderr')", function()
+      local svc <close> = exe { FX, "--sleep", 0.1, "--eprint", "ERR ready", "--forever",
+        ready = mk.probe.output { banner = "ready", stream = "stderr" } }:start()
+      assert.equal("ERR ready", svc.ready_match.line)
+    end)
+
+    it("stream = 'any' sees stderr too", function()
+      local svc <close> = exe { FX, "--print", "noise", "--sleep", 0.1, "--eprint", "up and ready", "--forever",
+        ready = mk.probe.output { banner = "ready", stream = "any" } }:start()
+      assert.equal("up and ready", svc.ready_match.line)
+    end)
+
+    it("stream = 'stdout' does not see a stderr banner", function()
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--eprint", "ready", "--forever", timeout = 0.4,
+          ready = mk.probe.output { banner = "ready", stream = "stdout" } }:start()
+      end)
+      assert.matches("ready", e.message, 1, true)
+    end)
+
+    it("matches a banner split across writes", function()
+      local svc <close> = exe { FX, "--write", "rea", "--sleep", 0.05, "--print", "dy", "--forever",
+        ready = mk.probe.output { banner = "^ready$" } }:start()
+      assert.equal("ready", svc.ready_match.line)
+    end)
+
+    it("matches the current partial line (a prompt without newline)", function()
+      local svc <close> = exe { FX, "--sleep", 0.05, "--write", "db> ", "--forever",
+        ready = mk.probe.output { banner = "^db> $" } }:start()
+      assert.equal("db> ", svc.ready_match.line)
+    end)
+
+    it("finds a banner after 100 MB of output", function()
+      local svc <close> = exe { FX, "--flood", 100000000, "--print", "ready now", "--forever", timeout = 40,
+        ready = mk.probe.output { banner = "^ready now$" } }:start()
+      assert.equal("ready now", svc.ready_match.line)
+    end)
+
+    it("plain = true matches magic characters literally", function()
+      local svc <close> = exe { FX, "--sleep", 0.05, "--print", "x (100%) [ok]. done", "--forever",
+        ready = mk.probe.output { banner = "(100%) [ok].", plain = true } }:start()
+      assert.equal("x (100%) [ok]. done", svc.ready_match.line)
+    end)
+
+    it("plain = true does not treat the banner as a pattern", function()
+      -- as a pattern, "a.c" would match "abc"
+      expect_error("TimeoutExpired", function()
+        exe { FX, "--print", "abc", "--forever", timeout = 0.4,
+          ready = mk.probe.output { banner = "a.c", plain = true } }:start()
+      end)
+    end)
+
+    it("ready_match carries the pattern's captures (a port the service chose)", function()
+      local svc <close> = exe { FX, "--listen", 0, "--serve-tcp",
+        ready = mk.probe.output { banner = "^port (%d+)$" } }:start()
+      local m = svc.ready_match
+      assert.matches("^port %d+$", m.line)
+      local port = assert(math.tointeger(tonumber(m[1])))
+      assert.is_true(port > 0)
+      assert.is_true(listening(port))
+      -- wait_output returns the line, then the captures
+      local line, p = svc:wait_output("^port (%d+)$")
+      assert.equal(m.line, line)
+      assert.equal(m[1], p)
+    end)
+
+    it("a banner that never comes: TimeoutExpired naming the banner, service killed", function()
+      local svc = exe { FX, "--print", "something else", "--forever", timeout = 0.3,
+        ready = mk.probe.output { banner = "never printed" } }
+      local e = expect_error("TimeoutExpired", function() svc:start() end)
+      assert.matches("never printed", e.message, 1, true)
+      assert.matches("something else", e.log_tail, 1, true)
+      assert.is_false(svc:running())
+    end)
+
+    it("an invalid pattern is a ConfigError", function()
+      local e = expect_error("ConfigError", function() mk.probe.output { banner = "([" } end)
+      assert.matches("banner", e.message, 1, true)
+      expect_error("ConfigError", function() mk.probe.output { banner = "%" } end)
+      expect_error("ConfigError", function() mk.probe.output {} end)
+      expect_error("ConfigError", function() mk.probe.output { banner = "x", stream = "stdin" } end)
+      expect_error("ConfigError", function() mk.output { FX, banner = "[a" } end)
+    end)
+
+    it("a pattern invalid only past its first characters is a ConfigError too", function()
+      -- an unclosed capture: string.find("", pat) does not notice, a match would raise
+      local e = expect_error("ConfigError", function() mk.probe.output { banner = "(100%) [ok]." } end)
+      assert.matches("banner", e.message, 1, true)
+      expect_error("ConfigError", function() mk.probe.output { banner = "ab(c" } end)
+      expect_error("ConfigError", function() mk.probe.output { banner = "x%1" } end)
+    end)
+  end)
+
+  ------------------------------------------------------------ tcp
+  describe("tcp", function()
+    it("is ready once the port accepts", function()
+      local port = mk.free_port()
+      local svc <close> = exe { FX, "--sleep", 0.2, "--listen", port, "--serve-tcp",
+        ready = mk.probe.tcp { port = port } }:start()
+      assert.is_true(listening(port))
+    end)
+
+    it("times out naming host:port and the attempts", function()
+      local port = mk.free_port()
+      local svc = exe { FX, "--forever", timeout = 0.3, ready = mk.probe.tcp { host = "127.0.0.1", port = port } }
+      local e = expect_error("TimeoutExpired", function() svc:start() end)
+      assert.matches("tcp 127.0.0.1:" .. port, e.message, 1, true)
+      local n = tonumber(e.message:match("(%d+) attempts?"))
+      assert.is_true(n ~= nil and n > 0, e.message)
+      assert.is_false(svc:running())
+    end)
+
+    it("rejects a bad port", function()
+      for _, p in ipairs { 0, 65536, -1, "80", 1.5 } do
+        local e = expect_error("ConfigError", function() mk.probe.tcp { port = p } end)
+        assert.matches("port", e.message, 1, true)
+      end
+      expect_error("ConfigError", function() mk.probe.tcp {} end)
+    end)
+  end)
+
+  ------------------------------------------------------------ unix
+  describe("unix", function()
+    it("is ready once the socket accepts", function()
+      local path = mk.tmpdir() .. "/s.sock"
+      local svc <close> = exe { FX, "--sleep", 0.2, "--unix", path, "--serve-unix",
+        ready = mk.probe.unix { socket = path } }:start()
+      assert.is_true(core.unix_probe(path) == true)
+    end)
+
+    it("times out when nobody listens", function()
+      local path = mk.tmpdir() .. "/never.sock"
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--forever", timeout = 0.3, ready = mk.probe.unix { socket = path } }:start()
+      end)
+      assert.matches(path, e.message, 1, true)
+    end)
+
+    it("a regular file at the path: a clear error within the deadline, not a hang", function()
+      local path = mk.tmpdir() .. "/file.sock"
+      local f = assert(io.open(path, "w"))
+      f:write("x")
+      f:close()
+      local t0 = mk.now()
+      local ok, e = pcall(function()
+        exe { FX, "--forever", timeout = 0.5, ready = mk.probe.unix { socket = path } }:start()
+      end)
+      assert.is_false(ok)
+      assert.is_true(mk.is_error(e), tostring(e))
+      assert.matches("not a socket", tostring(e), 1, true)
+      assert.is_true(mk.now() - t0 < 3, "took " .. (mk.now() - t0))
+    end)
+
+    it("rejects a path too long for a socket", function()
+      expect_error("ConfigError", function() mk.probe.unix { socket = "/tmp/" .. string.rep("x", 120) } end)
+      expect_error("ConfigError", function() mk.probe.unix {} end)
+    end)
+  end)
+
+  ------------------------------------------------------------ http
+  describe("http", function()
+    local function http_svc(port, extra, probe_opts, opts)
+      local argv = { FX, "--listen", port }
+      for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+      for k, v in pairs(opts or {}) do argv[k] = v end
+      probe_opts.url = probe_opts.url or url(port, "/health")
+      argv.ready = mk.probe.http(probe_opts)
+      return exe(argv)
+    end
+
+    for _, method in ipairs { "HEAD", "GET", "POST" } do
+      it("is ready with method " .. method, function()
+        local port = mk.free_port()
+        local svc <close> = http_svc(port, { "--sleep", 0.1, "--serve-http", 200 },
+          { method = method, body = method == "POST" and "payload" or nil }):start()
+        local r = mk.http_request { url = url(port, "/x"), method = method }
+        assert.equal(200, r.status)
+        assert.equal(method, r.headers["x-method"])
+      end)
+    end
+
+    it("sends method and body (checked through kvd, which stores a PUT body)", function()
+      local port = mk.free_port()
+      local svc <close> = exe { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log",
+        ready = mk.probe.http { url = url(port, "/kv/probe"), method = "PUT", body = "sent by the probe" } }:start()
+      local r = mk.get(url(port, "/kv/probe"))
+      assert.equal(200, r.status)
+      assert.equal("sent by the probe", r.body)
+    end)
+
+    it("the server echoes what a request sends: path with query, method, body", function()
+      local port = mk.free_port()
+      local path = "/a/b%20c?x=1&y=%2F&z"
+      local svc <close> = http_svc(port, { "--serve-http", 200 }, { url = url(port, path), headers = { ["X-Test"] = "1" } }):start()
+      local r = mk.get(url(port, path))
+      assert.equal(path, r.headers["x-path"])
+      local p = mk.http_request { url = url(port, path), method = "POST", body = "hello" }
+      assert.equal("POST " .. path .. "\nhello", p.body)
+    end)
+
+    it("accepts headers as a map and as a list", function()
+      local port = mk.free_port()
+      local svc <close> = http_svc(port, { "--serve-http", 200 },
+        { headers = { ["X-One"] = "1", Accept = "text/plain" } }):start()
+      local p = mk.probe.http { url = url(port), headers = { "X-Two: 2" } }
+      assert.equal("http", p.kind)
+      expect_error("ConfigError", function() mk.probe.http { url = url(port), headers = { "no colon" } } end)
+      expect_error("ConfigError", function() mk.probe.http { url = url(port), headers = { ["X-A"] = "a\r\nB: b" } } end)
+    end)
+
+    describe("status forms", function()
+      local forms = {
+        { "a number", 404 },
+        { "a list", { 200, 404 } },
+        { "a class", "4xx" },
+        { "a function", function(s) return s == 404 end },
+      }
+      for _, f in ipairs(forms) do
+        it(f[1] .. " accepts a matching status", function()
+          local port = mk.free_port()
+          local svc <close> = http_svc(port, { "--sleep", 0.05, "--serve-http", 404 }, { status = f[2] }):start()
+          assert.is_true(svc:running())
+        end)
+      end
+      local bad = {
+        { "a number", 200 },
+        { "a list", { 200, 201 } },
+        { "a class", "2xx" },
+        { "a function", function(s) return s == 200 end },
+        { "the default (2xx)", nil },
+      }
+      for _, f in ipairs(bad) do
+        it(f[1] .. " rejects another status (not ready)", function()
+          local port = mk.free_port()
+          local e = expect_error("TimeoutExpired", function()
+            http_svc(port, { "--serve-http", 404 }, { status = f[2] }, { timeout = 0.5 }):start()
+          end)
+          assert.matches("404", e.message, 1, true)
+        end)
+      end
+
+      it("bad status values are ConfigErrors naming `status`", function()
+        for _, s in ipairs { "7xx", 42, 600, "abc", {}, { 200, "x" }, true } do
+          local e = expect_error("ConfigError", function() mk.probe.http { url = "http://127.0.0.1:1/", status = s } end)
+          assert.matches("status", e.message, 1, true)
+        end
+      end)
+    end)
+
+    it("becomes ready once the status turns good (--http-status-after)", function()
+      local port = mk.free_port()
+      local svc <close> = http_svc(port, { "--http-status-after", 0.3, 200, "--serve-http", 200 }, {}):start()
+      assert.equal(200, mk.get(url(port)).status)
+    end)
+
+    it("a slow server answering within the timeout is ready", function()
+      local port = mk.free_port()
+      local svc <close> = http_svc(port, { "--http-delay", 0.3, "--serve-http", 200 }, { method = "GET" }):start()
+      assert.is_true(svc:running())
+    end)
+
+    it("a hung endpoint cannot hold an attempt past the executor timeout", function()
+      local port = mk.free_port()
+      local t0 = mk.now()
+      local e = expect_error("TimeoutExpired", function()
+        http_svc(port, { "--http-hang", "--serve-http", 200 }, {}, { timeout = 0.5 }):start()
+      end)
+      assert.is_true(mk.now() - t0 < 5, "hung for " .. (mk.now() - t0) .. " s")
+      assert.matches(url(port, "/health"), e.message, 1, true)
+    end)
+
+    it("a garbage response is not ready", function()
+      local port = mk.free_port()
+      local e = expect_error("TimeoutExpired", function()
+        http_svc(port, { "--http-garbage", "--serve-http", 200 }, {}, { timeout = 0.5 }):start()
+      end)
+      assert.matches("http HEAD", e.message, 1, true)
+    end)
+
+    it("nothing listening: TimeoutExpired naming the URL", function()
+      local port = mk.free_port()
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--forever", timeout = 0.3, ready = mk.probe.http { url = url(port, "/ping") } }:start()
+      end)
+      assert.matches(url(port, "/ping"), e.message, 1, true)
+    end)
+
+    it("bad URLs are ConfigErrors naming `url`", function()
+      for _, u in ipairs { "127.0.0.1:80/", "ftp://127.0.0.1/", "http://127.0.0.1:70000/", "http:///x",
+        "http://127.0.0.1:0/", "http://host:abc/", "" } do
+        local e = expect_error("ConfigError", function() mk.probe.http { url = u } end)
+        assert.matches("url", e.message, 1, true)
+      end
+      expect_error("ConfigError", function() mk.probe.http {} end)
+      expect_error("ConfigError", function() mk.probe.http { url = "http://x/", method = "GE T" } end)
+    end)
+  end)
+
+  ------------------------------------------------------------ file
+  describe("file", function()
+    it("is ready once the file exists", function()
+      local path = mk.tmpdir() .. "/ready.flag"
+      local svc <close> = exe { FX, "--sleep", 0.2, "--touch", path, "--forever",
+        ready = mk.probe.file { path = path } }:start()
+      assert.is_true(exists(path))
+    end)
+
+    it("times out when it never appears", function()
+      local path = mk.tmpdir() .. "/never.flag"
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--forever", timeout = 0.3, ready = mk.probe.file { path = path } }:start()
+      end)
+      assert.matches(path, e.message, 1, true)
+    end)
+  end)
+
+  ------------------------------------------------------------ notify
+  describe("notify", function()
+    it("is ready when the service sends READY=1", function()
+      local stamp = mk.tmpdir() .. "/before-notify"
+      local svc <close> = exe { FX, "--sleep", 0.2, "--touch", stamp, "--notify", "--forever",
+        ready = mk.probe.notify {} }:start()
+      assert.is_true(exists(stamp)) -- so it waited for the datagram, not for the spawn
+    end)
+
+    it("the harness sets NOTIFY_SOCKET", function()
+      local svc <close> = exe { FX, "--env", "NOTIFY_SOCKET", "--notify", "--forever",
+        ready = mk.probe.notify {} }:start()
+      assert.matches("^env NOTIFY_SOCKET=/", svc:output())
+    end)
+
+    it("other messages are not READY=1", function()
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--notify", "STATUS=starting", "--forever", timeout = 0.4, ready = mk.probe.notify {} }:start()
+      end)
+      assert.matches("notify", e.message, 1, true)
+    end)
+
+    it("rejects options", function()
+      expect_error("ConfigError", function() mk.probe.notify { socket = "/x" } end)
+    end)
+  end)
+
+  ------------------------------------------------------------ exec
+  describe("exec", function()
+    it("is ready once the command exits 0", function()
+      local path = mk.tmpdir() .. "/exec.flag"
+      local svc <close> = exe { FX, "--sleep", 0.2, "--touch", path, "--forever",
+        ready = mk.probe.exec { "test", "-e", path } }:start()
+      assert.is_true(exists(path))
+    end)
+
+    it("times out naming the command", function()
+      local path = mk.tmpdir() .. "/never.flag"
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--forever", timeout = 0.4, ready = mk.probe.exec { "test", "-e", path } }:start()
+      end)
+      assert.matches("test -e", e.message, 1, true)
+    end)
+  end)
+
+  ------------------------------------------------------------ function
+  describe("a Lua function", function()
+    it("is ready when it returns a truthy value, and gets the service", function()
+      local seen, calls = nil, 0
+      local svc <close> = exe { FX, "--sleep", 0.2, "--print", "hello", "--forever",
+        ready = function(s)
+          seen = s
+          calls = calls + 1
+          return s:output():find("hello", 1, true)
+        end }:start()
+      assert.equal(svc, seen)
+      assert.is_true(calls > 1)
+      assert.matches("hello", svc:output(), 1, true)
+    end)
+
+    it("times out when it never does", function()
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--forever", timeout = 0.3, ready = function() return false end }:start()
+      end)
+      assert.matches("function", e.message, 1, true)
+    end)
+  end)
+
+  ------------------------------------------------------------ lists
+  describe("a list of probes", function()
+    it("is ready only when all pass", function()
+      local port = mk.free_port()
+      local dir = mk.tmpdir()
+      local flag, sock = dir .. "/flag", dir .. "/s.sock"
+      local svc <close> = exe { FX, "--print", "booting", "--listen", port, "--sleep", 0.3, "--touch", flag,
+        "--unix", sock, "--serve-unix",
+        ready = {
+          mk.probe.output { banner = "^port (%d+)" },
+          mk.probe.tcp { port = port },
+          mk.probe.file { path = flag },
+          mk.probe.unix { socket = sock },
+          function(s) return s:output():find("unix ", 1, true) end,
+        } }:start()
+      assert.is_true(exists(flag))
+      assert.equal(tostring(port), svc.ready_match[1])
+    end)
+
+    it("times out naming only the probe that did not pass", function()
+      local port = mk.free_port()
+      local missing = mk.tmpdir() .. "/missing"
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--listen", port, "--serve-tcp", timeout = 0.5,
+          ready = { mk.probe.tcp { port = port }, mk.probe.file { path = missing } } }:start()
+      end)
+      assert.matches(missing, e.message, 1, true)
+      assert.not_matches("tcp 127.0.0.1", e.message, 1, true)
+    end)
+
+    it("rejects a member that is not a probe", function()
+      local e = expect_error("ConfigError", function() exe { FX, ready = { mk.probe.notify {}, 42 } } end)
+      assert.matches("ready[2]", e.message, 1, true)
+      expect_error("ConfigError", function() exe { FX, ready = {} } end)
+      expect_error("ConfigError", function() exe { FX, ready = "port 80" } end)
+    end)
+  end)
+end)

@@ -1,0 +1,139 @@
+-- mk.group{...}: parallel start, all-or-nothing, parallel stop (DESIGN 2.6).
+local H = require "spec.helpers"
+local mk = require "mkharness"
+local core = mk.core
+local FX = H.fx
+
+local function expect_error(kind, fn)
+  local ok, e = pcall(fn)
+  assert(not ok, "expected " .. kind .. ", but it succeeded")
+  assert(mk.is_error(e, kind), "expected " .. kind .. ", got: " .. tostring(e))
+  return e
+end
+
+local function listening(port) return core.tcp_probe("127.0.0.1", port, 1) == true end
+
+-- A tcp service that becomes ready `delay` seconds after spawn.
+local function slow_tcp(delay, name)
+  local port = mk.free_port()
+  return mk.tcp { FX, "--sleep", delay, "--listen", port, "--serve-tcp", port = port, timeout = 20, name = name }
+end
+
+describe("mk.group", function()
+  H.leakcheck()
+
+  it("starts all members at once: total is about the slowest, not the sum", function()
+    local delay = 0.5
+    local a, b, c = slow_tcp(delay, "ga"), slow_tcp(delay, "gb"), slow_tcp(delay, "gc")
+    local g <close> = mk.group { a, b, c }
+    local t0 = mk.now()
+    assert.equal(g, g:start())
+    local took = mk.now() - t0
+    for _, s in ipairs { a, b, c } do
+      assert.is_true(s:running())
+      assert.is_true(listening(s.port))
+    end
+    -- sequential would be >= 1.5 s
+    assert.is_true(took < 1.2, string.format("group start took %.2f s for 3 x %.1f s", took, delay))
+  end)
+
+  it("mixes executor kinds and probes", function()
+    local dir = mk.tmpdir()
+    local port = mk.free_port()
+    local sock, pf = dir .. "/g.sock", dir .. "/g.pid"
+    local members = {
+      mk.output { FX, "--sleep", 0.2, "--print", "ready", "--forever", banner = "^ready$", timeout = 10 },
+      mk.tcp { FX, "--sleep", 0.2, "--listen", port, "--serve-tcp", port = port, timeout = 10 },
+      mk.unix { FX, "--sleep", 0.2, "--unix", sock, "--serve-unix", socket = sock, timeout = 10 },
+      mk.pidfile { FX, "--sleep", 0.2, "--pidfile", pf, "--forever", file = pf, timeout = 10 },
+      mk.notify { FX, "--sleep", 0.2, "--notify", "--forever", timeout = 10 },
+      mk.process { FX, "--forever" },
+    }
+    local g <close> = mk.group(members):start()
+    for _, s in ipairs(members) do assert.is_true(s:running(), s.name) end
+    assert.equal("ready", members[1].ready_match.line)
+  end)
+
+  it("one failing member: the error names it and the others are stopped", function()
+    local a, c = slow_tcp(0.3, "good-a"), slow_tcp(0.3, "good-c")
+    local bad = mk.tcp { FX, "--sleep", 0.1, "--eprint", "bad: cannot bind", "--exit", 1,
+      port = mk.free_port(), timeout = 20, name = "broken" }
+    local g = mk.group { a, bad, c }
+    local e = expect_error("ProcessExitedWithError", function() g:start() end)
+    assert.equal("broken", e.name)
+    assert.matches("broken", tostring(e), 1, true)
+    assert.matches("bad: cannot bind", e.log_tail, 1, true)
+    assert.equal(1, e.exit_code)
+    assert.is_false(a:running())
+    assert.is_false(c:running())
+    assert.is_false(listening(a.port))
+    g:stop() -- nothing left to stop: no error
+  end)
+
+  it("one member timing out: TimeoutExpired naming it, the others stopped", function()
+    local a = slow_tcp(0.1, "fast-one")
+    local slow = mk.tcp { FX, "--forever", port = mk.free_port(), timeout = 0.5, name = "never-ready" }
+    local g = mk.group { a, slow }
+    local e = expect_error("TimeoutExpired", function() g:start() end)
+    assert.equal("never-ready", e.name)
+    assert.is_false(a:running())
+    assert.is_false(slow:running())
+  end)
+
+  it(":stop() stops all members", function()
+    local members = { slow_tcp(0.05, "s1"), slow_tcp(0.05, "s2"), slow_tcp(0.05, "s3") }
+    local g = mk.group(members):start()
+    local pids = {}
+    for i, s in ipairs(members) do pids[i] = s:pid() end
+    assert.equal(g, g:stop())
+    for i, s in ipairs(members) do
+      assert.is_false(s:running())
+      assert.is_false(H.pid_alive(pids[i]))
+    end
+  end)
+
+  it(":stop() stops members in parallel", function()
+    local members = {}
+    for i = 1, 3 do
+      members[i] = mk.output { FX, "--ignore", "TERM", "--print", "ignoring TERM", "--forever", banner = "ignoring",
+        stop_timeout = 0.5, timeout = 10, name = "stubborn" .. i }
+    end
+    local g = mk.group(members):start()
+    local t0 = mk.now()
+    g:stop()
+    -- sequential escalation would be >= 1.5 s
+    assert.is_true(mk.now() - t0 < 1.3, "stop took " .. (mk.now() - t0))
+    for _, s in ipairs(members) do assert.equal(-9, s:exit_code()) end
+  end)
+
+  it("<close> stops all members", function()
+    local members = { slow_tcp(0.05), slow_tcp(0.05) }
+    do
+      local g <close> = mk.group(members):start()
+      assert.is_true(members[1]:running() and members[2]:running())
+    end
+    assert.is_false(members[1]:running())
+    assert.is_false(members[2]:running())
+  end)
+
+  it("<close> stops all members when the block raises", function()
+    local members = { slow_tcp(0.05), slow_tcp(0.05) }
+    local ok = pcall(function()
+      local g <close> = mk.group(members):start()
+      error("boom")
+    end)
+    assert.is_false(ok)
+    assert.is_false(members[1]:running())
+    assert.is_false(members[2]:running())
+  end)
+
+  it("a non-executor member is a ConfigError", function()
+    local svc = mk.process { FX, "--forever" }
+    expect_error("ConfigError", function() mk.group { svc, "redis" } end)
+    expect_error("ConfigError", function() mk.group { svc, {} } end)
+    expect_error("ConfigError", function() mk.group { svc, mk.probe.tcp { port = 80 } } end)
+    expect_error("ConfigError", function() mk.group { svc, extra = svc } end)
+    expect_error("ConfigError", function() mk.group "svc" end)
+    assert.is_nil(svc:pid())
+  end)
+end)
