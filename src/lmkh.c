@@ -421,12 +421,13 @@ static int l_scanner(lua_State *L)
 {
     size_t plen;
     const char *path = luaL_checklstring(L, 1, &plen);
+    int from_end = lua_toboolean(L, 2); /* read before the userdata takes slot 2 */
     lscanner *s = lua_newuserdatauv(L, sizeof *s + plen + 1, 0);
     memset(s, 0, sizeof *s);
     s->fd = -1;
     memcpy(s->path, path, plen + 1);
     luaL_setmetatable(L, SCANNER_MT);
-    if (lua_toboolean(L, 2)) { /* start at the current end */
+    if (from_end) { /* start at the current end */
         struct stat st;
         if (stat(path, &st) == 0) s->off = st.st_size;
     }

@@ -9,7 +9,7 @@ local T = O.types
 
 local M = { _VERSION = "mkharness " .. core.version, core = core, Error = Error, probe = {} }
 
-M.probe.output = P.output
+M.probe.output = function(t) return P.output(t) end
 M.probe.tcp = P.tcp
 M.probe.unix = P.unix
 M.probe.http = function(t) return P.http(t) end
@@ -187,11 +187,11 @@ end
 -- Echo: copy new complete lines of captured output to our stderr.
 local function pump_echo(self)
   if not self._echo then return end
-  for stream, sc in pairs(self._echo) do
+  for _, sc in pairs(self._echo) do
     while true do
       local line = sc:next("")
       if not line then break end
-      io.stderr:write("[", self.name, stream == "stderr" and "!] " or "] ", line, "\n")
+      io.stderr:write("[", self.name, "] ", line, "\n")
     end
   end
 end
@@ -684,7 +684,7 @@ M.executor = ctor("executor")
 M.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean },
   function(o, self)
     if o.banner == nil then O.fail("mk.output", "banner", "is required") end
-    return { P.output { banner = o.banner, stream = o.stream, plain = o.plain } }
+    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain }, "mk.output") }
   end)
 M.tcp = ctor("tcp", { host = T.nonempty, port = T.port }, function(o, self)
   if o.port == nil then O.fail("mk.tcp", "port", "is required") end

@@ -112,12 +112,13 @@ local OUTPUT = {
   banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
 }
 
-function P.output(t)
-  local o = O.check("mk.probe.output", t, OUTPUT)
-  if o.banner == nil then O.fail("mk.probe.output", "banner", "is required") end
+function P.output(t, ctx)
+  ctx = ctx or "mk.probe.output"
+  local o = O.check(ctx, t, OUTPUT)
+  if o.banner == nil then O.fail(ctx, "banner", "is required") end
   o.stream = o.stream or "any"
   o.plain = o.plain or false
-  if not o.plain then T.pattern("mk.probe.output", "banner", o.banner) end
+  if not o.plain then T.pattern(ctx, "banner", o.banner) end
   o.needle = o.plain and o.banner or needle_of(o.banner)
   return new("output", o)
 end
