@@ -73,6 +73,13 @@ function L.fmt(v, unit)
   return fnum(v) .. (unit and (" " .. unit) or "")
 end
 
+-- a target in seconds, as DESIGN writes it: "1 ms", "0.3 s"
+function L.fmt_target(v)
+  if v >= 1 then return string.format("%g s", v) end
+  if v >= 0.1 then return string.format("%g s", v) end
+  return string.format("%g ms", v * 1000)
+end
+
 -- display width of a UTF-8 string (for alignment with µs, ≤, ×)
 local function width(s)
   local _, n = s:gsub("[^\128-\191]", "")

@@ -1,15 +1,70 @@
 /* HTTP through libcurl: core.http_request{...}, used by mk.http_request,
- * mk.get and the HTTP readiness probe. */
+ * mk.get and the HTTP readiness probe.
+ *
+ * libcurl is loaded on first use with dlopen: linked in, its ~34 shared
+ * libraries cost every run 6 ms of start-up and 8 MB of RSS, even the many
+ * scenarios that never speak HTTP (measured by bench/run.lua). */
 #define _GNU_SOURCE
 #include "lmkh.h"
 #include "mkh.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
+
+static struct {
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+    CURLcode (*easy_perform)(CURL *);
+    CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+    void (*easy_cleanup)(CURL *);
+    const char *(*easy_strerror)(CURLcode);
+    struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+    void (*slist_free_all)(struct curl_slist *);
+    CURLcode (*global_init)(long);
+} cu;
+
+/* NULL when ready, else why libcurl cannot be used. */
+static const char *load_curl(void)
+{
+    static char err[512];
+    static int state; /* 0 not tried, 1 loaded, -1 failed */
+    if (state == 1) return NULL;
+    if (state == -1) return err;
+    void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        state = -1;
+        snprintf(err, sizeof err, "HTTP needs libcurl (Debian package libcurl4): %s", dlerror());
+        return err;
+    }
+    struct { void **slot; const char *name; } syms[] = {
+        { (void **)&cu.easy_init, "curl_easy_init" },
+        { (void **)&cu.easy_setopt, "curl_easy_setopt" },
+        { (void **)&cu.easy_perform, "curl_easy_perform" },
+        { (void **)&cu.easy_getinfo, "curl_easy_getinfo" },
+        { (void **)&cu.easy_cleanup, "curl_easy_cleanup" },
+        { (void **)&cu.easy_strerror, "curl_easy_strerror" },
+        { (void **)&cu.slist_append, "curl_slist_append" },
+        { (void **)&cu.slist_free_all, "curl_slist_free_all" },
+        { (void **)&cu.global_init, "curl_global_init" },
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+        *syms[i].slot = dlsym(h, syms[i].name);
+        if (!*syms[i].slot) {
+            state = -1;
+            snprintf(err, sizeof err, "libcurl.so.4 lacks %s", syms[i].name);
+            return err;
+        }
+    }
+    cu.global_init(CURL_GLOBAL_DEFAULT);
+    state = 1;
+    return NULL;
+}
 
 typedef struct {
     lua_State *L;
@@ -80,6 +135,12 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
 static int l_http_request(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    const char *unusable = load_curl();
+    if (unusable) {
+        lua_pushnil(L);
+        lua_pushstring(L, unusable);
+        return 2;
+    }
     lua_getfield(L, 1, "url");
     const char *url = luaL_checkstring(L, -1);
     lua_getfield(L, 1, "method");
@@ -97,7 +158,7 @@ static int l_http_request(lua_State *L)
 
     /* A fresh handle per request: a kept one holds a socketpair (an fd
      * the harness would carry for ever); the cost is a few microseconds. */
-    CURL *c = curl_easy_init();
+    CURL *c = cu.easy_init();
     if (!c) { lua_pushnil(L); lua_pushliteral(L, "curl_easy_init failed"); return 2; }
 
     struct curl_slist *hdrs = NULL;
@@ -106,37 +167,37 @@ static int l_http_request(lua_State *L)
         lua_Integer n = luaL_len(L, -1);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_geti(L, -1, i);
-            hdrs = curl_slist_append(hdrs, lua_tostring(L, -1));
+            hdrs = cu.slist_append(hdrs, lua_tostring(L, -1));
             lua_pop(L, 1);
         }
     }
     lua_pop(L, 1);
 
     char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000.0) + 1);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send the path as given */
+    cu.easy_setopt(c, CURLOPT_URL, url);
+    cu.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    cu.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    cu.easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000.0) + 1);
+    cu.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    cu.easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send the path as given */
     if (insecure) {
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+        cu.easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        cu.easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
     }
     /* No connection is kept between requests: services restart under
      * chaos, and a cached socket would also be an fd the harness holds. */
-    curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
-    curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
-    if (!strcmp(method, "HEAD")) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    cu.easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+    cu.easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+    if (!strcmp(method, "HEAD")) cu.easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0) cu.easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-        if (!strcmp(method, "GET")) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "GET");
+        cu.easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        cu.easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        if (!strcmp(method, "GET")) cu.easy_setopt(c, CURLOPT_CUSTOMREQUEST, "GET");
     }
-    if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    if (hdrs) cu.easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    cu.easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    cu.easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
 
     lua_newtable(L); /* result */
     lua_newtable(L); /* headers */
@@ -144,18 +205,18 @@ static int l_http_request(lua_State *L)
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     xfer x = { L, &b, 0, (size_t)max_body, headers_idx, 0 };
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
-    CURLcode rc = curl_easy_perform(c);
-    curl_slist_free_all(hdrs);
+    cu.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    cu.easy_setopt(c, CURLOPT_WRITEDATA, &x);
+    cu.easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    cu.easy_setopt(c, CURLOPT_HEADERDATA, &x);
+    CURLcode rc = cu.easy_perform(c);
+    cu.slist_free_all(hdrs);
     long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    cu.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    cu.easy_cleanup(c);
     int truncated = rc == CURLE_WRITE_ERROR && x.got >= x.max;
     if (rc != CURLE_OK && !(truncated && status > 0)) {
-        const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+        const char *why = errbuf[0] ? errbuf : cu.easy_strerror(rc);
         lua_pushnil(L);
         if (rc == CURLE_ABORTED_BY_CALLBACK) lua_pushfstring(L, "%s %s: interrupted", method, url);
         else lua_pushfstring(L, "%s %s: %s", method, url, why);
@@ -176,11 +237,6 @@ static int l_http_request(lua_State *L)
 
 void lmkh_open_http(lua_State *L)
 {
-    static int inited;
-    if (!inited) {
-        inited = 1;
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-    }
     lua_pushcfunction(L, l_http_request);
     lua_setfield(L, -2, "http_request");
 }

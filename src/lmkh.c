@@ -271,19 +271,16 @@ static int l_proc_gc(lua_State *L)
  * Returns early when the harness is interrupted. */
 static int l_poll(lua_State *L)
 {
-    struct pollfd pf[64];
+    lua_Integer len = lua_isnoneornil(L, 1) ? 0 : (luaL_checktype(L, 1, LUA_TTABLE), luaL_len(L, 1));
+    struct pollfd *pf = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *pf, 0);
     int n = 0;
-    if (!lua_isnoneornil(L, 1)) {
-        luaL_checktype(L, 1, LUA_TTABLE);
-        lua_Integer len = luaL_len(L, 1);
-        for (lua_Integer i = 1; i <= len && n < 63; i++) {
-            lua_geti(L, 1, i);
-            pf[n].fd = (int)luaL_checkinteger(L, -1);
-            pf[n].events = POLLIN;
-            pf[n].revents = 0;
-            n++;
-            lua_pop(L, 1);
-        }
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, 1, i);
+        pf[n].fd = (int)luaL_checkinteger(L, -1);
+        pf[n].events = POLLIN;
+        pf[n].revents = 0;
+        n++;
+        lua_pop(L, 1);
     }
     int ifd = mkh_interrupt_fd();
     if (ifd >= 0) {
@@ -328,20 +325,66 @@ static int l_now(lua_State *L)
 
 /* ---------------------------------------------------------------- watch */
 
-typedef struct { int fd; } lwatch;
+/* One inotify instance for the whole run. Closing an inotify fd that holds
+ * watches waits for an RCU grace period (measured 5-15 ms), which would sit
+ * between "ready" and start() returning; removing a watch does not wait.
+ * Watches on the same inode share a descriptor, hence the reference counts.
+ * Every event only wakes the wait loop: probes then re-check their state, so
+ * whoever drains the queue, nobody misses anything. */
+static int ino_fd = -1;
+static struct { int wd, refs; } *wds;
+static size_t nwds, capwds;
+
+static int inotify_shared(void)
+{
+    if (ino_fd < 0) ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    return ino_fd;
+}
+
+static void wd_ref(int wd)
+{
+    for (size_t i = 0; i < nwds; i++)
+        if (wds[i].wd == wd) { wds[i].refs++; return; }
+    if (nwds == capwds) {
+        size_t cap = capwds ? capwds * 2 : 16;
+        void *n = realloc(wds, cap * sizeof *wds);
+        if (!n) return;
+        wds = n;
+        capwds = cap;
+    }
+    wds[nwds].wd = wd;
+    wds[nwds].refs = 1;
+    nwds++;
+}
+
+static void wd_unref(int wd)
+{
+    for (size_t i = 0; i < nwds; i++) {
+        if (wds[i].wd != wd) continue;
+        if (--wds[i].refs == 0) {
+            inotify_rm_watch(ino_fd, wd);
+            wds[i] = wds[--nwds];
+        }
+        return;
+    }
+}
+
+#define WATCH_MAX 4
+typedef struct { int open; int n; int wd[WATCH_MAX]; } lwatch;
 
 static lwatch *check_watch(lua_State *L, int i)
 {
     lwatch *w = (lwatch *)luaL_checkudata(L, i, WATCH_MT);
-    if (w->fd < 0) luaL_error(L, "watch is closed");
+    if (!w->open) luaL_error(L, "watch is closed");
     return w;
 }
 
 static int l_watch(lua_State *L)
 {
+    if (inotify_shared() < 0) return push_errno(L, "inotify_init1");
     lwatch *w = lua_newuserdatauv(L, sizeof *w, 0);
-    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (w->fd < 0) return push_errno(L, "inotify_init1");
+    memset(w, 0, sizeof *w);
+    w->open = 1;
     luaL_setmetatable(L, WATCH_MT);
     return 1;
 }
@@ -352,29 +395,33 @@ static int l_watch_add(lua_State *L)
     lwatch *w = check_watch(L, 1);
     const char *path = luaL_checkstring(L, 2);
     const char *what = luaL_checkstring(L, 3);
+    if (w->n == WATCH_MAX) return luaL_error(L, "too many paths in one watch");
     uint32_t mask = !strcmp(what, "create")
         ? IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_CLOSE_WRITE
         : IN_MODIFY;
-    int wd = inotify_add_watch(w->fd, path, mask);
+    int wd = inotify_add_watch(ino_fd, path, mask | IN_MASK_ADD);
     if (wd < 0) return push_errno(L, path);
+    wd_ref(wd);
+    w->wd[w->n++] = wd;
     lua_pushinteger(L, wd);
     return 1;
 }
 
 static int l_watch_fd(lua_State *L)
 {
-    lua_pushinteger(L, check_watch(L, 1)->fd);
+    check_watch(L, 1);
+    lua_pushinteger(L, ino_fd);
     return 1;
 }
 
 /* w:drain() -> number of events read (they only wake us up) */
 static int l_watch_drain(lua_State *L)
 {
-    lwatch *w = check_watch(L, 1);
+    check_watch(L, 1);
     char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
     lua_Integer events = 0;
     for (;;) {
-        ssize_t n = read(w->fd, buf, sizeof buf);
+        ssize_t n = read(ino_fd, buf, sizeof buf);
         if (n <= 0) break;
         for (char *p = buf; p < buf + n; ) {
             struct inotify_event *e = (struct inotify_event *)p;
@@ -389,8 +436,11 @@ static int l_watch_drain(lua_State *L)
 static int l_watch_close(lua_State *L)
 {
     lwatch *w = (lwatch *)luaL_checkudata(L, 1, WATCH_MT);
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
+    if (w->open) {
+        for (int i = 0; i < w->n; i++) wd_unref(w->wd[i]);
+        w->n = 0;
+        w->open = 0;
+    }
     return 0;
 }
 
@@ -873,6 +923,7 @@ int luaopen_mkharness_core(lua_State *L)
         registered = 1;
         atexit(at_exit);
     }
+    inotify_shared(); /* a permanent fd from the start, not a leak later */
     new_class(L, PROC_MT, proc_methods, l_proc_gc);
     new_class(L, WATCH_MT, watch_methods, l_watch_close);
     new_class(L, SCANNER_MT, scanner_methods, l_scanner_gc);

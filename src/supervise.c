@@ -439,6 +439,7 @@ void mkh_teardown(int graceful)
         double deadline = 0, now = mkh_now();
         for (mkh_proc *p = live; p; p = p->next) {
             mkh_proc_signal(p, p->stop_sig ? p->stop_sig : SIGTERM);
+            mkh_proc_signal(p, SIGCONT); /* a paused service must see it */
             double d = now + (p->stop_timeout > 0 ? p->stop_timeout : 0);
             if (d > deadline) deadline = d;
         }
@@ -450,27 +451,39 @@ void mkh_teardown(int graceful)
                 mkh_proc_signal(p, p->kill_sig ? p->kill_sig : SIGKILL);
         }
     }
-    /* Kill everything left, reap, and repeat until a pass finds nothing. */
-    double until = mkh_now() + 5.0;
-    char marker[128];
-    snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
-    for (int pass = 0; mkh_now() < until; pass++) {
+    /* Kill everything left, reap, and repeat until a pass finds nothing.
+     * No /proc scan is needed while we live: every descendant either is in
+     * a service's group, or has a living ancestor that is, or was
+     * reparented to us (subreaper) - so killing the groups and then our
+     * stray children, until there are none, reaches all of them. */
+    for (int pass = 0; pass < 2000; pass++) {
         int n = 0;
         for (mkh_proc *p = live; p; p = p->next) {
             mkh_proc_signal(p, SIGKILL);
             n++;
         }
-        if (nsids) n += mkh_kill_marked(sids, nsids, marker, SIGKILL);
+        pid_t kids[512];
+        size_t nk = orphans(kids, 512);
+        for (size_t i = 0; i < nk; i++) {
+            char st; pid_t pp, pg, sd;
+            if (proc_stat(kids[i], &st, &pp, &pg, &sd) != 0 || sd == my_sid) continue;
+            if (st == 'Z') {
+                int ws;
+                waitpid(kids[i], &ws, WNOHANG);
+            } else {
+                kill(-sd, SIGKILL);
+                kill(-pg, SIGKILL);
+                kill(kids[i], SIGKILL);
+            }
+            n++;
+        }
         for (mkh_proc *p = live, *next; p; p = next) {
             next = p->next;
             mkh_proc_wait(p, mkh_now() + 1.0);
         }
-        mkh_reap_orphans();
         if (n == 0) break;
-        if (pass > 0) mkh_sleep_until(mkh_now() + 0.002);
+        mkh_sleep_until(mkh_now() + 0.0005);
     }
-    /* zombies of reparented orphans that died last */
-    mkh_reap_orphans();
     guardian_stop();
     finish_run_dir();
     in_teardown = 0;

@@ -1,0 +1,416 @@
+-- DESIGN §3: the `mkharness` host CLI (arg table, exit statuses, options,
+-- failure report, --report, `mkharness test`, the installed layout).
+local H = require "spec.helpers"
+local mk = require "mkharness"
+
+local function exists(p)
+  local _, kind = mk.core.size(p)
+  return kind ~= nil, kind
+end
+
+local function is_dir(p)
+  local _, kind = mk.core.size(p)
+  return kind == "directory"
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- Inner run directories go under a directory of ours, so nothing is left
+-- in $TMPDIR whatever the outcome.
+local function tmp_env(extra)
+  local env = { MKHARNESS_TMPDIR = mk.tmpdir() }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
+-- Run the host with these arguments (no scenario prefix).
+local function host(args, opts)
+  opts = opts or {}
+  local argv = { H.host }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  argv.timeout = opts.timeout or 60
+  argv.env = opts.env or tmp_env()
+  argv.cwd = opts.cwd
+  return mk.run(argv)
+end
+
+local function scenario(code, opts)
+  opts = opts or {}
+  opts.env = opts.env or tmp_env()
+  return H.scenario(code, opts)
+end
+
+local function pid_dead_after(pidfile)
+  local pid = tonumber((H.slurp(pidfile) or ""):match("%d+"))
+  assert.is_not_nil(pid, "no pid in " .. pidfile)
+  return not H.pid_alive(pid), pid
+end
+
+local function json_lines(text)
+  local json = require "dkjson"
+  local out = {}
+  for line in text:gmatch("[^\n]+") do
+    local obj, _, err = json.decode(line)
+    assert(type(obj) == "table", "not a JSON object: " .. line .. " (" .. tostring(err) .. ")")
+    out[#out + 1] = obj
+  end
+  return out
+end
+
+describe("mkharness host", function()
+  H.leakcheck()
+
+  describe("arguments", function()
+    it("arg[0] is the script, arg[1..] its arguments, ... too, arg[-1] the host; #! is skipped", function()
+      local dir = mk.tmpdir()
+      local path = write(dir .. "/args.lua", table.concat({
+        "#!/usr/bin/env mkharness",
+        "print('0=' .. arg[0])",
+        "print('1=' .. arg[1], '2=' .. arg[2], 'n=' .. #arg)",
+        "print('-1=' .. arg[-1])",
+        "local a, b = ...",
+        "print('dots=' .. select('#', ...), a, b)",
+      }, "\n") .. "\n")
+      local r = host { path, "alpha", "beta gamma" }
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("0=" .. path .. "\n", r.stdout, 1, true)
+      assert.matches("1=alpha\t2=beta gamma\tn=2\n", r.stdout, 1, true)
+      assert.matches("-1=" .. H.host .. "\n", r.stdout, 1, true)
+      assert.matches("dots=2\talpha\tbeta gamma\n", r.stdout, 1, true)
+    end)
+  end)
+
+  describe("exit status", function()
+    it("is 0 on success", function()
+      local r = scenario("local s = mk.process { FX, '--forever' }:start() s:stop()")
+      assert.equal(0, r.code, r.stderr)
+    end)
+
+    it("is 1 for a Lua error", function()
+      local r = scenario("error('plain lua error')")
+      assert.equal(1, r.code)
+      assert.matches("plain lua error", r.stderr, 1, true)
+    end)
+
+    it("is 1 for a failed assertion", function()
+      local r = scenario("assert(false)")
+      assert.equal(1, r.code)
+      assert.matches("assertion failed", r.stderr, 1, true)
+    end)
+
+    it("is 2 for a syntax error, with file:line", function()
+      local dir = mk.tmpdir()
+      local path = write(dir .. "/broken.lua", "local x = 1\nlocal y = = 2\n")
+      local r = host { path }
+      assert.equal(2, r.code)
+      assert.matches(path .. ":2:", r.stderr, 1, true)
+    end)
+
+    it("is 2 for a missing script", function()
+      local path = mk.tmpdir() .. "/no-such-script.lua"
+      local r = host { path }
+      assert.equal(2, r.code)
+      assert.matches("no-such-script.lua", r.stderr, 1, true)
+    end)
+
+    it("is 2 for an unknown option", function()
+      local r = host { "--no-such-option", "whatever.lua" }
+      assert.equal(2, r.code)
+      assert.matches("--no-such-option", r.stderr, 1, true)
+    end)
+
+    it("is 2 without a script", function()
+      local r = host {}
+      assert.equal(2, r.code)
+      assert.matches("usage", r.stderr, 1, true)
+    end)
+
+    it("follows os.exit(3), after teardown", function()
+      local dir = mk.tmpdir()
+      local r = scenario([[
+        SVC = mk.process { FX, "--pidfile", arg[1] .. "/svc.pid", "--forever" }:start()
+        mk.wait_until(function() local f = io.open(arg[1] .. "/svc.pid") if f then f:close() return true end end)
+        os.exit(3)
+      ]], { args = { dir } })
+      assert.equal(3, r.code, r.stderr)
+      local dead, pid = pid_dead_after(dir .. "/svc.pid")
+      assert(dead, "service " .. pid .. " survived os.exit(3)")
+    end)
+  end)
+
+  describe("options", function()
+    it("-e runs a chunk alone", function()
+      local r = host { "-e", "print('from -e', 6 * 7)" }
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("from -e\t42\n", r.stdout)
+    end)
+
+    it("-e runs before the script", function()
+      local dir = mk.tmpdir()
+      local path = write(dir .. "/after.lua", "print('PRE=' .. tostring(PRE))\n")
+      local r = host { "-e", "PRE = 42", path }
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("PRE=42\n", r.stdout)
+    end)
+
+    it("--version prints the name and version", function()
+      local r = host { "--version" }
+      assert.equal(0, r.code)
+      assert.matches("^mkharness %d+%.%d+", r.stdout)
+    end)
+
+    it("--help prints the usage and exits 0", function()
+      local r = host { "--help" }
+      assert.equal(0, r.code)
+      assert.matches("usage", r.stdout, 1, true)
+      assert.matches("--timeout", r.stdout, 1, true)
+      assert.matches("--report", r.stdout, 1, true)
+    end)
+
+    it("-v prints events and the services' output prefixed [name]", function()
+      local r = scenario([[
+        local s = mk.process { FX, "--print", "echo-me-7311", "--forever", name = "chatty" }:start()
+        s:wait_output("echo%-me")
+        s:stop()
+      ]], { host_args = { "-v" } })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("spawned", r.stderr, 1, true)
+      assert.matches("stopped", r.stderr, 1, true)
+      assert.matches("[chatty] echo-me-7311", r.stderr, 1, true)
+    end)
+
+    it("-q prints nothing on success, even with -v and --keep", function()
+      local r = scenario([[
+        local s = mk.process { FX, "--print", "quiet-please", "--forever", name = "hush" }:start()
+        s:wait_output("quiet")
+        s:stop()
+      ]], { host_args = { "-q", "-v", "--keep" } })
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("", r.stderr)
+      assert.equal("", r.stdout)
+    end)
+
+    it("-q still reports a failure", function()
+      local r = scenario("error('loud-failure-5519')", { host_args = { "-q" } })
+      assert.equal(1, r.code)
+      assert.matches("loud-failure-5519", r.stderr, 1, true)
+    end)
+
+    it("--timeout: exit 124, says the run timeout expired, services torn down", function()
+      local dir = mk.tmpdir()
+      local r = scenario([[
+        SVC = mk.process { FX, "--ignore", "TERM", "--pidfile", arg[1] .. "/svc.pid", "--forever",
+          stop_timeout = 1 }:start()
+        mk.wait_until(function() local f = io.open(arg[1] .. "/svc.pid") if f then f:close() return true end end)
+        mk.sleep(30)
+      ]], { host_args = { "--timeout", "0.5" }, args = { dir }, timeout = 25 })
+      assert.equal(124, r.code, r.stderr)
+      assert.matches("timeout", r.stderr, 1, true)
+      assert.matches("expired", r.stderr, 1, true)
+      local dead, pid = pid_dead_after(dir .. "/svc.pid")
+      assert(dead, "service " .. pid .. " survived the run timeout")
+    end)
+
+    it("--timeout also stops a pure-Lua loop", function()
+      local r = scenario("while true do end", { host_args = { "--timeout", "0.5" }, timeout = 25 })
+      assert.equal(124, r.code, r.stderr)
+    end)
+
+    it("--keep keeps the run directory and its logs", function()
+      local r = scenario([[
+        local s = mk.process { FX, "--print", "kept-line-2207", "--forever", name = "keeper" }:start()
+        s:wait_output("kept%-line")
+        s:stop()
+      ]], { host_args = { "--keep" } })
+      assert.equal(0, r.code, r.stderr)
+      local dir = r.stderr:match("run directory kept: ([^\n]+)")
+      assert.is_not_nil(dir, r.stderr)
+      assert.is_true(is_dir(dir), dir)
+      assert.matches("kept-line-2207", H.slurp(dir .. "/keeper.stdout.log") or "", 1, true)
+      mk.core.rmtree(dir)
+    end)
+
+    it("without --keep, the run directory is removed on success", function()
+      local r = scenario([[
+        local s = mk.process { FX, "--print", "gone", "--forever" }:start()
+        s:wait_output("gone")
+        s:stop()
+        print("RUNDIR=" .. mk.core.run_dir())
+      ]])
+      assert.equal(0, r.code, r.stderr)
+      local dir = r.stdout:match("RUNDIR=([^\n]+)")
+      assert.is_not_nil(dir, r.stdout)
+      assert.is_false(exists(dir), dir .. " was left behind")
+      assert.not_matches("run directory kept", r.stderr, 1, true)
+    end)
+  end)
+
+  describe("failure report", function()
+    it("has the error, the traceback, the services' output and the kept run directory", function()
+      local r = scenario([[
+        SVC = mk.process { FX, "--print", "distinctive-output-9182", "--forever", name = "witness" }:start()
+        SVC:wait_output("distinctive")
+        local function deeper() error("the scenario broke here") end
+        deeper()
+      ]])
+      assert.equal(1, r.code)
+      assert.matches("FAILED", r.stderr, 1, true)
+      assert.matches("the scenario broke here", r.stderr, 1, true)
+      assert.matches("stack traceback", r.stderr, 1, true)
+      assert.matches("deeper", r.stderr, 1, true)
+      assert.matches("distinctive-output-9182", r.stderr, 1, true)
+      assert.matches("witness", r.stderr, 1, true)
+      local dir = r.stderr:match("run directory kept: ([^\n]+)")
+      assert.is_not_nil(dir, r.stderr)
+      assert.is_true(is_dir(dir), dir)
+      assert.matches("distinctive-output-9182", H.slurp(dir .. "/witness.stdout.log") or "", 1, true)
+      mk.core.rmtree(dir)
+    end)
+
+    it("includes the tail of a service's output for a harness error", function()
+      local r = scenario([[
+        SVC = mk.process { FX, "--print", "last-words-4471", "--exit", "3", name = "dying" }:start()
+        SVC:wait_exit { timeout = 10 }
+        SVC:stop()
+      ]])
+      assert.equal(1, r.code)
+      assert.matches("ProcessFinishedWithError", r.stderr, 1, true)
+      assert.matches("last-words-4471", r.stderr, 1, true)
+    end)
+  end)
+
+  describe("--report FILE", function()
+    it("writes JSON lines of events with monotonic timestamps", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local t0 = mk.now()
+      local r = scenario([[
+        local s = mk.output { FX, "--sleep", "0.05", "--print", "banner-up", "--forever",
+          name = "reporter", banner = "banner%-up" }:start()
+        s:stop()
+      ]], { host_args = { "--report", file } })
+      local t1 = mk.now()
+      assert.equal(0, r.code, r.stderr)
+      local text = H.slurp(file)
+      assert.is_not_nil(text, "no report file")
+      local events = json_lines(text)
+      local seen, last = {}, -math.huge
+      for _, e in ipairs(events) do
+        assert.is_string(e.event)
+        assert.is_number(e.t)
+        assert(e.t >= t0 and e.t <= t1, string.format("t=%f outside [%f, %f]", e.t, t0, t1))
+        assert(e.t >= last, "timestamps go backwards")
+        last = e.t
+        seen[e.event] = seen[e.event] or e
+      end
+      for _, ev in ipairs { "spawned", "ready", "stopped" } do
+        assert.is_not_nil(seen[ev], "no '" .. ev .. "' event in:\n" .. text)
+      end
+      assert.equal("reporter", seen.spawned.service)
+      assert(seen.spawned.t <= seen.ready.t and seen.ready.t <= seen.stopped.t, "events out of order")
+    end)
+  end)
+
+  describe("mkharness test", function()
+    local dir
+    before_each(function()
+      dir = mk.tmpdir()
+      write(dir .. "/pass_spec.lua", [[
+describe("tiny", function() it("adds", function() assert.equal(2, 1 + 1) end) end)
+]])
+      write(dir .. "/fail_spec.lua", [[
+describe("tiny", function() it("miscounts", function() assert.equal(3, 1 + 1) end) end)
+]])
+    end)
+
+    it("passes with TAP output", function()
+      local r = host({ "test", "-o", "TAP", dir .. "/pass_spec.lua" }, { cwd = dir })
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("ok 1", r.stdout, 1, true)
+      assert.not_matches("not ok", r.stdout, 1, true)
+    end)
+
+    it("exits non-zero when a spec fails", function()
+      local r = host({ "test", "-o", "TAP", dir .. "/fail_spec.lua" }, { cwd = dir })
+      assert.not_equal(0, r.code)
+      assert.matches("not ok 1", r.stdout, 1, true)
+    end)
+
+    it("-o junit writes XML", function()
+      local r = host({ "test", "-o", "junit", dir .. "/pass_spec.lua" }, { cwd = dir })
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("<testsuite", r.stdout, 1, true)
+    end)
+
+    it("specs can use the module", function()
+      write(dir .. "/mk_spec.lua", string.format([[
+local mk = require "mkharness"
+describe("inside", function() it("runs a service", function()
+  local s = mk.process { %q, "--print", "in-busted", "--forever" }:start()
+  assert.equal("in-busted", (s:wait_output("in%%-busted")))
+  s:stop()
+end) end)
+]], H.fx))
+      local r = host({ "test", "-o", "TAP", dir .. "/mk_spec.lua" }, { cwd = dir })
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("ok 1", r.stdout, 1, true)
+    end)
+  end)
+
+  describe("install", function()
+    local prefix
+    setup(function()
+      prefix = mk.tmpdir() .. "/prefix"
+      local r = mk.run { "cmake", "--install", H.build, "--prefix", prefix, timeout = 120 }
+      assert(r.code == 0, "cmake --install failed:\n" .. r.stdout .. r.stderr)
+    end)
+
+    it("has the documented layout", function()
+      assert.is_true(exists(prefix .. "/bin/mkharness"))
+      assert.is_true(exists(prefix .. "/lib/lua/5.4/mkharness/core.so"))
+      assert.is_true(exists(prefix .. "/share/lua/5.4/mkharness/init.lua"))
+    end)
+
+    it("stock lua5.4 with LUA_PATH/LUA_CPATH runs a process", function()
+      local share, lib = prefix .. "/share/lua/5.4", prefix .. "/lib/lua/5.4"
+      local code = string.format([[
+local mk = require "mkharness"
+print("MOD=" .. package.searchpath("mkharness", package.path))
+print("CORE=" .. package.searchpath("mkharness.core", package.cpath))
+local s = mk.process { %q, "--print", "stock-lua", "--forever" }:start()
+assert(s:running())
+print("GOT=" .. s:wait_output("stock"))
+s:stop()
+assert(not s:running())
+print("DONE")
+]], H.fx)
+      local r = mk.run { "lua5.4", "-e", code, cwd = prefix, env = {
+        LUA_PATH = share .. "/?.lua;" .. share .. "/?/init.lua;;",
+        LUA_CPATH = lib .. "/?.so;;",
+        MKHARNESS_TMPDIR = mk.tmpdir(),
+      } }
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("MOD=" .. share .. "/mkharness/init.lua", r.stdout, 1, true)
+      assert.matches("CORE=" .. lib .. "/mkharness/core.so", r.stdout, 1, true)
+      assert.matches("GOT=stock-lua\nDONE\n", r.stdout, 1, true)
+    end)
+
+    it("the installed host finds its Lua files without LUA_PATH", function()
+      local r = mk.run { prefix .. "/bin/mkharness", "-e", [[
+local mk = require "mkharness"
+print("MOD=" .. package.searchpath("mkharness", package.path))
+local s = mk.process { "true" }:start()
+s:wait_exit { timeout = 10 }
+]], cwd = prefix, env = tmp_env { LUA_PATH = false, LUA_CPATH = false, LUA_PATH_5_4 = false, LUA_CPATH_5_4 = false } }
+      assert.equal(0, r.code, r.stderr)
+      local mod = r.stdout:match("MOD=([^\n]+)")
+      assert.is_not_nil(mod, r.stdout)
+      assert.equal(prefix, mod:sub(1, #prefix))
+      assert.matches("/share/lua/5.4/mkharness/init.lua$", mod)
+    end)
+  end)
+end)
