@@ -101,9 +101,20 @@ local function assert_all_dead(list, grace)
   assert(#left == 0, "processes outlived the harness: " .. table.concat(left, ", "))
 end
 
+-- Every case runs twice: with the cgroup net (where cgroup v2 is writable)
+-- and without it, where the supervisor, the subreaper and the guardian
+-- must hold on their own.
+local CGROUP = "1"
+
 local function new_dir()
   local dir = mk.tmpdir()
-  return dir, { MKHARNESS_TMPDIR = mk.tmpdir() }
+  return dir, { MKHARNESS_TMPDIR = mk.tmpdir(), MKHARNESS_CGROUP = CGROUP }
+end
+
+-- The Lua host process under the supervisor (the pid the user started).
+local function inner_host(pid)
+  local s = H.slurp("/proc/" .. pid .. "/task/" .. pid .. "/children") or ""
+  return tonumber(s:match("%d+"))
 end
 
 -- Run to completion in the foreground.
@@ -138,8 +149,10 @@ local function background_scenario(tail, act)
   return code, host, dir, recorded(dir)
 end
 
-describe("nothing outlives the harness", function()
+for _, cg in ipairs { "1", "0" } do
+describe("nothing outlives the harness (cgroup net " .. (cg == "1" and "allowed" or "off") .. ")", function()
   H.leakcheck()
+  setup(function() CGROUP = cg end)
 
   it("normal end with forgotten stop()s", function()
     local r, dir, list = run_scenario("-- no stop(): the host must clean up")
@@ -187,9 +200,8 @@ describe("nothing outlives the harness", function()
     assert_all_dead(list)
   end)
 
-  it("SIGKILL of the host: the guardian cleans up", function()
+  it("SIGKILL of the host (the pid that was started): the host tears down", function()
     local code, _, dir, list = background_scenario("mk.sleep(120)", function(host)
-      -- only the host itself: its guardian shares its process group
       mk.run { "kill", "-KILL", tostring(host:pid()) }
       return host:wait_exit { timeout = 30 }
     end)
@@ -197,4 +209,33 @@ describe("nothing outlives the harness", function()
     check_population(dir, list)
     assert_all_dead(list, 3)
   end)
+
+  it("SIGKILL of the Lua host process: the supervisor reaps what it left", function()
+    local _, _, dir, list = background_scenario("mk.sleep(120)", function(host)
+      local inner = inner_host(host:pid())
+      assert.is_number(inner, "no host process under the supervisor")
+      mk.run { "kill", "-KILL", tostring(inner) }
+      return host:wait_exit { timeout = 30 }
+    end)
+    check_population(dir, list)
+    assert_all_dead(list, 3)
+  end)
+
+  it("SIGKILL of the host's whole process group: the guardian cleans up", function()
+    local code, _, dir, list = background_scenario("mk.sleep(120)", function(host)
+      host:kill { signal = "KILL", wait = false }
+      return host:wait_exit { timeout = 30 }
+    end)
+    assert.equal(-9, code)
+    check_population(dir, list)
+    -- without a cgroup, a descendant that left every session and scrubbed its
+    -- environment cannot be found once both host processes are dead
+    if CGROUP == "0" then
+      local kept = {}
+      for _, p in ipairs(list) do if p.kind ~= "tree scrubbed" then kept[#kept + 1] = p end end
+      list = kept
+    end
+    assert_all_dead(list, 3)
+  end)
 end)
+end

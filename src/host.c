@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -105,6 +107,78 @@ static void install_signals(double timeout)
     lmkh_set_interrupt_handler(interrupted);
 }
 
+/* ---- the supervisor: a parent that outlives a SIGKILLed host ----
+ * The process the user started forks the real host and stays as its parent,
+ * a child subreaper that only forwards signals and waits. If the host is
+ * SIGKILLed, everything it started is reparented here (the nearest
+ * subreaper) and killed - even a descendant that left every session and
+ * scrubbed its environment. If the supervisor itself is SIGKILLed, the host
+ * gets SIGTERM (parent-death signal) and tears down as usual. Exit status
+ * is the host's. MKHARNESS_SUPERVISOR=0 runs without it. */
+
+static pid_t host_pid;
+
+static void forward(int sig)
+{
+    if (host_pid > 0) kill(host_pid, sig);
+}
+
+static void kill_strays(void)
+{
+    /* our children other than the host are orphans of the run */
+    double until = mkh_now() + 5.0;
+    for (;;) {
+        char path[64], buf[8192];
+        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+        if (mkh_read_small(path, buf, sizeof buf) > 0) {
+            for (char *p = buf; *p; ) {
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (end == p) break;
+                p = end;
+                kill(-(pid_t)v, SIGKILL);
+                kill((pid_t)v, SIGKILL);
+            }
+        }
+        int st;
+        pid_t r = waitpid(-1, &st, 0);
+        if ((r < 0 && errno == ECHILD) || mkh_now() > until) return;
+    }
+}
+
+static void supervise(void)
+{
+    const char *off = getenv("MKHARNESS_SUPERVISOR");
+    if (off && !strcmp(off, "0")) return;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return; /* run unsupervised rather than not at all */
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) raise(SIGTERM);
+        return;
+    }
+    host_pid = pid;
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    int fwd[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) sigaction(fwd[i], &sa, NULL);
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, 0);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) { status = 1 << 8; break; }
+    }
+    host_pid = 0;
+    kill_strays();
+    if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+    _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1);
+}
+
 /* ---- finding our Lua files ---- */
 
 static int file_exists(const char *p)
@@ -179,6 +253,7 @@ int main(int argc, char **argv)
     else if (!target && code) mode = "code";
     else if (!target) return bad_usage("no script given", NULL);
 
+    supervise(); /* returns in the host process */
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "mkharness: cannot create Lua state\n"); return 1; }
     globalL = L;

@@ -177,12 +177,19 @@ static int l_spawn(lua_State *L)
     lua_pop(L, 3);
 
     mkh_supervise_init();
+    static int cg_seq;
+    o.fd_cgroup = -1;
+    if (mkh_cg_enabled()) {
+        o.fd_cgroup = mkh_cg_create(++cg_seq);
+        if (o.fd_cgroup >= 0) lp->p.cg_id = cg_seq;
+    }
     o.fd_in = stdin_fd(L, 1, err, sizeof err);
     o.fd_out = o.fd_err = -1;
     if (o.fd_in < 0 || open_stream(L, 1, "stdout", 1, &o.fd_out, err, sizeof err) != 0 ||
         open_stream(L, 1, "stderr", 2, &o.fd_err, err, sizeof err) != 0) {
         if (o.fd_in >= 0) close(o.fd_in);
         if (o.fd_out >= 0) close(o.fd_out);
+        if (o.fd_cgroup >= 0) close(o.fd_cgroup);
         return push_fail(L, err);
     }
     pid_t pid;
@@ -191,7 +198,16 @@ static int l_spawn(lua_State *L)
     close(o.fd_in);
     close(o.fd_out);
     close(o.fd_err);
-    if (r != 0) return push_fail(L, err);
+    if (o.fd_cgroup >= 0) close(o.fd_cgroup);
+    if (r != 0) {
+        if (lp->p.cg_id) {
+            char cg[4200];
+            mkh_cg_path(lp->p.cg_id, cg, sizeof cg);
+            mkh_cg_kill(cg, 1.0);
+            lp->p.cg_id = 0;
+        }
+        return push_fail(L, err);
+    }
     lp->p.pid = pid;
     lp->p.pidfd = pidfd;
     lp->p.exited = 0;
@@ -249,7 +265,7 @@ static int l_proc_signal(lua_State *L)
 static int l_proc_sweep(lua_State *L)
 {
     lproc *lp = check_proc(L, 1);
-    lua_pushinteger(L, lp->token[0] ? mkh_proc_sweep(&lp->p, lp->token) : 0);
+    lua_pushinteger(L, mkh_proc_sweep(&lp->p, lp->token));
     return 1;
 }
 
@@ -259,7 +275,7 @@ static int l_proc_gc(lua_State *L)
     if (!lp->p.exited) {
         mkh_proc_signal(&lp->p, SIGKILL);
         mkh_proc_wait(&lp->p, mkh_now() + 2.0);
-        if (lp->token[0]) mkh_proc_sweep(&lp->p, lp->token);
+        mkh_proc_sweep(&lp->p, lp->token);
     }
     mkh_proc_unlink(&lp->p);
     return 0;

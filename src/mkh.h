@@ -37,6 +37,7 @@ typedef struct {
     const char *path;      /* PATH used for the lookup (child's, else ours) */
     const char *cwd;       /* NULL: inherit */
     int fd_in, fd_out, fd_err; /* the child's 0, 1, 2 */
+    int fd_cgroup;         /* cgroup.procs to join before exec, or -1 */
 } mkh_spawn_opts;
 
 /* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
@@ -55,6 +56,7 @@ typedef struct mkh_proc {
     double stop_timeout;
     struct mkh_proc *prev, *next; /* live list, for teardown */
     int linked;
+    int cg_id;             /* its cgroup under the run's (cgroup.c), 0: none */
 } mkh_proc;
 
 const char *mkh_run_id(void);
@@ -89,6 +91,14 @@ void mkh_teardown(int graceful);
  * given sessions / process groups / carrying our marker. Returns how many
  * were signalled. */
 int mkh_kill_marked(const pid_t *sids, size_t nsids, const char *marker, int sig);
+
+/* ---- cgroup.c ---- */
+int mkh_cg_enabled(void);                /* cgroup v2 usable (creates the run's) */
+const char *mkh_cg_run(void);            /* the run's cgroup path, or NULL */
+void mkh_cg_path(int id, char *out, size_t len);
+int mkh_cg_create(int id);               /* make cgroup `id`; its cgroup.procs fd or -1 */
+int mkh_cg_kill(const char *cg, double timeout); /* kill all in it, wait, rmdir */
+void mkh_cg_teardown(void);
 
 /* ---- watch.c ---- */
 /* Interrupt plumbing: the host installs signal handlers that call

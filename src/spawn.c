@@ -41,6 +41,8 @@ static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t par
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
         _exit(127);
     if (setsid() < 0) child_fail(rep, STAGE_SETUP, errno);
+    /* join our cgroup before anything can fork: no descendant escapes it */
+    if (o->fd_cgroup >= 0 && write(o->fd_cgroup, "0", 1) != 1) child_fail(rep, STAGE_SETUP, errno);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -266,6 +266,12 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
      * are our children (subreaper), and the service token tells whose. */
     size_t tlen = strlen(token);
     int killed = 0;
+    if (p->cg_id) { /* exact: everything that ever was in its cgroup */
+        char cg[4200];
+        mkh_cg_path(p->cg_id, cg, sizeof cg);
+        killed += mkh_cg_kill(cg, 2.0);
+        p->cg_id = 0;
+    }
     double until = mkh_now() + 2.0;
     for (;;) {
         int found = 0;
@@ -279,7 +285,7 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
                 if (sd != my_sid) { int ws; waitpid(kids[i], &ws, WNOHANG); found = 1; }
                 continue;
             }
-            if (sd != my_sid && has_marker(kids[i], token, tlen)) {
+            if (sd != my_sid && tlen && has_marker(kids[i], token, tlen)) {
                 kill(-sd, SIGKILL);
                 kill(-pg, SIGKILL);
                 kill(kids[i], SIGKILL);
@@ -348,6 +354,7 @@ static void guardian_main(int fd, const char *marker)
     char buf[4096];
     size_t have = 0;
     int goodbye = 0;
+    char cg[4096] = "";
     for (;;) {
         ssize_t r = read(fd, buf + have, sizeof buf - have);
         if (r < 0 && errno == EINTR) continue;
@@ -357,6 +364,7 @@ static void guardian_main(int fd, const char *marker)
         while ((nl = memchr(buf, '\n', have)) != NULL) {
             *nl = '\0';
             if (buf[0] == 'Q') goodbye = 1;
+            else if (buf[0] == 'C') snprintf(cg, sizeof cg, "%s", buf + 2);
             else if (buf[0] == 'S') {
                 if (n == cap) {
                     cap = cap ? cap * 2 : 64;
@@ -374,6 +382,7 @@ static void guardian_main(int fd, const char *marker)
     }
     /* The harness is gone without saying goodbye: kill what it started.
      * Repeat until a pass finds nothing, since forks may race the scan. */
+    if (cg[0]) mkh_cg_kill(cg, 5.0);
     double until = mkh_now() + 5.0;
     while (mkh_now() < until) {
         if (mkh_kill_marked(set, n, marker, SIGKILL) == 0) break;
@@ -400,6 +409,9 @@ static void guardian_start(void)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         prctl(PR_SET_NAME, "mkh-guardian");
+        /* its own session: a kill of the harness's process group (a CI
+         * runner's timeout) must not take the guardian with it */
+        setsid();
         int fd = p[0];
         /* keep stderr for diagnostics; nothing else of the host */
         if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
@@ -409,6 +421,12 @@ static void guardian_start(void)
     close(p[0]);
     guardian_pid = pid;
     guardian_fd = p[1];
+    const char *cg = mkh_cg_run();
+    if (cg) {
+        char line[4200];
+        int len = snprintf(line, sizeof line, "C %s\n", cg);
+        if (write(guardian_fd, line, (size_t)len) < 0) { /* guardian gone */ }
+    }
 }
 
 void mkh_guardian_watch(pid_t sid)
@@ -484,6 +502,7 @@ void mkh_teardown(int graceful)
         if (n == 0) break;
         mkh_sleep_until(mkh_now() + 0.0005);
     }
+    mkh_cg_teardown();
     guardian_stop();
     finish_run_dir();
     in_teardown = 0;
