@@ -223,7 +223,9 @@ int main(int argc, char **argv)
 {
     int verbose = 0, keep = 0;
     double timeout = 0;
-    const char *report = NULL, *code = NULL;
+    const char *report = NULL;
+    const char *codes[64];
+    int ncodes = 0;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -242,7 +244,8 @@ int main(int argc, char **argv)
             report = argv[i];
         } else if (!strcmp(a, "-e")) {
             if (++i >= argc) return bad_usage("-e needs a chunk of code", NULL);
-            code = argv[i];
+            if (ncodes == 64) return bad_usage("too many -e chunks", NULL);
+            codes[ncodes++] = argv[i];
         } else if (!strcmp(a, "--")) { i++; break; }
         else if (a[0] == '-' && a[1]) return bad_usage("unknown option", a);
         else break;
@@ -250,7 +253,7 @@ int main(int argc, char **argv)
     const char *mode = "script";
     const char *target = i < argc ? argv[i] : NULL;
     if (target && !strcmp(target, "test")) mode = "test";
-    else if (!target && code) mode = "code";
+    else if (!target && ncodes) mode = "code";
     else if (!target) return bad_usage("no script given", NULL);
 
     supervise(); /* returns in the host process */
@@ -275,7 +278,12 @@ int main(int argc, char **argv)
     lua_getfield(L, -1, "main");
     lua_createtable(L, 0, 8);
     lua_pushstring(L, mode); lua_setfield(L, -2, "mode");
-    if (code) { lua_pushstring(L, code); lua_setfield(L, -2, "code"); }
+    lua_createtable(L, ncodes, 0);
+    for (int k = 0; k < ncodes; k++) {
+        lua_pushstring(L, codes[k]);
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_setfield(L, -2, "code");
     lua_pushinteger(L, verbose); lua_setfield(L, -2, "verbose");
     lua_pushboolean(L, quiet); lua_setfield(L, -2, "quiet");
     lua_pushboolean(L, keep); lua_setfield(L, -2, "keep");

@@ -706,9 +706,17 @@ static int l_run_id(lua_State *L)
     return 1;
 }
 
+/* core.run_dir([keep]) -> path (created on first use), keep flag;
+ * core.run_dir(nil, true) only tells, without creating: path or nil */
 static int l_run_dir(lua_State *L)
 {
     char err[512];
+    if (lua_toboolean(L, 2)) {
+        const char *made = mkh_run_dir_if_made();
+        if (!made) return 0;
+        lua_pushstring(L, made);
+        return 1;
+    }
     if (lua_isboolean(L, 1)) mkh_set_run_dir_keep(lua_toboolean(L, 1));
     const char *d = mkh_run_dir(err, sizeof err);
     if (!d) return push_fail(L, err);

@@ -62,6 +62,7 @@ typedef struct mkh_proc {
 const char *mkh_run_id(void);
 /* The run directory, created on first use; NULL with err on failure. */
 const char *mkh_run_dir(char *err, size_t errlen);
+const char *mkh_run_dir_if_made(void);   /* without creating it */
 void mkh_set_run_dir_keep(int keep);
 int mkh_run_dir_keep(void);
 /* Become a child subreaper (idempotent). */

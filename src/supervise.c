@@ -66,6 +66,7 @@ const char *mkh_run_dir(char *err, size_t errlen)
     return run_dir;
 }
 
+const char *mkh_run_dir_if_made(void) { return run_dir_made ? run_dir : NULL; }
 void mkh_set_run_dir_keep(int keep) { keep_dir = keep; }
 int mkh_run_dir_keep(void) { return keep_dir; }
 

@@ -45,7 +45,7 @@ local function finish(code, failure)
   finished = true
   local keep = opts.keep or code ~= 0
   core.keep(keep)
-  local dir = keep and core.run_dir() or nil
+  local dir = core.run_dir(nil, true) -- only if the run made one
   local ok, err = pcall(teardown)
   if not ok then
     io.stderr:write("mkharness: teardown: ", tostring(err), "\n")
@@ -118,9 +118,24 @@ function H.main(o)
   events.emit("start", { mode = o.mode, run = core.run_id() })
   local fn, err
   local argv = o.argv
-  if o.mode == "code" then
-    fn, err = load(o.code, "=(command line)")
+  if o.mode == "script" then
+    _G.arg = argv
+    arg[-1] = o.progname
+  else
     _G.arg = { [0] = o.progname }
+  end
+  -- -e chunks run first, in order, as with lua
+  for i, chunk in ipairs(o.code or {}) do
+    local pre, perr = load(chunk, "=(command line)")
+    if not pre then
+      io.stderr:write("mkharness: cannot load -e chunk ", i, ": ", tostring(perr), "\n")
+      return finish(2)
+    end
+    local ok, e = xpcall(pre, traceback)
+    if not ok then return finish(1, failure_text(e)) end
+  end
+  if o.mode == "code" then
+    return finish(0)
   elseif o.mode == "test" then
     -- busted inside the host: all its options and output handlers work
     local args = { [0] = "busted" }
@@ -130,16 +145,7 @@ function H.main(o)
       require("busted.runner")({ standalone = false })
     end
   else
-    local script = argv[0]
-    _G.arg = argv
-    arg[-1] = o.progname
-    if o.code then
-      local pre, perr = load(o.code, "=(command line)")
-      if not pre then say("mkharness: ", perr, "\n") return finish(2) end
-      local ok, e = xpcall(pre, traceback)
-      if not ok then return finish(1, failure_text(e)) end
-    end
-    fn, err = load_script(script)
+    fn, err = load_script(argv[0])
   end
   if not fn then
     io.stderr:write("mkharness: cannot load script: ", tostring(err), "\n")
