@@ -226,7 +226,7 @@ static int l_proc_fd(lua_State *L)
 {
     lproc *lp = check_proc(L, 1);
     if (lp->p.exited) return 0;
-    lua_pushinteger(L, lp->p.pidfd);
+    lua_pushinteger(L, lp->p.pidfd >= 0 ? lp->p.pidfd : mkh_exit_fd());
     return 1;
 }
 
@@ -308,6 +308,7 @@ static int l_poll(lua_State *L)
     double timeout = luaL_optnumber(L, 2, -1);
     int ms = timeout < 0 ? -1 : (int)(timeout * 1000.0 + 0.999);
     int r = poll(pf, (nfds_t)n, ms);
+    mkh_exit_fd_drain(); /* the SIGCHLD pipe only wakes; everyone re-checks */
     check_interrupt(L);
     lua_createtable(L, 0, 4);
     for (int i = 0; r > 0 && i < n; i++) {
@@ -689,6 +690,71 @@ static int l_split(lua_State *L)
     return 1;
 }
 
+static int l_parse_url(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    mkh_url u;
+    char err[256];
+    if (mkh_parse_url(s, len, &u, err, sizeof err) != 0) return push_fail(L, err);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, u.https ? "https" : "http");
+    lua_setfield(L, -2, "scheme");
+    lua_pushlstring(L, u.host, u.host_len);
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, u.port);
+    lua_setfield(L, -2, "port");
+    if (u.path_len == 0 || u.path[0] != '/') {
+        lua_pushliteral(L, "/");
+        lua_pushlstring(L, u.path, u.path_len);
+        lua_concat(L, 2);
+    } else {
+        lua_pushlstring(L, u.path, u.path_len);
+    }
+    lua_setfield(L, -2, "path");
+    return 1;
+}
+
+/* core.parse_status("2xx") -> "class", 2 | "code", 404 | nil */
+static int l_parse_status(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    int v;
+    int kind = mkh_parse_status(s, len, &v);
+    if (kind < 0) return 0;
+    lua_pushstring(L, kind == MKH_STATUS_CLASS ? "class" : "code");
+    lua_pushinteger(L, v);
+    return 2;
+}
+
+static int l_parse_notify(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    mkh_notify n;
+    memset(&n, 0, sizeof n);
+    mkh_parse_notify(s, len, &n);
+    lua_createtable(L, 0, 6);
+    lua_pushboolean(L, n.ready);
+    lua_setfield(L, -2, "ready");
+    lua_pushboolean(L, n.stopping);
+    lua_setfield(L, -2, "stopping");
+    if (n.has_status) {
+        lua_pushstring(L, n.status);
+        lua_setfield(L, -2, "status");
+    }
+    if (n.has_errno) {
+        lua_pushinteger(L, n.errnum);
+        lua_setfield(L, -2, "errno");
+    }
+    if (n.mainpid) {
+        lua_pushinteger(L, n.mainpid);
+        lua_setfield(L, -2, "mainpid");
+    }
+    return 1;
+}
+
 static int l_environ(lua_State *L)
 {
     lua_newtable(L);
@@ -907,7 +973,8 @@ static const luaL_Reg dgram_methods[] = {
 static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"poll", l_poll}, {"sleep", l_sleep}, {"now", l_now},
     {"watch", l_watch}, {"scanner", l_scanner}, {"signum", l_signum},
-    {"signame", l_signame}, {"split", l_split}, {"environ", l_environ},
+    {"signame", l_signame}, {"split", l_split}, {"parse_url", l_parse_url},
+    {"parse_status", l_parse_status}, {"parse_notify", l_parse_notify}, {"environ", l_environ},
     {"run_id", l_run_id}, {"run_dir", l_run_dir}, {"keep", l_keep},
     {"teardown", l_teardown}, {"free_port", l_free_port}, {"tcp_probe", l_tcp_probe},
     {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},

@@ -30,6 +30,29 @@ const char *mkh_signame(int sig); /* "TERM" or NULL */
  * operators are refused: the user almost certainly wanted `shell =`. */
 int mkh_split_words(const char *s, size_t len, char *out, char *err, size_t errlen);
 
+typedef struct {
+    int https;
+    const char *host; size_t host_len;   /* into the input; IPv6 without [] */
+    int port;                            /* explicit, else 80 / 443 */
+    const char *path; size_t path_len;   /* path and query as given ("" = /) */
+} mkh_url;
+/* An absolute http(s) URL; -1 with the problem in err. */
+int mkh_parse_url(const char *s, size_t len, mkh_url *u, char *err, size_t errlen);
+
+enum { MKH_STATUS_CODE = 1, MKH_STATUS_CLASS = 2 };
+/* "404" -> CODE, 404; "2xx" (any case) -> CLASS, 2; anything else -1 */
+int mkh_parse_status(const char *s, size_t len, int *value);
+
+typedef struct {
+    int ready, stopping, reloading;
+    int has_status; char status[256];
+    int has_errno, errnum;
+    int mainpid;
+} mkh_notify;
+/* Parse one sd_notify datagram into n (fields accumulate over calls);
+ * returns how many assignments were understood. */
+int mkh_parse_notify(const char *buf, size_t len, mkh_notify *n);
+
 /* ---- spawn.c ---- */
 typedef struct {
     char *const *argv;     /* argv[0] looked up in PATH when it has no '/' */
@@ -49,7 +72,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t
 /* ---- supervise.c ---- */
 typedef struct mkh_proc {
     pid_t pid;
-    int pidfd;             /* -1 once reaped */
+    int pidfd;             /* -1 once reaped, or without pidfd support */
     int exited;            /* 1 once reaped */
     int status;            /* wait status once reaped */
     int stop_sig, kill_sig;
@@ -108,6 +131,12 @@ void mkh_interrupt(int sig);
 int mkh_interrupted(void);     /* pending signal number or 0 */
 int mkh_interrupt_fd(void);    /* read end of the self-pipe, or -1 */
 void mkh_interrupt_init(void);
+/* Readable when a child may have exited, for processes without a pidfd
+ * (SIGCHLD self-pipe, installed on first use); drain after waking. */
+int mkh_exit_fd(void);
+void mkh_exit_fd_drain(void);
+/* Does this kernel (or valgrind) support pidfd_open? */
+int mkh_have_pidfd(void);
 
 /* ---- net.c ---- */
 /* Non-blocking connect bounded by timeout (seconds). 0 ok, -1 with err. */

@@ -132,3 +132,171 @@ int mkh_split_words(const char *s, size_t len, char *out, char *err, size_t errl
     }
     return words;
 }
+
+/* ---- URLs: http(s)://[userinfo@]host[:port][/path][?query][#fragment] ---- */
+
+static int ascii_lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+int mkh_parse_url(const char *s, size_t len, mkh_url *u, char *err, size_t errlen)
+{
+    memset(u, 0, sizeof *u);
+    size_t i = 0;
+    if (len == 0 || !isalpha((unsigned char)s[0])) goto not_absolute;
+    while (i < len && (isalnum((unsigned char)s[i]) || s[i] == '+' || s[i] == '.' || s[i] == '-')) i++;
+    if (i + 3 > len || memcmp(s + i, "://", 3) != 0) goto not_absolute;
+    if (i == 4 && ascii_lower(s[0]) == 'h' && ascii_lower(s[1]) == 't' && ascii_lower(s[2]) == 't' &&
+        ascii_lower(s[3]) == 'p') {
+        u->https = 0;
+    } else if (i == 5 && ascii_lower(s[0]) == 'h' && ascii_lower(s[1]) == 't' && ascii_lower(s[2]) == 't' &&
+               ascii_lower(s[3]) == 'p' && ascii_lower(s[4]) == 's') {
+        u->https = 1;
+    } else {
+        snprintf(err, errlen, "must use http or https");
+        return -1;
+    }
+    size_t a = i + 3, ae = a;
+    while (ae < len && s[ae] != '/' && s[ae] != '?' && s[ae] != '#') ae++;
+    for (size_t k = a; k < ae; k++)
+        if (s[k] == '@') a = k + 1; /* userinfo is not ours to send */
+    size_t h = a, he;
+    const char *port = NULL;
+    size_t port_len = 0;
+    if (a < ae && s[a] == '[') {
+        he = a + 1;
+        while (he < ae && s[he] != ']') {
+            if (!isxdigit((unsigned char)s[he]) && s[he] != ':' && s[he] != '.') {
+                snprintf(err, errlen, "has a malformed IPv6 host");
+                return -1;
+            }
+            he++;
+        }
+        if (he >= ae || he == a + 1) {
+            snprintf(err, errlen, "has a malformed IPv6 host");
+            return -1;
+        }
+        h = a + 1;
+        if (he + 1 < ae) {
+            if (s[he + 1] != ':') {
+                snprintf(err, errlen, "has garbage after the IPv6 host");
+                return -1;
+            }
+            port = s + he + 2;
+            port_len = ae - (he + 2);
+        }
+    } else {
+        he = a;
+        while (he < ae && s[he] != ':') he++;
+        if (he < ae) {
+            port = s + he + 1;
+            port_len = ae - (he + 1);
+        }
+    }
+    if (he == h) {
+        snprintf(err, errlen, "has no host");
+        return -1;
+    }
+    for (size_t k = h; k < he; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c <= ' ' || c == 0x7f) {
+            snprintf(err, errlen, "has a host with blanks or control characters");
+            return -1;
+        }
+    }
+    u->host = s + h;
+    u->host_len = he - h;
+    if (port) {
+        long v = 0;
+        if (port_len == 0 || port_len > 5) goto bad_port;
+        for (size_t k = 0; k < port_len; k++) {
+            if (!isdigit((unsigned char)port[k])) goto bad_port;
+            v = v * 10 + (port[k] - '0');
+        }
+        if (v < 1 || v > 65535) goto bad_port;
+        u->port = (int)v;
+    } else {
+        u->port = u->https ? 443 : 80;
+    }
+    size_t pe = ae;
+    while (pe < len && s[pe] != '#') pe++;
+    for (size_t k = ae; k < pe; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c <= ' ' || c == 0x7f) {
+            snprintf(err, errlen, "has blanks or control characters in its path (encode them)");
+            return -1;
+        }
+    }
+    u->path = s + ae;
+    u->path_len = pe - ae;
+    return 0;
+bad_port:
+    snprintf(err, errlen, "has a bad port (1-65535)");
+    return -1;
+not_absolute:
+    snprintf(err, errlen, "must be an absolute http:// or https:// URL");
+    return -1;
+}
+
+/* ---- HTTP status specs given as text: "200" or a class "2xx" ---- */
+
+int mkh_parse_status(const char *s, size_t len, int *value)
+{
+    if (len == 3 && s[0] >= '1' && s[0] <= '5' && ascii_lower(s[1]) == 'x' && ascii_lower(s[2]) == 'x') {
+        *value = s[0] - '0';
+        return MKH_STATUS_CLASS;
+    }
+    if (len == 3 && isdigit((unsigned char)s[0]) && isdigit((unsigned char)s[1]) && isdigit((unsigned char)s[2])) {
+        int v = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+        if (v >= 100 && v <= 599) {
+            *value = v;
+            return MKH_STATUS_CODE;
+        }
+    }
+    return -1;
+}
+
+/* ---- sd_notify datagrams: newline-separated KEY=VALUE assignments ---- */
+
+static int parse_int_field(const char *v, size_t n, int *out)
+{
+    long x = 0;
+    if (n == 0 || n > 9) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)v[i])) return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int mkh_parse_notify(const char *buf, size_t len, mkh_notify *n)
+{
+    int known = 0;
+    size_t i = 0;
+    while (i < len) {
+        size_t e = i;
+        while (e < len && buf[e] != '\n') e++;
+        const char *line = buf + i;
+        size_t ll = e - i;
+        const char *eq = memchr(line, '=', ll);
+        if (eq) {
+            size_t kl = (size_t)(eq - line);
+            const char *v = eq + 1;
+            size_t vl = ll - kl - 1;
+#define KEY(k) (kl == sizeof(k) - 1 && !memcmp(line, k, kl))
+            if (KEY("READY") && vl == 1 && v[0] == '1') { n->ready = 1; known++; }
+            else if (KEY("STOPPING") && vl == 1 && v[0] == '1') { n->stopping = 1; known++; }
+            else if (KEY("RELOADING") && vl == 1 && v[0] == '1') { n->reloading = 1; known++; }
+            else if (KEY("STATUS")) {
+                size_t c = vl < sizeof n->status - 1 ? vl : sizeof n->status - 1;
+                memcpy(n->status, v, c);
+                n->status[c] = '\0';
+                n->has_status = 1;
+                known++;
+            } else if (KEY("ERRNO") && parse_int_field(v, vl, &n->errnum) == 0) { n->has_errno = 1; known++; }
+            else if (KEY("MAINPID") && parse_int_field(v, vl, &n->mainpid) == 0) known++;
+#undef KEY
+        }
+        i = e + 1;
+    }
+    return known;
+}

@@ -62,8 +62,9 @@ static int rmtree_at(int dirfd, const char *name)
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (e->d_type == DT_DIR) rmtree_at(fd, e->d_name);
-        else if (unlinkat(fd, e->d_name, 0) != 0 && errno == EISDIR) rmtree_at(fd, e->d_name);
+        /* d_type may be DT_UNKNOWN: a failed unlink of a directory says EISDIR */
+        if (e->d_type == DT_DIR || (unlinkat(fd, e->d_name, 0) != 0 && errno == EISDIR))
+            rmtree_at(fd, e->d_name);
     }
     closedir(d);
     return unlinkat(dirfd, name, AT_REMOVEDIR);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <string.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t pending;
@@ -30,4 +31,38 @@ void mkh_interrupt(int sig)
 }
 
 int mkh_interrupted(void) { return pending; }
+
+/* Where pidfd_open is missing (Linux < 5.3, valgrind), process exit is
+ * learned from SIGCHLD through a second self-pipe. The handler only writes;
+ * it reaps nothing, so popen/system in the same process are unaffected. */
+static int chld[2] = { -1, -1 };
+
+static void on_sigchld(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    ssize_t n = write(chld[1], "c", 1);
+    (void)n;
+    errno = saved;
+}
+
+int mkh_exit_fd(void)
+{
+    if (chld[0] >= 0) return chld[0];
+    if (pipe2(chld, O_CLOEXEC | O_NONBLOCK) != 0) return chld[0] = chld[1] = -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGCHLD, &sa, NULL);
+    return chld[0];
+}
+
+void mkh_exit_fd_drain(void)
+{
+    char buf[256];
+    if (chld[0] >= 0)
+        while (read(chld[0], buf, sizeof buf) > 0) {}
+}
 int mkh_interrupt_fd(void) { return pipefd[0]; }

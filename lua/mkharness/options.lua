@@ -278,36 +278,14 @@ function O.command(ctx, t)
   end
 end
 
--- URL: scheme, host, port (default 80/443), path with query. Raises via fail.
+-- URL: scheme, host, port (default 80/443), path with query (C parser,
+-- fuzzed). Raises a ConfigError naming the option.
 function O.url(ctx, k, v)
   T.nonempty(ctx, k, v)
-  local scheme, rest = v:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then fail(ctx, k, "must be an absolute http:// or https:// URL", v) end
-  scheme = scheme:lower()
-  if scheme ~= "http" and scheme ~= "https" then fail(ctx, k, "must use http or https", v) end
-  local authority, path = rest:match("^([^/?#]*)(.*)$")
-  authority = authority:gsub("^.*@", "")
-  local host, port
-  if authority:sub(1, 1) == "[" then
-    host, port = authority:match("^%[([%x:.]+)%](.*)$")
-    if not host then fail(ctx, k, "has a malformed IPv6 host", v) end
-  else
-    host, port = authority:match("^([^:]*)(.*)$")
-  end
-  if host == "" then fail(ctx, k, "has no host", v) end
-  if host:find("[%s%c]") then fail(ctx, k, "has a host with blanks or control characters", v) end
-  if port ~= "" then
-    local digits = port:match("^:(%d+)$")
-    local num = digits and tonumber(digits)
-    if not num or num < 1 or num > 65535 then fail(ctx, k, "has a bad port (1-65535)", v) end
-    port = math.tointeger(num)
-  else
-    port = scheme == "https" and 443 or 80
-  end
-  if path:find("[%s%c]") then fail(ctx, k, "has blanks or control characters in its path (encode them)", v) end
-  if path == "" or path:sub(1, 1) ~= "/" then path = "/" .. path end
-  path = path:gsub("#.*$", "")
-  return { scheme = scheme, host = host, port = port, path = path, url = v }
+  local u, err = core.parse_url(v)
+  if not u then fail(ctx, k, err, v) end
+  u.url = v
+  return u
 end
 
 return O

@@ -259,11 +259,10 @@ KINDS.notify = {
     while true do
       local msg = st.sock:recv()
       if not msg then break end
-      for line in msg:gmatch("[^\n]+") do
-        local k, v = line:match("^([%w_]+)=(.*)$")
-        if k == "STATUS" then svc.notify_status = v end
-        if k == "READY" and v == "1" then return true end
-      end
+      local n = core.parse_notify(msg)
+      if n.status then svc.notify_status = n.status end
+      if n.errno then return false, "the service reported ERRNO=" .. n.errno end
+      if n.ready then return true end
     end
     return false, "no READY=1 received yet"
   end,
@@ -312,8 +311,6 @@ KINDS["function"] = {
   end,
 }
 
-local STATUS_CLASS = { ["1xx"] = 1, ["2xx"] = 2, ["3xx"] = 3, ["4xx"] = 4, ["5xx"] = 5 }
-
 local function status_matcher(ctx, v)
   local function code(x)
     if math.type(x) ~= "integer" or x < 100 or x > 599 then
@@ -324,13 +321,12 @@ local function status_matcher(ctx, v)
   if v == nil then v = "2xx" end
   if type(v) == "function" then return v, "status accepted by a function" end
   if type(v) == "string" then
-    local c = STATUS_CLASS[v:lower()]
-    if not c then
-      local n = tonumber(v)
-      if n then return status_matcher(ctx, math.tointeger(n) or n) end
+    local kind, c = core.parse_status(v)
+    if kind == "code" then return status_matcher(ctx, c) end
+    if not kind then
       O.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", v)
     end
-    return function(s) return s // 100 == c end, "status " .. v:lower()
+    return function(s) return s // 100 == c end, "status " .. c .. "xx"
   end
   if type(v) == "table" then
     if #v == 0 then O.fail(ctx, "status", "is an empty list") end
