@@ -392,6 +392,9 @@ print("DONE")
         LUA_PATH = share .. "/?.lua;" .. share .. "/?/init.lua;;",
         LUA_CPATH = lib .. "/?.so;;",
         MKHARNESS_TMPDIR = mk.tmpdir(),
+        -- a sanitizer build's core.so needs its runtimes loaded first
+        LD_PRELOAD = os.getenv("MKH_SANITIZER_PRELOAD"),
+        ASAN_OPTIONS = os.getenv("MKH_SANITIZER_PRELOAD") and "detect_leaks=0" or nil,
       } }
       assert.equal(0, r.code, r.stderr)
       assert.matches("MOD=" .. share .. "/mkharness/init.lua", r.stdout, 1, true)

@@ -152,7 +152,9 @@ local function output_check(p, st, svc)
       if m then svc.ready_match = m return true, m end
     end
     local partial = sc:partial()
-    if partial ~= "" then
+    -- the same prefilter as complete lines get: a pattern on a long
+    -- unfinished line at every wake-up could cost quadratic time
+    if partial ~= "" and (p.needle == "" or partial:find(p.needle, 1, true)) then
       local m = line_matches(p.banner, p.plain, partial)
       if m then svc.ready_match = m return true, m end
     end
