@@ -221,6 +221,19 @@ describe("mkharness host", function()
       assert.equal(124, r.code, r.stderr)
     end)
 
+    it("--timeout holds where no signal reaches Lua (os.execute): the supervisor kills the host", function()
+      local dir = mk.tmpdir()
+      local r = scenario([[
+        KEEP = mk.process { FX, "--ignore", "TERM", "--pidfile", arg[1] .. "/svc.pid", "--forever" }:start()
+        mk.wait_until(function() local f = io.open(arg[1] .. "/svc.pid") if f then f:close() return true end end)
+        os.execute("sleep 60")
+      ]], { host_args = { "--timeout", "0.3" }, args = { dir }, timeout = 30 })
+      assert.equal(124, r.code, r.stderr)
+      assert.matches("did not end within", r.stderr, 1, true)
+      local dead, pid = pid_dead_after(dir .. "/svc.pid")
+      assert(dead, "service " .. pid .. " survived the hard run timeout")
+    end)
+
     it("--keep keeps the run directory and its logs", function()
       local r = scenario([[
         local s = mk.process { FX, "--print", "kept-line-2207", "--forever", name = "keeper" }:start()

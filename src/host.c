@@ -117,10 +117,17 @@ static void install_signals(double timeout)
  * is the host's. MKHARNESS_SUPERVISOR=0 runs without it. */
 
 static pid_t host_pid;
+static volatile sig_atomic_t hard_timeout;
 
 static void forward(int sig)
 {
-    if (host_pid > 0) kill(host_pid, sig);
+    if (host_pid <= 0) return;
+    if (sig == SIGALRM) { /* --timeout's hard limit: the host is stuck */
+        hard_timeout = 1;
+        kill(host_pid, SIGKILL);
+        return;
+    }
+    kill(host_pid, sig);
 }
 
 static void kill_strays(void)
@@ -146,7 +153,12 @@ static void kill_strays(void)
     }
 }
 
-static void supervise(void)
+/* The host ends the run at --timeout itself; should it be stuck where no
+ * signal reaches Lua (inside os.execute, a C library), the supervisor kills
+ * it HARD_GRACE seconds later, cleans up, and still exits 124. */
+#define HARD_GRACE 5.0
+
+static void supervise(double timeout)
 {
     const char *off = getenv("MKHARNESS_SUPERVISOR");
     if (off && !strcmp(off, "0")) return;
@@ -167,6 +179,15 @@ static void supervise(void)
     sigemptyset(&sa.sa_mask);
     int fwd[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
     for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) sigaction(fwd[i], &sa, NULL);
+    if (timeout > 0) {
+        sigaction(SIGALRM, &sa, NULL);
+        double t = timeout + HARD_GRACE;
+        struct itimerval it;
+        memset(&it, 0, sizeof it);
+        it.it_value.tv_sec = (time_t)t;
+        it.it_value.tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6);
+        setitimer(ITIMER_REAL, &it, NULL);
+    }
     int status = 0;
     for (;;) {
         pid_t r = waitpid(pid, &status, 0);
@@ -175,6 +196,11 @@ static void supervise(void)
     }
     host_pid = 0;
     kill_strays();
+    if (hard_timeout) {
+        fprintf(stderr, "mkharness: run timeout: the host did not end within %g s of --timeout; killed it\n",
+                HARD_GRACE);
+        _exit(124);
+    }
     if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
     _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1);
 }
@@ -256,7 +282,7 @@ int main(int argc, char **argv)
     else if (!target && ncodes) mode = "code";
     else if (!target) return bad_usage("no script given", NULL);
 
-    supervise(); /* returns in the host process */
+    supervise(timeout); /* returns in the host process */
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "mkharness: cannot create Lua state\n"); return 1; }
     globalL = L;
