@@ -5,13 +5,7 @@ local mk = require "mkharness"
 local core = mk.core
 local FX = H.fx
 
--- Run fn, expect a harness error of `kind`; return it.
-local function expect_error(kind, fn)
-  local ok, e = pcall(fn)
-  assert(not ok, "expected " .. kind .. ", but it succeeded")
-  assert(mk.is_error(e, kind), "expected " .. kind .. ", got: " .. tostring(e))
-  return e
-end
+local expect_error = H.expect_error
 
 local function exe(t)
   t.timeout = t.timeout or 10
@@ -26,9 +20,6 @@ local function exists(path)
   return core.size(path) ~= nil
 end
 
--- libcurl's handle keeps a socketpair open once used: open it before the
--- leak check measures (as helpers.lua does for the guardian's pipe).
-pcall(mk.get, "http://127.0.0.1:1/", { timeout = 1 })
 
 local function url(port, path) return "http://127.0.0.1:" .. port .. (path or "/") end
 

@@ -4,12 +4,7 @@ local mk = require "mkharness"
 local core = mk.core
 local FX = H.fx
 
-local function expect_error(kind, fn)
-  local ok, e = pcall(fn)
-  assert(not ok, "expected " .. kind .. ", but it succeeded")
-  assert(mk.is_error(e, kind), "expected " .. kind .. ", got: " .. tostring(e))
-  return e
-end
+local expect_error = H.expect_error
 
 local function listening(port) return core.tcp_probe("127.0.0.1", port, 1) == true end
 

@@ -43,8 +43,18 @@ function H.describe_pids(pids)
 end
 
 -- The harness's permanent fds (the guardian's pipe) exist from the first
--- spawn on; make them exist before any test measures.
+-- spawn on, and libcurl is loaded on the first HTTP request: make both
+-- happen before any test measures.
 mk.run { "true" }
+pcall(mk.get, "http://127.0.0.1:1/", { timeout = 1 })
+
+-- Run fn, expect a harness error of `kind`; return it.
+function H.expect_error(kind, fn)
+  local ok, e = pcall(fn)
+  assert(not ok, "expected " .. kind .. ", but it succeeded")
+  assert(mk.is_error(e, kind), "expected " .. kind .. ", got: " .. tostring(e))
+  return e
+end
 
 function H.leakcheck()
   local busted = require "busted"
