@@ -1023,5 +1023,6 @@ int luaopen_mkharness_core(lua_State *L)
     lua_pushstring(L, MKH_VERSION);
     lua_setfield(L, -2, "version");
     lmkh_open_http(L);
+    lmkh_open_proxy(L);
     return 1;
 }

@@ -14,4 +14,7 @@ void lmkh_set_interrupt_handler(mkh_interrupt_fn fn);
 /* http.c: adds http_request to the core table on top of the stack. */
 void lmkh_open_http(lua_State *L);
 
+/* lproxy.c: adds the fault proxy's functions to the core table on top. */
+void lmkh_open_proxy(lua_State *L);
+
 #endif

@@ -858,6 +858,9 @@ end
 
 M.is_error = Error.is
 
+-- The TCP fault proxy (DESIGN 2.8), in lua/mkharness/proxy.lua.
+function M.proxy(t) return require("mkharness.proxy").new(t) end
+
 -- Stop every service still running (used at the end of a run).
 function M._teardown()
   core.teardown(true)

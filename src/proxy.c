@@ -1,0 +1,2 @@
+/* Placeholder: replaced by the fault proxy engine. */
+#include "mkh.h"
