@@ -647,8 +647,18 @@ function Service:wait_output(pat, opts)
   local timeout = o.timeout == nil and self.timeout or o.timeout
   local w = make_waiter(self, { probe }, { timeout = timeout or nil, states = { st },
     what = "printing " .. string.format("%q", pat), what_done = "printed", exit_is_error = false })
-  if self._stopped or not self._proc then w.exited = self._exit or 0 end
-  local ok, err = pcall(wait_all, { w })
+  local ok, err
+  if self._stopped then
+    -- stopped by us: what it printed is all there will be, look once
+    ok, err = pcall(step, w, core.now())
+    if ok and not err then
+      ok, err = false, Error.new("ExecutorError", { name = self.name, command = self.command,
+        message = string.format("wait_output(%q): not in the output, and the service is stopped (%s)",
+          pat, describe_code(self._exit)), log_tail = log_tail(self, 20) })
+    end
+  else
+    ok, err = pcall(wait_all, { w })
+  end
   probe:detach(st)
   local m = self.ready_match
   self.ready_match = saved
