@@ -650,6 +650,7 @@ function Service:wait_output(pat, opts)
   local ok, err
   if self._stopped then
     -- stopped by us: what it printed is all there will be, look once
+    w.exited = self._exit or 0
     ok, err = pcall(step, w, core.now())
     if ok and not err then
       ok, err = false, Error.new("ExecutorError", { name = self.name, command = self.command,
