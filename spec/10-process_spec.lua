@@ -52,6 +52,13 @@ local function wait_state(pid, want)
     { timeout = 5, message = "pid " .. pid .. " in state " .. want })
 end
 
+-- Paused: stopped (T). A shell caught inside vfork() waits for its stopped
+-- child uninterruptibly (D) and stops only once the child execs or dies.
+local function wait_paused(pid)
+  mk.wait_until(function() local st = proc_state(pid) return st == "T" or st == "D" end,
+    { timeout = 5, message = "pid " .. pid .. " paused" })
+end
+
 local function file_exists(path)
   local f = io.open(path)
   if f then f:close() end
@@ -549,7 +556,7 @@ describe("mk.process", function()
       local s <close> = mk.process { shell = COUNTER }:start()
       s:wait_output("^3$")
       assert.equal(s, s:pause())
-      wait_state(s:pid(), "T")
+      wait_paused(s:pid())
       mk.sleep(0.05)
       local frozen = s:output()
       mk.sleep(0.3)
@@ -564,7 +571,7 @@ describe("mk.process", function()
       local s = mk.process { shell = COUNTER }:start()
       s:wait_output("^1$")
       s:pause()
-      wait_state(s:pid(), "T")
+      wait_paused(s:pid())
       s:stop()
       assert.is_false(s:running())
       assert.equal(-15, s:exit_code())
