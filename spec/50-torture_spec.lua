@@ -24,7 +24,7 @@ local core = mk.core
 
 local SEED = tonumber(os.getenv("MKH_TORTURE_SEED") or "")
   or (os.time() * 1000 + math.floor((core.now() % 1) * 1000)) % 2147483647
-local BATCHES = tonumber(os.getenv("MKH_TORTURE_BATCHES") or "") or 54
+local BATCHES = tonumber(os.getenv("MKH_TORTURE_BATCHES") or "") or 72
 local PER_BATCH = 4
 local WAYS = { "normal", "error", "timeout", "INT", "TERM", "KILL" }
 local EXPECT = { normal = 0, error = 1, timeout = 124, INT = 130, TERM = 143 }
@@ -63,7 +63,7 @@ local function scenario_processes(dirs, markers)
       local why
       if cmd and cmd ~= "" then
         for _, d in ipairs(dirs) do
-          if cmd:find(d, 1, true) then why = "dir " .. d break end
+          if cmd:find(d .. "/", 1, true) or cmd:find(d .. "\0", 1, true) then why = "dir " .. d break end
         end
         if not why and #markers > 0 then
           local env = H.slurp("/proc/" .. pid .. "/environ") or ""
@@ -117,6 +117,32 @@ end
 
 local function kill_pids(list)
   for _, pid in ipairs(list) do os.execute("kill -9 " .. math.tointeger(pid) .. " 2>/dev/null") end
+end
+
+-- Where cgroup v2 is mounted (nil when it is not).
+local function cgroup2_mount()
+  for line in (H.slurp("/proc/self/mountinfo") or ""):gmatch("[^\n]+") do
+    local mnt, fstype = line:match("^%S+ %S+ %S+ %S+ (%S+) .- %- (%S+) ")
+    if fstype == "cgroup2" then return mnt end
+  end
+end
+local CG_MOUNT = cgroup2_mount()
+
+-- cgroup directories a run made (mkharness-<run id>, anywhere), deepest first
+local function run_cgroups(run_ids)
+  if not CG_MOUNT or #run_ids == 0 then return {} end
+  local want = {}
+  for _, id in ipairs(run_ids) do want["mkharness-" .. id] = true end
+  local r = mk.run { "find", CG_MOUNT, "-type", "d", "-name", "mkharness-*" }
+  local out = {}
+  for path in r.stdout:gmatch("[^\n]+") do
+    local base = path:match("([^/]+)$")
+    if want[base] then
+      local sub = mk.run { "find", path, "-depth", "-type", "d" }
+      for d in sub.stdout:gmatch("[^\n]+") do out[#out + 1] = d end
+    end
+  end
+  return out
 end
 
 local function tail(s, n)
@@ -206,6 +232,7 @@ local function scenario_code(kinds, way, rnd)
     "local ST = " .. STOP_TIMEOUT,
     "local KEEP = {}",
     "local function keep(s) KEEP[#KEEP + 1] = s return s end",
+    "mk.tmpdir() -- the run directory exists from here on",
     [[io.stdout:write("STARTED ", mk.core.run_id(), "\n") io.stdout:flush()]],
   }
   for i, k in ipairs(kinds) do parts[#parts + 1] = KINDS[k]("k" .. i .. k, rnd) end
@@ -339,6 +366,9 @@ local function check_run_dir(s, code, stderr, ctx)
     for _, e in ipairs(entries) do core.rmtree(s.tmp .. "/" .. e) end
     return
   end
+  if #entries == 0 and code ~= 0 and not s.run_id then
+    return -- ended (--timeout) before the scenario made its run directory
+  end
   if code == 0 then
     assert(#entries == 0, ctx .. ": run directory left after success: " .. table.concat(entries, ", "))
   else
@@ -368,6 +398,10 @@ local function run_batch(b)
       end
     end
     kill_pids(left)
+    -- empty cgroups a failed check left behind (rmdir, deepest first)
+    local ids = {}
+    for _, s in ipairs(list) do if s.run_id then ids[#ids + 1] = s.run_id end end
+    for _, d in ipairs(run_cgroups(ids)) do os.remove(d) end
   end)
 
   for _, s in ipairs(list) do launch(s) all_dirs[#all_dirs + 1] = s.dir end
@@ -379,13 +413,19 @@ local function run_batch(b)
     s.ctx = describe_scenario(s) .. "\n  scenario: " .. s.path
     assert(ok, s.ctx .. ": the host did not end: " .. tostring(code) .. "\nhost stderr:\n" .. tail(s.host:err_output()))
     s.code = code
+    stats.scenarios = stats.scenarios + 1
+    local key = s.way .. (s.target and ("/" .. s.target) or "") .. " cgroup=" .. s.cgroup
+    stats.by[key] = (stats.by[key] or 0) + 1
   end
 
   local markers = {}
   for _, s in ipairs(list) do
     s.stdout, s.stderr = s.host:output(), s.host:err_output()
     s.run_id = s.stdout:match("STARTED (%S+)")
-    if s.run_id then markers[#markers + 1] = "MKHARNESS_RUN=" .. s.run_id end
+    if s.run_id then
+      markers[#markers + 1] = "MKHARNESS_RUN=" .. s.run_id
+      s.ctx = s.ctx .. "\n  run: " .. s.run_id
+    end
   end
 
   for _, s in ipairs(list) do
@@ -442,13 +482,21 @@ local function run_batch(b)
   local z = our_zombies()
   assert(#z == 0, "zombies left whose parent is us: " .. table.concat(z, ", ") .. "\n" .. list[1].ctx)
 
+  -- no cgroup left behind either (the host's, or the guardian's, or the
+  -- supervisor's job, however the run ended)
+  local leaked = {}
+  for _, s in ipairs(list) do
+    local cgs = s.run_id and run_cgroups({ s.run_id }) or {}
+    if #cgs > 0 then
+      leaked[#leaked + 1] = s.ctx .. (s.delivered and ("\n  signal: " .. s.delivered) or "") ..
+        "\n  left: " .. table.concat(cgs, "\n        ")
+    end
+  end
+  assert(#leaked == 0, "cgroups left behind by:\n" .. table.concat(leaked, "\n"))
+
   for _, s in ipairs(list) do
     check_run_dir(s, s.code, s.stderr, s.ctx)
-    local rec = recorded(s.dir)
-    stats.scenarios = stats.scenarios + 1
-    stats.recorded = stats.recorded + #rec
-    local key = s.way .. (s.target and ("/" .. s.target) or "") .. " cgroup=" .. s.cgroup
-    stats.by[key] = (stats.by[key] or 0) + 1
+    stats.recorded = stats.recorded + #recorded(s.dir)
   end
 end
 
@@ -458,7 +506,11 @@ describe("leak torture #torture #leak", function()
   for b = 1, BATCHES do
     local way = WAYS[(b - 1) % #WAYS + 1]
     it(string.format("batch %d: %d scenarios ending by %s", b, PER_BATCH, way), function()
-      run_batch(b)
+      local ok, err = pcall(run_batch, b)
+      if not ok then
+        local msg = type(err) == "table" and tostring(err.message or err) or tostring(err)
+        error(string.format("[MKH_TORTURE_SEED=%d, batch %d] %s", SEED, b, msg), 0)
+      end
     end)
   end
 

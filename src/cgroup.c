@@ -97,6 +97,24 @@ static int populated(const char *cg)
     return p && p[10] == '1';
 }
 
+/* rmdir cg after its child cgroups, depth first (a nested harness makes
+ * its own run cgroup inside a service's). */
+static void remove_tree(const char *cg, int depth)
+{
+    DIR *d = depth < 16 ? opendir(cg) : NULL;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+            char sub[4200];
+            snprintf(sub, sizeof sub, "%s/%s", cg, e->d_name);
+            remove_tree(sub, depth + 1);
+        }
+        closedir(d);
+    }
+    rmdir(cg);
+}
+
 /* Kill everything in cg (and below), wait until it is empty, remove it and
  * its child cgroups. Returns 1 when something was running there. */
 int mkh_cg_kill(const char *cg, double timeout)
@@ -113,19 +131,38 @@ int mkh_cg_kill(const char *cg, double timeout)
         double until = mkh_now() + timeout;
         while (populated(cg) && mkh_now() < until) mkh_sleep_until(mkh_now() + 0.0002);
     }
-    DIR *d = opendir(cg);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
-            char sub[4200];
-            snprintf(sub, sizeof sub, "%s/%s", cg, e->d_name);
-            rmdir(sub);
-        }
-        closedir(d);
-    }
-    rmdir(cg);
+    remove_tree(cg, 0);
     return was;
+}
+
+/* For the host's supervisor: the run cgroup of a host that died (its run
+ * id starts with the host's pid), killed and removed. */
+void mkh_cg_cleanup_host(pid_t host)
+{
+    const char *off = getenv("MKHARNESS_CGROUP");
+    if (off && !strcmp(off, "0")) return;
+    char mnt[4096], self[4096];
+    if (cgroup2_mount(mnt, sizeof mnt) != 0) return;
+    if (mkh_read_small("/proc/self/cgroup", self, sizeof self) <= 0) return;
+    char *p = strstr(self, "0::");
+    if (!p || (p != self && p[-1] != '\n')) return;
+    p += 3;
+    char *nl = strchr(p, '\n');
+    if (nl) *nl = '\0';
+    if (!strcmp(p, "/")) p = "";
+    char parent[8200], prefix[64];
+    snprintf(parent, sizeof parent, "%s%s", mnt, p);
+    int plen = snprintf(prefix, sizeof prefix, "mkharness-%d-", (int)host);
+    DIR *d = opendir(parent);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_type != DT_DIR || strncmp(e->d_name, prefix, (size_t)plen) != 0) continue;
+        char cg[8500];
+        snprintf(cg, sizeof cg, "%s/%s", parent, e->d_name);
+        mkh_cg_kill(cg, 2.0);
+    }
+    closedir(d);
 }
 
 void mkh_cg_teardown(void)

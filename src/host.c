@@ -195,6 +195,9 @@ static void supervise(double timeout)
         if (r < 0 && errno != EINTR) { status = 1 << 8; break; }
     }
     host_pid = 0;
+    /* a SIGKILLed host leaves its cgroup (and its guardian, which
+     * kill_strays ends) behind: clean it here first */
+    if (!(WIFEXITED(status))) mkh_cg_cleanup_host(pid);
     kill_strays();
     if (hard_timeout) {
         fprintf(stderr, "mkharness: run timeout: the host did not end within %g s of --timeout; killed it\n",

@@ -1,7 +1,160 @@
-/* Placeholder: replaced by the fault proxy binding. */
+/* The fault proxy's Lua binding: core.proxy(...) -> a userdata around the
+ * engine of proxy.c. Arguments arrive validated by lua/mkharness/proxy.lua;
+ * OS failures come back as nil, message. */
+#define _GNU_SOURCE
 #include "lmkh.h"
+#include "proxy.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#define PROXY_MT "mkharness.proxy"
+
+typedef struct { mkh_proxy *p; } lproxy;
+
+static mkh_proxy *check_proxy(lua_State *L, int i)
+{
+    lproxy *lp = (lproxy *)luaL_checkudata(L, i, PROXY_MT);
+    if (!lp->p) luaL_error(L, "proxy is closed");
+    return lp->p;
+}
+
+static int push_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+/* core.proxy(listen_host, listen_port, upstream_host, upstream_port) */
+static int l_proxy(lua_State *L)
+{
+    const char *lhost = luaL_checkstring(L, 1);
+    int lport = (int)luaL_checkinteger(L, 2);
+    const char *uhost = luaL_checkstring(L, 3);
+    int uport = (int)luaL_checkinteger(L, 4);
+    lproxy *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    lp->p = NULL;
+    luaL_setmetatable(L, PROXY_MT);
+    char err[512];
+    lp->p = mkh_proxy_new(lhost, lport, uhost, uport, err, sizeof err);
+    if (!lp->p) return push_fail(L, err);
+    return 1;
+}
+
+/* p:start() -> port | nil, err */
+static int l_start(lua_State *L)
+{
+    mkh_proxy *p = check_proxy(L, 1);
+    char err[512];
+    if (mkh_proxy_start(p, err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushinteger(L, mkh_proxy_port(p));
+    return 1;
+}
+
+static int l_stop(lua_State *L)
+{
+    mkh_proxy_stop(check_proxy(L, 1));
+    return 0;
+}
+
+static int l_port(lua_State *L)
+{
+    int port = mkh_proxy_port(check_proxy(L, 1));
+    if (!port) return 0;
+    lua_pushinteger(L, port);
+    return 1;
+}
+
+/* p:state() -> running, listening */
+static int l_state(lua_State *L)
+{
+    mkh_proxy *p = check_proxy(L, 1);
+    lua_pushboolean(L, mkh_proxy_running(p));
+    lua_pushboolean(L, mkh_proxy_listening(p));
+    return 2;
+}
+
+/* p:faults(latency_s, jitter_s, bytes_per_s, blackhole) */
+static int l_faults(lua_State *L)
+{
+    mkh_proxy *p = check_proxy(L, 1);
+    mkh_proxy_faults f;
+    f.latency = luaL_checknumber(L, 2);
+    f.jitter = luaL_checknumber(L, 3);
+    f.bandwidth = luaL_checknumber(L, 4);
+    f.blackhole = lua_toboolean(L, 5);
+    mkh_proxy_set_faults(p, &f);
+    return 0;
+}
+
+static int l_down(lua_State *L)
+{
+    mkh_proxy_down(check_proxy(L, 1));
+    return 0;
+}
+
+/* p:up() -> true | nil, err */
+static int l_up(lua_State *L)
+{
+    char err[512];
+    if (mkh_proxy_up(check_proxy(L, 1), err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_reset(lua_State *L)
+{
+    mkh_proxy_reset(check_proxy(L, 1));
+    return 0;
+}
+
+static void set_int(lua_State *L, const char *k, unsigned long long v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static int l_stats(lua_State *L)
+{
+    mkh_proxy_stats s;
+    mkh_proxy_get_stats(check_proxy(L, 1), &s);
+    lua_createtable(L, 0, 6);
+    set_int(L, "connections", s.connections);
+    set_int(L, "active", s.active);
+    set_int(L, "bytes_up", s.bytes_up);
+    set_int(L, "bytes_down", s.bytes_down);
+    set_int(L, "upstream_errors", s.upstream_errors);
+    set_int(L, "resets", s.resets);
+    return 1;
+}
+
+/* __gc / __close / p:close(): stop the thread, close everything, free */
+static int l_close(lua_State *L)
+{
+    lproxy *lp = (lproxy *)luaL_checkudata(L, 1, PROXY_MT);
+    mkh_proxy_free(lp->p);
+    lp->p = NULL;
+    return 0;
+}
+
+static const luaL_Reg methods[] = {
+    {"start", l_start}, {"stop", l_stop}, {"port", l_port}, {"state", l_state},
+    {"faults", l_faults}, {"down", l_down}, {"up", l_up}, {"reset", l_reset},
+    {"stats", l_stats}, {"close", l_close}, {NULL, NULL}
+};
 
 void lmkh_open_proxy(lua_State *L)
 {
-    (void)L;
+    luaL_newmetatable(L, PROXY_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_proxy);
+    lua_setfield(L, -2, "proxy");
 }

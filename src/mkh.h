@@ -123,6 +123,7 @@ void mkh_cg_path(int id, char *out, size_t len);
 int mkh_cg_create(int id);               /* make cgroup `id`; its cgroup.procs fd or -1 */
 int mkh_cg_kill(const char *cg, double timeout); /* kill all in it, wait, rmdir */
 void mkh_cg_teardown(void);
+void mkh_cg_cleanup_host(pid_t host);    /* the supervisor's, after a host died */
 
 /* ---- watch.c ---- */
 /* Interrupt plumbing: the host installs signal handlers that call

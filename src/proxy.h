@@ -1,0 +1,53 @@
+/* The TCP fault proxy engine (proxy.c): no Lua. Each running proxy owns one
+ * forwarding thread (epoll) that never touches Lua, so forwarding goes on
+ * whatever the scenario does (long Lua loops, os.execute, sleeping). The
+ * caller's thread talks to it through a mutex-protected settings block and an
+ * eventfd; every control call below returns once the thread has applied it. */
+#ifndef MKH_PROXY_H
+#define MKH_PROXY_H
+
+#include <stddef.h>
+
+typedef struct mkh_proxy mkh_proxy;
+
+typedef struct {
+    double latency;    /* seconds added to each chunk, each direction */
+    double jitter;     /* +- seconds, uniform; order is preserved */
+    double bandwidth;  /* bytes per second per direction of a connection; 0: unlimited */
+    int blackhole;     /* accept, pass nothing */
+} mkh_proxy_faults;
+
+typedef struct {
+    unsigned long long connections;     /* accepted, in total */
+    unsigned long long active;          /* open now */
+    unsigned long long bytes_up;        /* client -> upstream, delivered */
+    unsigned long long bytes_down;      /* upstream -> client, delivered */
+    unsigned long long upstream_errors; /* connects to upstream that failed */
+    unsigned long long resets;          /* connections reset by reset() */
+} mkh_proxy_stats;
+
+/* Resolve both ends (numeric or by name; IPv4 preferred). Nothing is bound
+ * yet. NULL with a message in err. */
+mkh_proxy *mkh_proxy_new(const char *listen_host, int listen_port,
+                         const char *up_host, int up_port, char *err, size_t errlen);
+/* Bind, listen and start the thread (no-op when running). A restarted proxy
+ * listens on the port it had. 0, or -1 with err. */
+int mkh_proxy_start(mkh_proxy *p, char *err, size_t errlen);
+int mkh_proxy_port(const mkh_proxy *p);    /* 0 until the first start */
+int mkh_proxy_running(const mkh_proxy *p);
+int mkh_proxy_listening(const mkh_proxy *p);
+/* Stop the thread, close every socket, join. No-op when stopped. */
+void mkh_proxy_stop(mkh_proxy *p);
+void mkh_proxy_free(mkh_proxy *p);
+
+/* Replace the faults (kept across restarts; applies at once when running). */
+void mkh_proxy_set_faults(mkh_proxy *p, const mkh_proxy_faults *f);
+/* Close the listening socket (connects are refused) and every connection. */
+void mkh_proxy_down(mkh_proxy *p);
+/* Listen again on the same port. 0, or -1 with err (someone took it). */
+int mkh_proxy_up(mkh_proxy *p, char *err, size_t errlen);
+/* RST every open connection (SO_LINGER {1, 0}, then close). */
+void mkh_proxy_reset(mkh_proxy *p);
+void mkh_proxy_get_stats(mkh_proxy *p, mkh_proxy_stats *s);
+
+#endif
