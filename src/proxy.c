@@ -3,7 +3,7 @@
  * One thread per running proxy, edge-triggered epoll. A connection is two
  * directions (client -> upstream "up", upstream -> client "down"); each moves
  * its bytes one of two ways:
- *   - no latency: splice(2) socket -> pipe -> socket, zero-copy, up to 1 MiB
+ *   - no latency: splice(2) socket -> pipe -> socket, zero-copy, up to 256 KiB
  *     in flight (the fast path, >= 1 GB/s on loopback);
  *   - latency (or no pipe could be made): recv() into chunks stamped with a
  *     due time, sent in order once due, at most QUEUE_CAP queued.
@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -37,7 +38,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define PIPE_CAP (1 << 20)      /* asked for; the kernel may give less */
+#define PIPE_CAP (1 << 18)      /* asked for; the kernel may give less */
 #define CHUNK_MAX (64 << 10)    /* one recv() on the queued path */
 #define QUEUE_CAP (4 << 20)     /* queued bytes per direction */
 #define ROUNDS 16               /* read/write rounds per direction per wake */
@@ -64,6 +65,7 @@ typedef struct {
     size_t queued;
     double last_due;
     double tokens, refilled;
+    int nopipe;         /* pipe2() failed once: do not retry */
     int eof, shut;
 } dir_t;
 
@@ -120,6 +122,11 @@ static int resolve(const char *host, int port, int passive, struct sockaddr_stor
     for (struct addrinfo *a = res; a; a = a->ai_next) /* IPv4 first: "localhost" */
         if (a->ai_family == AF_INET) { pick = a; break; }
     if (!pick) pick = res;
+    if (!pick || pick->ai_addrlen > sizeof *ss) {
+        snprintf(err, errlen, "cannot resolve '%s': no usable address", host);
+        if (res) freeaddrinfo(res);
+        return -1;
+    }
     memcpy(ss, pick->ai_addr, pick->ai_addrlen);
     *len = pick->ai_addrlen;
     freeaddrinfo(res);
@@ -189,7 +196,7 @@ static void set_due(conn *c, double t)
 
 static void count(mkh_proxy *p, dir_t *d, size_t n)
 {
-    atomic_fetch_add_explicit(d->up ? &p->n_up : &p->n_down, n, memory_order_relaxed);
+    atomic_fetch_add(d->up ? &p->n_up : &p->n_down, n);
 }
 
 static void dir_free(dir_t *d)
@@ -214,14 +221,21 @@ static void linger0(int fd)
 
 /* Close both sockets (rst: abortively) and retire c; freed after the
  * current batch of events, which may still name it. */
-static void conn_kill(mkh_proxy *p, conn *c, int rst)
+static void conn_kill_counted(mkh_proxy *p, conn *c, int rst, atomic_ullong *why)
 {
     if (c->dead) return;
     c->dead = 1;
+    /* counters first: whoever sees the close sees them */
+    atomic_fetch_sub(&p->n_active, 1);
+    if (why) atomic_fetch_add(why, 1);
     if (rst) {
         linger0(c->cfd);
         linger0(c->ufd);
     }
+    /* explicit removal: a fork in the host's thread may hold the sockets
+     * open past our close(), and epoll would go on reporting them */
+    epoll_ctl(p->ep, EPOLL_CTL_DEL, c->cfd, NULL);
+    epoll_ctl(p->ep, EPOLL_CTL_DEL, c->ufd, NULL);
     close(c->cfd);
     close(c->ufd);
     dir_free(&c->d[0]);
@@ -231,8 +245,11 @@ static void conn_kill(mkh_proxy *p, conn *c, int rst)
     if (c->next) c->next->prev = c->prev;
     c->next = p->graveyard;
     p->graveyard = c;
-    atomic_fetch_sub_explicit(&p->n_active, 1, memory_order_relaxed);
 }
+
+static void conn_kill(mkh_proxy *p, conn *c, int rst) { conn_kill_counted(p, c, rst, NULL); }
+
+static int dir_pipe(dir_t *d);
 
 /* Move what can move in one direction. 0, or -1: the connection failed. */
 static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
@@ -283,7 +300,7 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
             c->again = 1;
             return 0;
         }
-        int queued = f->latency > 0 || d->pipe[0] < 0;
+        int queued = f->latency > 0 || f->jitter > 0 || dir_pipe(d) != 0;
         size_t want;
         if (queued) {
             if (d->queued >= QUEUE_CAP) return 0; /* a due chunk's timer comes back */
@@ -369,8 +386,7 @@ static void pump(mkh_proxy *p, conn *c, double now)
 
 static void upstream_failed(mkh_proxy *p, conn *c)
 {
-    atomic_fetch_add_explicit(&p->n_uperr, 1, memory_order_relaxed);
-    conn_kill(p, c, 0);
+    conn_kill_counted(p, c, 0, &p->n_uperr);
 }
 
 static void dir_init(mkh_proxy *p, conn *c, int up, double now)
@@ -383,22 +399,32 @@ static void dir_init(mkh_proxy *p, conn *c, int up, double now)
     d->pipe[0] = d->pipe[1] = -1;
     d->refilled = now;
     d->tokens = p->cur.bandwidth > 0 ? bucket_cap(p->cur.bandwidth) : 0;
-    if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
-        fcntl(d->pipe[1], F_SETPIPE_SZ, PIPE_CAP); /* may be refused: keep the default */
-        int sz = fcntl(d->pipe[1], F_GETPIPE_SZ);
-        d->pipe_cap = sz > 0 ? (size_t)sz : 65536;
-    } else {
-        d->pipe[0] = d->pipe[1] = -1; /* out of fds: the queued path works without */
+}
+
+/* The splice pipe, made when first needed (a blackholed or delayed
+ * connection never needs one). 0, or -1: use the queued path. */
+static int dir_pipe(dir_t *d)
+{
+    if (d->pipe[0] >= 0) return 0;
+    if (d->nopipe) return -1;
+    if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        d->pipe[0] = d->pipe[1] = -1;
+        d->nopipe = 1; /* out of fds: the queued path works without */
+        return -1;
     }
+    fcntl(d->pipe[1], F_SETPIPE_SZ, PIPE_CAP); /* may be refused: keep the default */
+    int sz = fcntl(d->pipe[1], F_GETPIPE_SZ);
+    d->pipe_cap = sz > 0 ? (size_t)sz : 65536;
+    return 0;
 }
 
 static void conn_new(mkh_proxy *p, int cfd, double now)
 {
-    atomic_fetch_add_explicit(&p->n_conns, 1, memory_order_relaxed);
+    atomic_fetch_add(&p->n_conns, 1);
     conn *c = calloc(1, sizeof *c);
     int ufd = c ? socket(p->uaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
     if (ufd < 0) {
-        atomic_fetch_add_explicit(&p->n_uperr, 1, memory_order_relaxed);
+        atomic_fetch_add(&p->n_uperr, 1);
         free(c);
         close(cfd);
         return;
@@ -413,11 +439,18 @@ static void conn_new(mkh_proxy *p, int cfd, double now)
     c->next = p->conns;
     if (p->conns) p->conns->prev = c;
     p->conns = c;
-    atomic_fetch_add_explicit(&p->n_active, 1, memory_order_relaxed);
+    atomic_fetch_add(&p->n_active, 1);
     int r = connect(ufd, (struct sockaddr *)&p->uaddr, p->ulen);
     if (r != 0 && errno != EINPROGRESS) {
         upstream_failed(p, c);
         return;
+    }
+    if (r != 0) { /* on loopback the handshake is often done already: skip a wake-up */
+        struct pollfd pf = { ufd, POLLOUT, 0 };
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (poll(&pf, 1, 0) == 1 && getsockopt(ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+            r = 0;
     }
     c->connecting = r != 0;
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
@@ -480,12 +513,17 @@ static void listen_on(mkh_proxy *p, int fd)
     epoll_ctl(p->ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
+static void close_listener(mkh_proxy *p)
+{
+    if (p->lfd < 0) return;
+    epoll_ctl(p->ep, EPOLL_CTL_DEL, p->lfd, NULL);
+    close(p->lfd);
+    p->lfd = -1;
+}
+
 static void kill_all(mkh_proxy *p, int rst)
 {
-    while (p->conns) {
-        if (rst) atomic_fetch_add_explicit(&p->n_resets, 1, memory_order_relaxed);
-        conn_kill(p, p->conns, rst);
-    }
+    while (p->conns) conn_kill_counted(p, p->conns, rst, rst ? &p->n_resets : NULL);
 }
 
 static void pump_all(mkh_proxy *p, double now)
@@ -520,8 +558,7 @@ static int control(mkh_proxy *p, double now)
         pump_all(p, now); /* e.g. out of a blackhole: no event would come */
         break;
     case CMD_DOWN:
-        if (p->lfd >= 0) close(p->lfd);
-        p->lfd = -1;
+        close_listener(p);
         kill_all(p, 0);
         break;
     case CMD_UP:
@@ -532,8 +569,7 @@ static int control(mkh_proxy *p, double now)
         break;
     case CMD_STOP:
         kill_all(p, 0);
-        if (p->lfd >= 0) close(p->lfd);
-        p->lfd = -1;
+        close_listener(p);
         stop = 1;
         break;
     default:

@@ -76,7 +76,7 @@ function M.new(t)
     upstream = o.upstream,
     host = o.host or "127.0.0.1",
     listen = o.listen or 0,
-    name = o.name or ("proxy " .. o.upstream),
+    name = o.name or ("proxy->" .. o.upstream),
     _faults = { latency = 0, jitter = 0, bandwidth = 0, blackhole = false },
   }, Proxy)
   if self.listen ~= 0 then self.port = self.listen end
@@ -93,8 +93,8 @@ function Proxy:start()
   local port, err = self._core:start()
   if not port then
     local msg = string.format("cannot start: %s (on %s)", err, self.host)
-    local p = self.port
-    local pid, cmd = p and core.port_owner(p)
+    local p, pid, cmd = self.port, nil, nil
+    if p then pid, cmd = core.port_owner(p) end
     if pid then msg = msg .. string.format("; port %d is held by pid %d (%s)", p, pid, cmd) end
     raise(self, "ExecutorError", msg)
   end
