@@ -362,13 +362,9 @@ static void wd_ref(int wd)
 {
     for (size_t i = 0; i < nwds; i++)
         if (wds[i].wd == wd) { wds[i].refs++; return; }
-    if (nwds == capwds) {
-        size_t cap = capwds ? capwds * 2 : 16;
-        void *n = realloc(wds, cap * sizeof *wds);
-        if (!n) return;
-        wds = n;
-        capwds = cap;
-    }
+    void *arr = wds;
+    if (mkh_grow(&arr, &capwds, nwds + 1, sizeof *wds) != 0) return;
+    wds = arr;
     wds[nwds].wd = wd;
     wds[nwds].refs = 1;
     nwds++;

@@ -18,6 +18,8 @@ int mkh_rmtree(const char *path);
 char *mkh_tail_file(const char *path, int nlines, size_t maxbytes);
 /* Read a whole small /proc file into buf (NUL-terminated); bytes or -1. */
 ssize_t mkh_read_small(const char *path, char *buf, size_t len);
+/* Make room for `need` elements of size `elem` in a doubling array. 0 or -1. */
+int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem);
 
 /* ---- parse.c: parsers of untrusted text, free of Lua, fuzzable ---- */
 /* Signal by name ("TERM", "SIGTERM", any case, "RTMIN+2") or decimal number.

@@ -113,13 +113,9 @@ void mkh_proc_unlink(mkh_proc *p)
 
 static void record_sid(pid_t sid)
 {
-    if (nsids == capsids) {
-        size_t cap = capsids ? capsids * 2 : 16;
-        pid_t *n = realloc(sids, cap * sizeof *n);
-        if (!n) return;
-        sids = n;
-        capsids = cap;
-    }
+    void *arr = sids;
+    if (mkh_grow(&arr, &capsids, nsids + 1, sizeof *sids) != 0) return;
+    sids = arr;
     sids[nsids++] = sid;
 }
 
@@ -369,12 +365,9 @@ static void guardian_main(int fd, const char *marker)
             if (buf[0] == 'Q') goodbye = 1;
             else if (buf[0] == 'C') snprintf(cg, sizeof cg, "%s", buf + 2);
             else if (buf[0] == 'S') {
-                if (n == cap) {
-                    cap = cap ? cap * 2 : 64;
-                    pid_t *m = realloc(set, cap * sizeof *m);
-                    if (!m) _exit(1);
-                    set = m;
-                }
+                void *arr = set;
+                if (mkh_grow(&arr, &cap, n + 1, sizeof *set) != 0) _exit(1);
+                set = arr;
                 set[n++] = (pid_t)atoi(buf + 2);
             }
             size_t used = (size_t)(nl - buf) + 1;

@@ -116,3 +116,15 @@ ssize_t mkh_read_small(const char *path, char *buf, size_t len)
     buf[off] = '\0';
     return (ssize_t)off;
 }
+
+int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap * 2 : 16;
+    while (n < need) n *= 2;
+    void *p = realloc(*arr, n * elem);
+    if (!p) return -1;
+    *arr = p;
+    *cap = n;
+    return 0;
+}

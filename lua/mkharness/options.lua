@@ -51,10 +51,16 @@ function T.nonempty(ctx, k, v)
   if v:find("\0", 1, true) then fail(ctx, k, "must not contain a NUL byte") end
   return v
 end
-function T.boolean(ctx, k, v)
-  if type(v) ~= "boolean" then fail(ctx, k, "must be true or false", v) end
-  return v
+-- a checker that only wants a Lua type
+local function of_type(tname, msg)
+  return function(ctx, k, v)
+    if type(v) ~= tname then fail(ctx, k, msg, v) end
+    return v
+  end
 end
+T.boolean = of_type("boolean", "must be true or false")
+T.table = of_type("table", "must be a table")
+T.func = of_type("function", "must be a function")
 function T.seconds(ctx, k, v)
   if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
     fail(ctx, k, "must be a number of seconds >= 0", v)
@@ -115,14 +121,6 @@ function T.port(ctx, k, v)
   if math.type(v) ~= "integer" or v < 1 or v > 65535 then
     fail(ctx, k, "must be an integer port 1-65535", v)
   end
-  return v
-end
-function T.table(ctx, k, v)
-  if type(v) ~= "table" then fail(ctx, k, "must be a table", v) end
-  return v
-end
-function T.func(ctx, k, v)
-  if type(v) ~= "function" then fail(ctx, k, "must be a function", v) end
   return v
 end
 function T.enum(...)
