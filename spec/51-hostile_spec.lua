@@ -91,47 +91,34 @@ describe("hostile readiness #torture #hostile", function()
   H.leakcheck()
 
   describe("HTTP", function()
-    it("an endpoint that accepts and never answers: TimeoutExpired at the deadline", function()
+    -- an HTTP fixture in `mode` probed with `method`: it is never ready
+    local function never_ready(mode, name, method, timeout)
       local port = mk.free_port()
       local res = run_trial(string.format([[
 trial(function()
-  return mk.http { FX, "--listen", %d, "--http-hang", "--serve-http", 200, name = "hang",
-    url = "http://127.0.0.1:%d/health", timeout = 1 }
-end)]], port, port))
-      expect_error(res, "TimeoutExpired", 1)
-      assert.equal("hang", res.name)
+  return mk.http { FX, "--listen", %d, "%s", "--serve-http", 200, name = "%s",
+    url = "http://127.0.0.1:%d/health", method = "%s", timeout = %g }
+end)]], port, mode, name, port, method, timeout))
+      expect_error(res, "TimeoutExpired", timeout)
+      assert.equal(name, res.name)
+      return res
+    end
+
+    it("an endpoint that accepts and never answers: TimeoutExpired at the deadline", function()
+      local res = never_ready("--http-hang", "hang", "HEAD", 1)
       assert(res.elapsed >= 0.9, "gave up before the deadline: " .. res.text)
     end)
 
     it("an endpoint that accepts and never answers, GET with a deadline of 2 s", function()
-      local port = mk.free_port()
-      local res = run_trial(string.format([[
-trial(function()
-  return mk.http { FX, "--listen", %d, "--http-hang", "--serve-http", 200, name = "hang",
-    url = "http://127.0.0.1:%d/", method = "GET", timeout = 2 }
-end)]], port, port))
-      expect_error(res, "TimeoutExpired", 2)
+      never_ready("--http-hang", "hang", "GET", 2)
     end)
 
     it("an endpoint that answers garbage: TimeoutExpired, not ready", function()
-      local port = mk.free_port()
-      local res = run_trial(string.format([[
-trial(function()
-  return mk.http { FX, "--listen", %d, "--http-garbage", "--serve-http", 200, name = "garbage",
-    url = "http://127.0.0.1:%d/", timeout = 1 }
-end)]], port, port))
-      expect_error(res, "TimeoutExpired", 1)
-      assert.equal("garbage", res.name)
+      never_ready("--http-garbage", "garbage", "HEAD", 1)
     end)
 
     it("an endpoint that answers garbage to GET: TimeoutExpired, not ready", function()
-      local port = mk.free_port()
-      local res = run_trial(string.format([[
-trial(function()
-  return mk.http { FX, "--listen", %d, "--http-garbage", "--serve-http", 200, name = "garbage",
-    url = "http://127.0.0.1:%d/", method = "GET", timeout = 2 }
-end)]], port, port))
-      expect_error(res, "TimeoutExpired", 2)
+      never_ready("--http-garbage", "garbage", "GET", 2)
     end)
 
     it("an endpoint that answers a 1 GB body to GET: the probe does not download it", function()
