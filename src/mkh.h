@@ -106,17 +106,11 @@ int mkh_proc_signal(mkh_proc *p, int sig);
  * descendants that escaped it (found as reparented orphans carrying the
  * service token "MKHARNESS_SERVICE=..."). Returns how many were killed. */
 int mkh_proc_sweep(mkh_proc *p, const char *token);
-/* Reap orphans that were reparented to us (subreaper) and are zombies. */
-void mkh_reap_orphans(void);
 /* Processes of this run that no live executor owns: our stray children
  * (zombies included) and anything else carrying our marker. For specs. */
 size_t mkh_leftovers(pid_t *out, size_t cap);
 /* Whole-run teardown: stop signals, grace, SIGKILL, sweep, guardian off. */
 void mkh_teardown(int graceful);
-/* Called in the guardian; also used by teardown. Kills every process of the
- * given sessions / process groups / carrying our marker. Returns how many
- * were signalled. */
-int mkh_kill_marked(const pid_t *sids, size_t nsids, const char *marker, int sig);
 
 /* ---- cgroup.c ---- */
 int mkh_cg_enabled(void);                /* cgroup v2 usable (creates the run's) */

@@ -170,7 +170,10 @@ static int in_sids(pid_t v, const pid_t *set, size_t n)
     return 0;
 }
 
-int mkh_kill_marked(const pid_t *set, size_t n, const char *marker, int sig)
+/* The guardian's net, once the harness is dead: every process of the given
+ * sessions / process groups, or carrying our marker. Returns how many were
+ * signalled. */
+static int kill_marked(const pid_t *set, size_t n, const char *marker, int sig)
 {
     DIR *d = opendir("/proc");
     if (!d) return 0;
@@ -185,7 +188,6 @@ int mkh_kill_marked(const pid_t *set, size_t n, const char *marker, int sig)
         char st; pid_t pp, pg, sd;
         if (proc_stat(pid, &st, &pp, &pg, &sd) != 0 || st == 'Z' || st == 'X') continue;
         int hit = in_sids(sd, set, n) || in_sids(pg, set, n) ||
-                  (pp == self && sd != my_sid) ||
                   (mlen && has_marker(pid, marker, mlen));
         if (hit && kill(pid, sig) == 0) count++;
     }
@@ -258,12 +260,39 @@ static size_t orphans(pid_t *out, size_t cap)
     return n;
 }
 
+/* One pass over our stray children (not in our own session: popen and
+ * system children are not ours to judge): reap the dead, SIGKILL the live
+ * with their session and group - all of them, or with a token only those
+ * carrying it. Returns how many it acted on. */
+static int strike_orphans(const char *token)
+{
+    size_t tlen = token ? strlen(token) : 0;
+    int acted = 0;
+    pid_t kids[512];
+    size_t n = orphans(kids, 512);
+    for (size_t i = 0; i < n; i++) {
+        char st; pid_t pp, pg, sd;
+        if (proc_stat(kids[i], &st, &pp, &pg, &sd) != 0 || sd == my_sid) continue;
+        if (st == 'Z') {
+            int ws;
+            waitpid(kids[i], &ws, WNOHANG);
+        } else if (!tlen || has_marker(kids[i], token, tlen)) {
+            kill(-sd, SIGKILL);
+            kill(-pg, SIGKILL);
+            kill(kids[i], SIGKILL);
+        } else {
+            continue;
+        }
+        acted++;
+    }
+    return acted;
+}
+
 int mkh_proc_sweep(mkh_proc *p, const char *token)
 {
     /* The leader is reaped; kill what is left of its group, then chase
      * descendants that escaped the group: once their parent is gone they
      * are our children (subreaper), and the service token tells whose. */
-    size_t tlen = strlen(token);
     int killed = 0;
     if (p->cg_id) { /* exact: everything that ever was in its cgroup */
         char cg[4200];
@@ -271,59 +300,25 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
         killed += mkh_cg_kill(cg, 2.0);
         p->cg_id = 0;
     }
+    if (!token[0]) /* no token: only the group is known to be its */
+        return killed + (kill(-p->pid, SIGKILL) == 0);
     double until = mkh_now() + 2.0;
     for (;;) {
-        int found = 0;
-        if (kill(-p->pid, SIGKILL) == 0) { found = 1; killed++; }
-        pid_t kids[512];
-        size_t n = orphans(kids, 512);
-        for (size_t i = 0; i < n; i++) {
-            char st; pid_t pp, pg, sd;
-            if (proc_stat(kids[i], &st, &pp, &pg, &sd) != 0) continue;
-            if (st == 'Z') {
-                if (sd != my_sid) { int ws; waitpid(kids[i], &ws, WNOHANG); found = 1; }
-                continue;
-            }
-            if (sd != my_sid && tlen && has_marker(kids[i], token, tlen)) {
-                kill(-sd, SIGKILL);
-                kill(-pg, SIGKILL);
-                kill(kids[i], SIGKILL);
-                found = 1;
-                killed++;
-            }
-        }
+        int found = strike_orphans(token);
+        if (kill(-p->pid, SIGKILL) == 0) found++;
+        killed += found;
         if (!found || mkh_now() > until) break;
         mkh_sleep_until(mkh_now() + 0.0005);
     }
     return killed;
 }
 
-void mkh_reap_orphans(void)
-{
-    /* Those not ours to judge (popen, system) share our session. */
-    pid_t kids[512];
-    size_t n = orphans(kids, 512);
-    for (size_t i = 0; i < n; i++) {
-        char st; pid_t pp, pg, sd;
-        if (proc_stat(kids[i], &st, &pp, &pg, &sd) == 0 && st == 'Z' && sd != my_sid) {
-            int ws;
-            waitpid(kids[i], &ws, WNOHANG);
-        }
-    }
-}
-
 size_t mkh_leftovers(pid_t *out, size_t cap)
 {
     char marker[128];
     snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
-    size_t mlen = strlen(marker), n = 0;
-    pid_t kids[512];
-    size_t nk = orphans(kids, 512);
-    for (size_t i = 0; i < nk && n < cap; i++) {
-        int live_proc = 0;
-        for (mkh_proc *p = live; p; p = p->next) live_proc |= p->pid == kids[i];
-        if (!live_proc) out[n++] = kids[i];
-    }
+    size_t mlen = strlen(marker);
+    size_t n = orphans(out, cap); /* our children that no live executor owns */
     DIR *d = opendir("/proc");
     if (!d) return n;
     pid_t self = getpid();
@@ -381,7 +376,7 @@ static void guardian_main(int fd, const char *marker)
     if (cg[0]) mkh_cg_kill(cg, 5.0);
     double until = mkh_now() + 5.0;
     while (mkh_now() < until) {
-        if (mkh_kill_marked(set, n, marker, SIGKILL) == 0) break;
+        if (kill_marked(set, n, marker, SIGKILL) == 0) break;
         mkh_sleep_until(mkh_now() + 0.01);
     }
     _exit(0);
@@ -450,18 +445,15 @@ void mkh_teardown(int graceful)
 {
     in_teardown = 1;
     if (graceful && live) {
-        double deadline = 0, now = mkh_now();
+        double now = mkh_now();
         for (mkh_proc *p = live; p; p = p->next) {
             mkh_proc_signal(p, p->stop_sig ? p->stop_sig : SIGTERM);
             mkh_proc_signal(p, SIGCONT); /* a paused service must see it */
-            double d = now + (p->stop_timeout > 0 ? p->stop_timeout : 0);
-            if (d > deadline) deadline = d;
         }
-        /* wait for all leaders, each up to its own stop_timeout */
+        /* wait for all leaders (signalled together), each up to its own stop_timeout */
         for (mkh_proc *p = live, *next; p; p = next) {
             next = p->next;
-            double mine = now + (p->stop_timeout > 0 ? p->stop_timeout : 0);
-            if (!mkh_proc_wait(p, mine < deadline ? mine : deadline))
+            if (!mkh_proc_wait(p, now + (p->stop_timeout > 0 ? p->stop_timeout : 0)))
                 mkh_proc_signal(p, p->kill_sig ? p->kill_sig : SIGKILL);
         }
     }
@@ -476,21 +468,7 @@ void mkh_teardown(int graceful)
             mkh_proc_signal(p, SIGKILL);
             n++;
         }
-        pid_t kids[512];
-        size_t nk = orphans(kids, 512);
-        for (size_t i = 0; i < nk; i++) {
-            char st; pid_t pp, pg, sd;
-            if (proc_stat(kids[i], &st, &pp, &pg, &sd) != 0 || sd == my_sid) continue;
-            if (st == 'Z') {
-                int ws;
-                waitpid(kids[i], &ws, WNOHANG);
-            } else {
-                kill(-sd, SIGKILL);
-                kill(-pg, SIGKILL);
-                kill(kids[i], SIGKILL);
-            }
-            n++;
-        }
+        n += strike_orphans(NULL);
         for (mkh_proc *p = live, *next; p; p = next) {
             next = p->next;
             mkh_proc_wait(p, mkh_now() + 1.0);

@@ -64,7 +64,6 @@ local function describe_code(code)
   end
   return "exit code " .. code
 end
-M._describe_code = describe_code
 
 ---------------------------------------------------------------- options
 local COMMON = {
@@ -202,7 +201,6 @@ local echoing = setmetatable({}, { __mode = "k" })
 local function pump_all_echo()
   for svc in pairs(echoing) do pump_echo(svc) end
 end
-M._pump_echo = pump_all_echo
 
 ---------------------------------------------------------------- waiting
 -- One loop waits for any number of "waiters" (a start, a group start,
@@ -232,7 +230,7 @@ local function step(w, now)
     local code = svc._proc:poll()
     if code then
       w.exited = code
-      if code ~= 0 or w.exit_is_error then
+      if code ~= 0 then -- exit 0 before ready: a daemonizing launcher, keep probing
         -- a last look: the banner may be the last thing it printed
         for _, p in ipairs(w.probes) do
           if not p.done and not p.probe.poll then
@@ -244,9 +242,10 @@ local function step(w, now)
         for _, p in ipairs(w.probes) do all = all and p.done end
         if not all or #w.probes == 0 then
           if w.on_fail then w.on_fail(w) end
+          local tried = probe_summary(w)
           svc_error(svc, "ProcessExitedWithError",
             string.format("%s before %s (after %s); was waiting for %s", describe_code(code),
-              w.what, fmt_s(now - w.t0), probe_summary(w) ~= "" and probe_summary(w) or "nothing"),
+              w.what, fmt_s(now - w.t0), tried ~= "" and tried or "nothing"),
             { exit_code = code, waited = now - w.t0 })
         end
       end
@@ -290,12 +289,11 @@ local function wait_all(waiters)
           now = core.now()
           if w.deadline and now >= w.deadline then
             if w.on_fail then w.on_fail(w) end
-            local msg = string.format("%s not %s after %s (timeout %s); waited for %s",
-              w.svc and "" or "condition", w.what_done or "ready", fmt_s(now - w.t0),
-              fmt_s(w.deadline - w.t0), probe_summary(w))
-            msg = msg:gsub("^ ", "")
-            local fields = { timeout = w.deadline - w.t0, waited = now - w.t0,
-              tried = probe_summary(w) }
+            local tried = probe_summary(w)
+            local msg = string.format("%snot %s after %s (timeout %s); waited for %s",
+              w.svc and "" or "condition ", w.what_done or "ready", fmt_s(now - w.t0),
+              fmt_s(w.deadline - w.t0), tried)
+            local fields = { timeout = w.deadline - w.t0, waited = now - w.t0, tried = tried }
             if w.svc then svc_error(w.svc, "TimeoutExpired", msg, fields) end
             fields.message = w.message and (w.message .. " (" .. msg .. ")") or msg
             Error.raise("TimeoutExpired", fields)
@@ -321,7 +319,6 @@ local function wait_all(waiters)
     core.poll(fds, left)
   end
 end
-M._wait_all = wait_all
 
 local function make_waiter(svc, probes, opts)
   local t0 = opts.t0 or core.now()
@@ -329,7 +326,7 @@ local function make_waiter(svc, probes, opts)
     svc = svc, t0 = t0, probes = {}, interval = opts.interval or (svc and svc.interval) or M.DEFAULT_INTERVAL,
     deadline = opts.timeout and (t0 + opts.timeout) or nil, what = opts.what or "it was ready",
     what_done = opts.what_done, on_ready = opts.on_ready, on_fail = opts.on_fail,
-    message = opts.message, exit_is_error = opts.exit_is_error,
+    message = opts.message,
   }
   for i, p in ipairs(probes) do
     w.probes[i] = { probe = p, st = opts.states and opts.states[i] or {}, attempts = 0, next_at = 0 }
@@ -377,13 +374,6 @@ function Service:_launch()
     end
   end
   self._adopted = nil
-  if self.cwd then
-    local _, kind = core.size(self.cwd)
-    if kind ~= "directory" then
-      svc_error(self, "SpawnError", "cannot change directory to '" .. self.cwd .. "': " ..
-        (kind and "not a directory" or "no such directory"), { log_tail = "" })
-    end
-  end
   self._logs = capture_paths(self)
   self.ready_match = nil
   local states, extra = {}, {
@@ -392,7 +382,10 @@ function Service:_launch()
   }
   for i, p in ipairs(self._probes) do
     local ok, st = pcall(p.attach, p, self)
-    if not ok then svc_error(self, "SpawnError", "cannot prepare " .. p:describe() .. ": " .. tostring(st)) end
+    if not ok then
+      for j = 1, i - 1 do self._probes[j]:detach(states[j]) end
+      svc_error(self, "SpawnError", "cannot prepare " .. p:describe() .. ": " .. tostring(st))
+    end
     states[i] = st
     for k, v in pairs(st.env or {}) do extra[k] = v end
   end
@@ -409,7 +402,6 @@ function Service:_launch()
     svc_error(self, "SpawnError", err, { log_tail = "" })
   end
   self._proc, self._exit, self._stopped = proc, nil, false
-  self._started_at = t0
   if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
     self._echo = {}
     for _, s in ipairs { "stdout", "stderr" } do
@@ -428,7 +420,6 @@ function Service:_launch()
     t0 = t0, timeout = self.timeout or nil, states = states,
     on_ready = function(w)
       for i, p in ipairs(probes) do p:detach(states[i]) end
-      local last = w.probes[#w.probes]
       local how = {}
       local attempts = 0
       for _, wp in ipairs(w.probes) do
@@ -438,7 +429,6 @@ function Service:_launch()
       events.emit("ready", { service = self.name, ms = w.elapsed * 1000, probes = how, attempts = attempts },
         string.format("%s: ready after %s (%s, %d attempt%s)", self.name, fmt_ms(w.elapsed),
           table.concat(how, ", "), attempts, attempts == 1 and "" or "s"))
-      local _ = last
     end,
     on_fail = function()
       for i, p in ipairs(probes) do p:detach(states[i]) end
@@ -454,7 +444,7 @@ function Service:start()
 end
 
 ---------------------------------------------------------------- stop & co
-local function judge_ok(self, code, sig, expected)
+local function judge_ok(code, sig, expected)
   return code == 0 or code == -sig or code == 128 + sig or (expected ~= nil and code == expected)
 end
 
@@ -501,7 +491,7 @@ function Service:_stop_finish(s)
   events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
     string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code),
       s.escalated and string.format(", did not stop on SIG%s within %s: killed", core.signame(s.sig) or s.sig, fmt_s(s.timeout)) or ""))
-  if not s.escalated and not judge_ok(self, code, s.sig, s.expected) then
+  if not s.escalated and not judge_ok(code, s.sig, s.expected) then
     svc_error(self, "ProcessFinishedWithError",
       string.format("finished with %s; expected 0, death by SIG%s%s", describe_code(code),
         core.signame(s.sig) or s.sig, s.expected and (" or " .. s.expected) or ""),
@@ -651,7 +641,7 @@ function Service:wait_output(pat, opts)
   local saved = self.ready_match
   local timeout = o.timeout == nil and self.timeout or o.timeout
   local w = make_waiter(self, { probe }, { timeout = timeout or nil, states = { st },
-    what = "printing " .. string.format("%q", pat), what_done = "printed", exit_is_error = false })
+    what = "printing " .. string.format("%q", pat), what_done = "printed" })
   local ok, err
   if self._stopped then
     -- stopped by us: what it printed is all there will be, look once
