@@ -184,6 +184,16 @@ describe("mkharness host", function()
       assert.matches("[chatty] echo-me-7311", r.stderr, 1, true)
     end)
 
+    it("-v says when and how a service became ready: 'name: ready after N ms (probe, K attempts)'", function()
+      local port = mk.free_port()
+      local r = scenario(string.format([[
+        local s = mk.tcp { FX, "--sleep", "0.1", "--listen", %d, "--serve-tcp", port = %d, name = "db" }:start()
+        s:stop()
+      ]], port, port), { host_args = { "-v" } })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("db: ready after [%d.]+ ms %(tcp 127%.0%.0%.1:" .. port .. ", %d+ attempts?%)", r.stderr)
+    end)
+
     it("-q prints nothing on success, even with -v and --keep", function()
       local r = scenario([[
         local s = mk.process { FX, "--print", "quiet-please", "--forever", name = "hush" }:start()
