@@ -25,6 +25,12 @@
 #endif
 
 static lua_State *globalL;
+static pid_t supervisor; /* our parent when supervised */
+
+/* The host ends the run at --timeout itself; should it be stuck where no
+ * signal reaches Lua (inside os.execute, a C library), the supervisor kills
+ * it HARD_GRACE seconds later, cleans up, and still exits 124. */
+#define HARD_GRACE 5.0
 static int quiet;
 
 static const char usage[] =
@@ -42,15 +48,16 @@ static const char usage[] =
     "exit status: 0 passed, 1 failed, 2 usage or load error, 124 run timeout,\n"
     "             128+N after teardown when ended by signal N\n";
 
-/* ---- signals: handlers only record and wake; Lua notices via a hook ---- */
+/* ---- signals: handlers only record and wake; Lua notices via a hook ----
+ * The hook is a count hook installed before any code runs, so every
+ * coroutine inherits it (a hook set from the handler would reach only the
+ * main thread, and a coroutine looping in Lua would never see Ctrl-C). */
 
-static void stop_hook(lua_State *L, lua_Debug *ar);
+#define HOOK_COUNT 1000 /* VM instructions between looks at the flag */
 
 static void on_signal(int sig)
 {
     mkh_interrupt(sig);
-    /* lua_sethook is safe to call from a signal handler (see lua.c) */
-    lua_sethook(globalL, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 static void interrupted(lua_State *L, int sig)
@@ -60,6 +67,11 @@ static void interrupted(lua_State *L, int sig)
     busy = 1;
     lua_sethook(L, NULL, 0, 0);
     int code = sig == SIGALRM ? 124 : 128 + sig;
+    /* out of time: the supervisor's hard limit is near, so the services
+     * get a short grace and the report is written before teardown */
+    if (sig == SIGALRM) mkh_teardown_grace_cap(HARD_GRACE / 2);
+    /* the supervisor is gone (SIGKILLed): the user wants it all ended now */
+    if (supervisor > 0 && getppid() != supervisor) mkh_teardown_grace_cap(0);
     /* Let the Lua side report (services' tails, events); then tear down. */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "mkharness.host");
@@ -77,6 +89,7 @@ static void interrupted(lua_State *L, int sig)
 
 static void stop_hook(lua_State *L, lua_Debug *ar)
 {
+    /* cheap: a flag read; the work is done once a signal has come */
     (void)ar;
     int sig = mkh_interrupted();
     if (sig) interrupted(L, sig);
@@ -105,6 +118,7 @@ static void install_signals(double timeout)
     /* a closed pipe must not kill the host silently */
     signal(SIGPIPE, SIG_IGN);
     lmkh_set_interrupt_handler(interrupted);
+    lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
 
 /* ---- the supervisor: a parent that outlives a SIGKILLed host ----
@@ -113,8 +127,10 @@ static void install_signals(double timeout)
  * SIGKILLed, everything it started is reparented here (the nearest
  * subreaper) and killed - even a descendant that left every session and
  * scrubbed its environment. If the supervisor itself is SIGKILLed, the host
- * gets SIGTERM (parent-death signal) and tears down as usual. Exit status
- * is the host's. MKHARNESS_SUPERVISOR=0 runs without it. */
+ * gets SIGTERM (parent-death signal) and tears down at once, without grace;
+ * a host stuck where no signal reaches Lua is killed by its guardian a few
+ * seconds later. Exit status is the host's. MKHARNESS_SUPERVISOR=0 runs
+ * without it. */
 
 static pid_t host_pid;
 static volatile sig_atomic_t hard_timeout;
@@ -153,10 +169,6 @@ static void kill_strays(void)
     }
 }
 
-/* The host ends the run at --timeout itself; should it be stuck where no
- * signal reaches Lua (inside os.execute, a C library), the supervisor kills
- * it HARD_GRACE seconds later, cleans up, and still exits 124. */
-#define HARD_GRACE 5.0
 
 static void supervise(double timeout)
 {
@@ -168,6 +180,8 @@ static void supervise(double timeout)
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) raise(SIGTERM);
+        mkh_set_supervisor(parent);
+        supervisor = parent;
         return;
     }
     host_pid = pid;

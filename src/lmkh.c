@@ -211,6 +211,7 @@ static int l_spawn(lua_State *L)
     lp->p.pid = pid;
     lp->p.pidfd = pidfd;
     lp->p.exited = 0;
+    lp->p.start_ticks = mkh_start_ticks(pid);
     mkh_proc_link(&lp->p);
     return 1;
 }
@@ -287,6 +288,7 @@ static int l_proc_gc(lua_State *L)
  * Returns early when the harness is interrupted. */
 static int l_poll(lua_State *L)
 {
+    mkh_reap_strays(); /* every wait is a chance to wait for strays */
     lua_Integer len = lua_isnoneornil(L, 1) ? 0 : (luaL_checktype(L, 1, LUA_TTABLE), luaL_len(L, 1));
     struct pollfd *pf = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *pf, 0);
     int n = 0;
@@ -323,6 +325,7 @@ static int l_poll(lua_State *L)
 static int l_sleep(lua_State *L)
 {
     double deadline = mkh_now() + luaL_checknumber(L, 1);
+    mkh_reap_strays();
     int ifd = mkh_interrupt_fd();
     for (;;) {
         double left = deadline - mkh_now();
@@ -940,6 +943,33 @@ static int l_fds(lua_State *L)
     return 2;
 }
 
+/* core.children() -> list of this process's children */
+static int l_children(lua_State *L)
+{
+    char path[64], buf[16384];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    lua_newtable(L);
+    if (mkh_read_small(path, buf, sizeof buf) <= 0) return 1;
+    lua_Integer n = 0;
+    for (char *s = buf; *s; ) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        s = end;
+        lua_pushinteger(L, v);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* core.own_child(pid): a child the process forked itself (popen), which
+ * its own code will wait for: never reaped as a stray */
+static int l_own_child(lua_State *L)
+{
+    mkh_own_child((pid_t)luaL_checkinteger(L, 1), 1);
+    return 0;
+}
+
 static int l_interrupted(lua_State *L)
 {
     lua_pushinteger(L, mkh_interrupted());
@@ -976,7 +1006,8 @@ static const luaL_Reg funcs[] = {
     {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},
     {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
-    {"leftovers", l_leftovers}, {"fds", l_fds},
+    {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
+    {"own_child", l_own_child},
     {NULL, NULL}
 };
 

@@ -75,8 +75,10 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t
 typedef struct mkh_proc {
     pid_t pid;
     int pidfd;             /* -1 once reaped, or without pidfd support */
-    int exited;            /* 1 once reaped */
-    int status;            /* wait status once reaped */
+    int exited;            /* 1 once its exit is known (it may still be a zombie) */
+    int reaped;            /* 1 once waited for: from then on its pid is not ours */
+    int status;            /* wait status once exited */
+    unsigned long long start_ticks; /* /proc starttime, to tell it from a pid reuse */
     int stop_sig, kill_sig;
     double stop_timeout;
     struct mkh_proc *prev, *next; /* live list, for teardown */
@@ -90,27 +92,49 @@ const char *mkh_run_dir(char *err, size_t errlen);
 const char *mkh_run_dir_if_made(void);   /* without creating it */
 void mkh_set_run_dir_keep(int keep);
 int mkh_run_dir_keep(void);
+/* The host's supervisor (its parent), for the guardian to watch: once it
+ * is gone, a host that has not ended within a grace is killed. */
+void mkh_set_supervisor(pid_t pid);
 /* Become a child subreaper (idempotent). */
 void mkh_supervise_init(void);
 void mkh_proc_link(mkh_proc *p);
 void mkh_proc_unlink(mkh_proc *p);
-/* Tell the guardian about a new session (forking it on first use). */
-void mkh_guardian_watch(pid_t sid);
-/* Non-blocking reap of p; returns 1 when it has exited (status filled). */
+/* Tell the guardian about a new service session (forking it on first use),
+ * with its leader's start time so that a reused session id is told apart;
+ * forget it before its leader is reaped. */
+void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks);
+void mkh_guardian_forget(pid_t sid);
+/* A process's start time in clock ticks since boot (/proc/PID/stat), 0 if gone. */
+unsigned long long mkh_start_ticks(pid_t pid);
+/* A service's leader is never reaped before its group is swept: while it
+ * is an unreaped zombie, neither its pid nor its process group id can be
+ * given to another process, so signalling them cannot reach a stranger. */
+/* Has p exited? Non-blocking, does not reap; 1 when exited (status filled). */
 int mkh_proc_poll(mkh_proc *p);
-/* Blocking reap with a deadline (<0: none). Returns 1 exited, 0 timed out. */
+/* Wait for p's exit with a deadline (<0: none), without reaping.
+ * Returns 1 exited, 0 timed out. */
 int mkh_proc_wait(mkh_proc *p, double deadline);
-/* Signal p's process group (falls back to p alone). 0 or -1/errno. */
+/* Signal p's process group (falls back to p alone). 0, or -1 once reaped. */
 int mkh_proc_signal(mkh_proc *p, int sig);
-/* After p's leader was reaped: SIGKILL what is left of its group and its
+/* After p's leader exited: SIGKILL what is left of its group and its
  * descendants that escaped it (found as reparented orphans carrying the
- * service token "MKHARNESS_SERVICE=..."). Returns how many were killed. */
+ * service token "MKHARNESS_SERVICE=..."), then reap the leader. Returns how
+ * many were killed. */
 int mkh_proc_sweep(mkh_proc *p, const char *token);
+/* Reap p's leader (after its exit); it leaves the live list and the guardian. */
+void mkh_proc_reap(mkh_proc *p);
+/* Wait for our stray zombies that nobody else will wait for: children
+ * reparented to us that are not services, the guardian, nor children the
+ * process forked itself (popen), which are registered with mkh_own_child. */
+void mkh_reap_strays(void);
+void mkh_own_child(pid_t pid, int own);
 /* Processes of this run that no live executor owns: our stray children
  * (zombies included) and anything else carrying our marker. For specs. */
 size_t mkh_leftovers(pid_t *out, size_t cap);
 /* Whole-run teardown: stop signals, grace, SIGKILL, sweep, guardian off. */
 void mkh_teardown(int graceful);
+/* Cap the graceful part of teardown (a run out of time has none to spare). */
+void mkh_teardown_grace_cap(double seconds);
 
 /* ---- cgroup.c ---- */
 int mkh_cg_enabled(void);                /* cgroup v2 usable (creates the run's) */
@@ -127,6 +151,7 @@ void mkh_cg_cleanup_host(pid_t host);    /* the supervisor's, after a host died 
 void mkh_interrupt(int sig);
 int mkh_interrupted(void);     /* pending signal number or 0 */
 int mkh_interrupt_fd(void);    /* read end of the self-pipe, or -1 */
+int mkh_interrupt_drain(void); /* empty the self-pipe; how many signals were in it */
 void mkh_interrupt_init(void);
 /* Readable when a child may have exited, for processes without a pidfd
  * (SIGCHLD self-pipe, installed on first use); drain after waking. */

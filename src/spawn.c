@@ -189,7 +189,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
     }
     /* The guardian learns the session before the exec can happen, so even a
      * harness killed right now leaves nothing behind. */
-    mkh_guardian_watch(pid);
+    mkh_guardian_watch(pid, mkh_start_ticks(pid));
 
     struct exec_report r;
     ssize_t n;
@@ -197,6 +197,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
     close(rep[0]);
     if (n == (ssize_t)sizeof r) {
         int st;
+        mkh_guardian_forget(pid);
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
         describe(o, r, err, errlen);
         return -1;
@@ -206,6 +207,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
         snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
         kill(pid, SIGKILL);
         int st;
+        mkh_guardian_forget(pid);
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
         return -1;
     }

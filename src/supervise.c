@@ -34,10 +34,15 @@ static int keep_dir;
 static mkh_proc *live;          /* doubly linked list of unreaped procs */
 static pid_t guardian_pid;
 static int guardian_fd = -1;    /* write end; -1 when none */
-static pid_t *sids;             /* every session this run started */
-static size_t nsids, capsids;
 static pid_t my_sid;
+static pid_t *own_kids;         /* children forked here (popen): not strays */
+static size_t nown, capown;
 static int in_teardown; /* waits then ignore interrupts */
+static double grace_cap = -1;  /* longest graceful wait in teardown; <0: none */
+static int hurry;              /* a signal came during teardown: no grace left */
+static pid_t supervisor_pid;
+
+void mkh_set_supervisor(pid_t pid) { supervisor_pid = pid; }
 
 const char *mkh_run_id(void)
 {
@@ -111,18 +116,12 @@ void mkh_proc_unlink(mkh_proc *p)
     p->linked = 0;
 }
 
-static void record_sid(pid_t sid)
-{
-    void *arr = sids;
-    if (mkh_grow(&arr, &capsids, nsids + 1, sizeof *sids) != 0) return;
-    sids = arr;
-    sids[nsids++] = sid;
-}
-
 /* ---- /proc scanning ---- */
 
-/* Fields of /proc/PID/stat after the command: state, ppid, pgrp, session. */
-static int proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp, pid_t *sid)
+/* Fields of /proc/PID/stat after the command: state, ppid, pgrp, session,
+ * and (when ticks is not NULL) the start time. */
+static int proc_stat_ex(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp, pid_t *sid,
+                        unsigned long long *ticks)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -132,7 +131,26 @@ static int proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp, pid_t *si
     int a, b, c;
     if (sscanf(p + 2, "%c %d %d %d", state, &a, &b, &c) != 4) return -1;
     *ppid = a; *pgrp = b; *sid = c;
+    if (ticks) {
+        /* field 22; we are at field 3 */
+        char *q = p + 2;
+        for (int f = 3; f < 22 && q; f++) { q = strchr(q, ' '); if (q) q++; }
+        if (!q || sscanf(q, "%llu", ticks) != 1) return -1;
+    }
     return 0;
+}
+
+static int proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp, pid_t *sid)
+{
+    return proc_stat_ex(pid, state, ppid, pgrp, sid, NULL);
+}
+
+unsigned long long mkh_start_ticks(pid_t pid)
+{
+    char st; pid_t pp, pg, sd;
+    unsigned long long t = 0;
+    if (proc_stat_ex(pid, &st, &pp, &pg, &sd, &t) != 0) return 0;
+    return t;
 }
 
 static int has_marker(pid_t pid, const char *marker, size_t mlen)
@@ -164,16 +182,23 @@ static int has_marker(pid_t pid, const char *marker, size_t mlen)
     return found;
 }
 
-static int in_sids(pid_t v, const pid_t *set, size_t n)
+typedef struct { pid_t sid; unsigned long long ticks; } watched;
+
+/* Is v one of the watched sessions, and is it still the session we
+ * started? A session id outlives its leader only while members remain;
+ * once the leader is gone a stranger may have the same number, so
+ * without the leader's start time to compare, the session proves nothing. */
+static int in_sessions(pid_t v, const watched *set, size_t n)
 {
-    for (size_t i = 0; i < n; i++) if (set[i] == v) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (set[i].sid == v) return set[i].ticks && mkh_start_ticks(v) == set[i].ticks;
     return 0;
 }
 
-/* The guardian's net, once the harness is dead: every process of the given
- * sessions / process groups, or carrying our marker. Returns how many were
- * signalled. */
-static int kill_marked(const pid_t *set, size_t n, const char *marker, int sig)
+/* The guardian's net, once the harness is dead: every process of the
+ * sessions / process groups we started (while their leader is the one we
+ * started), or carrying our marker. Returns how many were signalled. */
+static int kill_marked(const watched *set, size_t n, const char *marker, int sig)
 {
     DIR *d = opendir("/proc");
     if (!d) return 0;
@@ -187,7 +212,7 @@ static int kill_marked(const pid_t *set, size_t n, const char *marker, int sig)
         if (pid == self || pid == guardian_pid || pid == 1) continue;
         char st; pid_t pp, pg, sd;
         if (proc_stat(pid, &st, &pp, &pg, &sd) != 0 || st == 'Z' || st == 'X') continue;
-        int hit = in_sids(sd, set, n) || in_sids(pg, set, n) ||
+        int hit = in_sessions(sd, set, n) || in_sessions(pg, set, n) ||
                   (mlen && has_marker(pid, marker, mlen));
         if (hit && kill(pid, sig) == 0) count++;
     }
@@ -197,10 +222,9 @@ static int kill_marked(const pid_t *set, size_t n, const char *marker, int sig)
 
 /* ---- reaping ---- */
 
-static void store_status(mkh_proc *p, int status)
+static void forget(mkh_proc *p)
 {
-    p->status = status;
-    p->exited = 1;
+    p->reaped = 1;
     if (p->pidfd >= 0) close(p->pidfd);
     p->pidfd = -1;
     mkh_proc_unlink(p);
@@ -209,12 +233,36 @@ static void store_status(mkh_proc *p, int status)
 int mkh_proc_poll(mkh_proc *p)
 {
     if (p->exited) return 1;
-    int st;
-    pid_t r;
-    do r = waitpid(p->pid, &st, WNOHANG); while (r < 0 && errno == EINTR);
-    if (r == p->pid) { store_status(p, st); return 1; }
-    if (r < 0 && errno == ECHILD) { store_status(p, 0); return 1; } /* someone else reaped it */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r;
+    /* WNOWAIT: learn the status but leave the zombie, which keeps its pid
+     * and group id ours until the sweep */
+    do r = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+    if (r == 0 && si.si_pid == p->pid) {
+        p->exited = 1;
+        p->status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status & 0xff, 0)
+                                             : W_EXITCODE(0, si.si_status & 0x7f);
+        return 1;
+    }
+    if (r < 0 && errno == ECHILD) { /* someone else reaped it: never signal it again */
+        p->exited = 1;
+        p->status = 0;
+        mkh_guardian_forget(p->pid);
+        forget(p);
+        return 1;
+    }
     return 0;
+}
+
+void mkh_proc_reap(mkh_proc *p)
+{
+    if (p->reaped || !mkh_proc_poll(p)) return;
+    if (p->reaped) return;
+    mkh_guardian_forget(p->pid);
+    int st;
+    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {}
+    forget(p);
 }
 
 int mkh_proc_wait(mkh_proc *p, double deadline)
@@ -228,19 +276,47 @@ int mkh_proc_wait(mkh_proc *p, double deadline)
         int ms = left < 0 ? -1 : (int)(left * 1000.0) + 1;
         poll(pf, pf[1].fd >= 0 ? 2 : 1, ms);
         if (p->pidfd < 0) mkh_exit_fd_drain();
-        if (mkh_interrupted() && !in_teardown) return 0;
+        if (in_teardown) {
+            /* a signal during teardown (a second Ctrl-C, the supervisor's
+             * death) means: no more grace */
+            if (pf[1].revents && mkh_interrupt_drain() > 0) hurry = 1;
+            if (hurry) return mkh_proc_poll(p);
+        } else if (mkh_interrupted()) {
+            return 0;
+        }
     }
 }
 
 int mkh_proc_signal(mkh_proc *p, int sig)
 {
-    if (p->exited) return -1;
+    if (p->reaped) { errno = ESRCH; return -1; }
     if (kill(-p->pid, sig) == 0) return 0;
     return kill(p->pid, sig);
 }
 
-/* Our children that are not services nor the guardian: descendants of
- * services reparented to us after their parent died. */
+static int is_own_kid(pid_t pid)
+{
+    for (size_t i = 0; i < nown; i++) if (own_kids[i] == pid) return 1;
+    return 0;
+}
+
+void mkh_own_child(pid_t pid, int own)
+{
+    for (size_t i = 0; i < nown; i++)
+        if (own_kids[i] == pid) {
+            if (!own) own_kids[i] = own_kids[--nown];
+            return;
+        }
+    if (!own) return;
+    void *arr = own_kids;
+    if (mkh_grow(&arr, &capown, nown + 1, sizeof *own_kids) != 0) return;
+    own_kids = arr;
+    own_kids[nown++] = pid;
+}
+
+/* Our children that are not services, the guardian, nor forked by this
+ * process on purpose (popen): descendants of services, or of commands run
+ * through a shell, reparented to us after their parent died. */
 static size_t orphans(pid_t *out, size_t cap)
 {
     char path[64], buf[16384];
@@ -253,11 +329,28 @@ static size_t orphans(pid_t *out, size_t cap)
         if (end == s) break;
         s = end;
         pid_t pid = (pid_t)v;
-        int known = pid == guardian_pid;
+        int known = pid == guardian_pid || is_own_kid(pid);
         for (mkh_proc *p = live; p && !known; p = p->next) known = p->pid == pid;
         if (!known) out[n++] = pid;
     }
     return n;
+}
+
+void mkh_reap_strays(void)
+{
+    pid_t kids[512];
+    size_t n = orphans(kids, 512);
+    for (size_t i = 0; i < n; i++) {
+        char st; pid_t pp, pg, sd;
+        int ws;
+        if (proc_stat(kids[i], &st, &pp, &pg, &sd) == 0 && st == 'Z')
+            waitpid(kids[i], &ws, WNOHANG);
+    }
+    /* forget registered children that are gone (their owner waited) */
+    for (size_t i = 0; i < nown; ) {
+        if (kill(own_kids[i], 0) != 0 && errno == ESRCH) own_kids[i] = own_kids[--nown];
+        else i++;
+    }
 }
 
 /* One pass over our stray children (not in our own session: popen and
@@ -290,9 +383,10 @@ static int strike_orphans(const char *token)
 
 int mkh_proc_sweep(mkh_proc *p, const char *token)
 {
-    /* The leader is reaped; kill what is left of its group, then chase
-     * descendants that escaped the group: once their parent is gone they
-     * are our children (subreaper), and the service token tells whose. */
+    /* Kill what is left of the leader's group while the unreaped leader
+     * keeps the group id ours, then chase descendants that escaped the
+     * group: once their parent is gone they are our children (subreaper),
+     * and the service token tells whose. Reap the leader last. */
     int killed = 0;
     if (p->cg_id) { /* exact: everything that ever was in its cgroup */
         char cg[4200];
@@ -300,16 +394,18 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
         killed += mkh_cg_kill(cg, 2.0);
         p->cg_id = 0;
     }
-    if (!token[0]) /* no token: only the group is known to be its */
-        return killed + (kill(-p->pid, SIGKILL) == 0);
-    double until = mkh_now() + 2.0;
-    for (;;) {
-        int found = strike_orphans(token);
-        if (kill(-p->pid, SIGKILL) == 0) found++;
-        killed += found;
-        if (!found || mkh_now() > until) break;
-        mkh_sleep_until(mkh_now() + 0.0005);
+    if (!p->reaped && kill(-p->pid, SIGKILL) == 0) killed++;
+    if (token[0]) {
+        double until = mkh_now() + 2.0;
+        for (;;) {
+            int found = strike_orphans(token);
+            killed += found;
+            if (!found || mkh_now() > until) break;
+            mkh_sleep_until(mkh_now() + 0.0005);
+        }
     }
+    mkh_proc_wait(p, mkh_now() + 2.0);
+    mkh_proc_reap(p);
     return killed;
 }
 
@@ -341,15 +437,35 @@ size_t mkh_leftovers(pid_t *out, size_t cap)
 
 /* ---- guardian ---- */
 
-static void guardian_main(int fd, const char *marker)
+/* Seconds a host may take to end once its supervisor is gone; its own
+ * teardown then has no grace left (parent-death signal), so this is ample. */
+#define ORPHANED_HOST_GRACE 5.0
+
+static void guardian_main(int fd, const char *marker, int host_fd, int sup_fd)
 {
-    pid_t *set = NULL;
+    watched *set = NULL;
     size_t n = 0, cap = 0;
     char buf[4096];
     size_t have = 0;
     int goodbye = 0;
     char cg[4096] = "";
+    double host_deadline = -1;
     for (;;) {
+        struct pollfd pf[2] = { { fd, POLLIN, 0 }, { sup_fd, POLLIN, 0 } };
+        int ms = host_deadline < 0 ? -1 : (int)((host_deadline - mkh_now()) * 1000.0) + 1;
+        if (host_deadline >= 0 && ms <= 0) {
+            /* the host outlived its supervisor, stuck where no signal
+             * reaches it (in C, a blocking call): end it, then clean up */
+            if (host_fd >= 0) syscall(SYS_pidfd_send_signal, host_fd, SIGKILL, NULL, 0);
+            break;
+        }
+        if (poll(pf, sup_fd >= 0 ? 2 : 1, ms) < 0 && errno != EINTR) break;
+        if (sup_fd >= 0 && pf[1].revents) {
+            close(sup_fd);
+            sup_fd = -1;
+            host_deadline = mkh_now() + ORPHANED_HOST_GRACE;
+        }
+        if (!pf[0].revents) continue;
         ssize_t r = read(fd, buf + have, sizeof buf - have);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
@@ -363,7 +479,13 @@ static void guardian_main(int fd, const char *marker)
                 void *arr = set;
                 if (mkh_grow(&arr, &cap, n + 1, sizeof *set) != 0) _exit(1);
                 set = arr;
-                set[n++] = (pid_t)atoi(buf + 2);
+                unsigned long long ticks = 0;
+                int sid = 0;
+                if (sscanf(buf + 2, "%d %llu", &sid, &ticks) == 2) set[n++] = (watched){ sid, ticks };
+            } else if (buf[0] == 'D') { /* reaped: its id may be anybody's now */
+                pid_t sid = (pid_t)atoi(buf + 2);
+                for (size_t i = 0; i < n; i++)
+                    if (set[i].sid == sid) { set[i] = set[--n]; break; }
             }
             size_t used = (size_t)(nl - buf) + 1;
             memmove(buf, buf + used, have - used);
@@ -388,6 +510,7 @@ static void guardian_start(void)
     if (pipe2(p, O_CLOEXEC) != 0) return;
     char marker[128];
     snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
+    pid_t host = getpid(), sup = supervisor_pid;
     pid_t pid = fork();
     if (pid < 0) { close(p[0]); close(p[1]); return; }
     if (pid == 0) {
@@ -407,7 +530,20 @@ static void guardian_start(void)
         /* keep stderr for diagnostics; nothing else of the host */
         if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
         syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u);
-        guardian_main(fd, marker);
+        /* pidfds pin who the host and its supervisor are; the supervisor
+         * counts only while it is still the host's parent */
+        int host_fd = (int)syscall(SYS_pidfd_open, host, 0);
+        if (host_fd >= 0 && getppid() != host) { close(host_fd); host_fd = -1; }
+        int sup_fd = -1;
+        if (sup > 0 && host_fd >= 0) {
+            sup_fd = (int)syscall(SYS_pidfd_open, sup, 0);
+            char st; pid_t pp = 0, pg, sd;
+            if (sup_fd >= 0 && (proc_stat(host, &st, &pp, &pg, &sd) != 0 || pp != sup)) {
+                close(sup_fd);
+                sup_fd = -1;
+            }
+        }
+        guardian_main(fd, marker, host_fd, sup_fd);
     }
     close(p[0]);
     guardian_pid = pid;
@@ -420,13 +556,20 @@ static void guardian_start(void)
     }
 }
 
-void mkh_guardian_watch(pid_t sid)
+void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
 {
-    record_sid(sid);
     if (guardian_fd < 0 && guardian_pid == 0) guardian_start();
     if (guardian_fd < 0) return;
+    char line[64];
+    int len = snprintf(line, sizeof line, "S %d %llu\n", (int)sid, start_ticks);
+    if (write(guardian_fd, line, (size_t)len) < 0) { /* guardian gone: nothing to do */ }
+}
+
+void mkh_guardian_forget(pid_t sid)
+{
+    if (guardian_fd < 0) return;
     char line[32];
-    int len = snprintf(line, sizeof line, "S %d\n", (int)sid);
+    int len = snprintf(line, sizeof line, "D %d\n", (int)sid);
     if (write(guardian_fd, line, (size_t)len) < 0) { /* guardian gone: nothing to do */ }
 }
 
@@ -441,19 +584,27 @@ static void guardian_stop(void)
     guardian_pid = 0;
 }
 
+#define QUIET 0.01 /* seconds without a find that end teardown's kill passes */
+
+void mkh_teardown_grace_cap(double seconds) { grace_cap = seconds; }
+
 void mkh_teardown(int graceful)
 {
     in_teardown = 1;
+    mkh_interrupt_drain(); /* the signal that began it, if any, is handled */
     if (graceful && live) {
         double now = mkh_now();
         for (mkh_proc *p = live; p; p = p->next) {
             mkh_proc_signal(p, p->stop_sig ? p->stop_sig : SIGTERM);
             mkh_proc_signal(p, SIGCONT); /* a paused service must see it */
         }
-        /* wait for all leaders (signalled together), each up to its own stop_timeout */
+        /* wait for all leaders (signalled together), each up to its own
+         * stop_timeout (capped when the run is out of time) */
         for (mkh_proc *p = live, *next; p; p = next) {
             next = p->next;
-            if (!mkh_proc_wait(p, now + (p->stop_timeout > 0 ? p->stop_timeout : 0)))
+            double grace = p->stop_timeout > 0 ? p->stop_timeout : 0;
+            if (grace_cap >= 0 && grace > grace_cap) grace = grace_cap;
+            if (hurry || !mkh_proc_wait(p, now + grace))
                 mkh_proc_signal(p, p->kill_sig ? p->kill_sig : SIGKILL);
         }
     }
@@ -462,7 +613,8 @@ void mkh_teardown(int graceful)
      * a service's group, or has a living ancestor that is, or was
      * reparented to us (subreaper) - so killing the groups and then our
      * stray children, until there are none, reaches all of them. */
-    for (int pass = 0; pass < 2000; pass++) {
+    double last_found = -1;
+    for (int pass = 0; pass < 20000; pass++) {
         int n = 0;
         for (mkh_proc *p = live; p; p = p->next) {
             mkh_proc_signal(p, SIGKILL);
@@ -471,10 +623,14 @@ void mkh_teardown(int graceful)
         n += strike_orphans(NULL);
         for (mkh_proc *p = live, *next; p; p = next) {
             next = p->next;
-            mkh_proc_wait(p, mkh_now() + 1.0);
+            if (mkh_proc_wait(p, mkh_now() + 1.0)) mkh_proc_reap(p);
         }
-        if (n == 0) break;
-        mkh_sleep_until(mkh_now() + 0.0005);
+        /* processes die and get reparented to us a moment after SIGKILL:
+         * once anything was killed, only a quiet spell means none is left */
+        double now = mkh_now();
+        if (n > 0) last_found = now;
+        else if (last_found < 0 || now - last_found > QUIET) break;
+        mkh_sleep_until(now + 0.0005);
     }
     mkh_cg_teardown();
     guardian_stop();

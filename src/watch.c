@@ -32,6 +32,16 @@ void mkh_interrupt(int sig)
 
 int mkh_interrupted(void) { return pending; }
 
+int mkh_interrupt_drain(void)
+{
+    char buf[64];
+    int n = 0;
+    ssize_t r;
+    if (pipefd[0] < 0) return 0;
+    while ((r = read(pipefd[0], buf, sizeof buf)) > 0) n += (int)r;
+    return n;
+}
+
 /* Where pidfd_open is missing (Linux < 5.3, valgrind), process exit is
  * learned from SIGCHLD through a second self-pipe. The handler only writes;
  * it reaps nothing, so popen/system in the same process are unaffected. */

@@ -39,29 +39,29 @@ local function teardown()
   if type(mk) == "table" and mk._teardown then mk._teardown() else core.teardown(true) end
 end
 
--- End of run: tear down, keep the run directory on failure, say where.
+-- End of run: report first (a long teardown must not cost the report: the
+-- run may be out of time), keep the run directory on failure, tear down.
 local function finish(code, failure)
   if finished then return code end
   finished = true
   local keep = opts.keep or code ~= 0
   core.keep(keep)
   local dir = core.run_dir(nil, true) -- only if the run made one
-  local ok, err = pcall(teardown)
-  if not ok then
-    io.stderr:write("mkharness: teardown: ", tostring(err), "\n")
-    if code == 0 then code = 1 end
-  end
-  -- the run dir may have been created only now (empty): that is fine
   if failure then
     io.stderr:write(failure)
     local report = service_report()
     if report ~= "" then io.stderr:write("services:\n", report) end
   end
-  if keep and dir and (code ~= 0 or opts.keep) then
+  if keep and dir then
     say("mkharness: run directory kept: ", dir, "\n")
-  elseif dir then
-    core.rmtree(dir)
   end
+  io.stderr:flush()
+  local ok, err = pcall(teardown)
+  if not ok then
+    io.stderr:write("mkharness: teardown: ", tostring(err), "\n")
+    if code == 0 then code = 1 end
+  end
+  if dir and not keep then core.rmtree(dir) end
   events.emit("end", { status = code }, "run ended with status " .. code)
   events.close()
   return code
@@ -80,6 +80,8 @@ local function traceback(err)
 end
 
 local function failure_text(e)
+  -- out of memory: Lua does not call the message handler, e is the message
+  if type(e) ~= "table" then e = { msg = tostring(e), tb = "" } end
   return "mkharness: FAILED: " .. e.msg .. "\n" .. e.tb:gsub("^\n", "") .. "\n"
 end
 

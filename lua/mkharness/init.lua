@@ -25,6 +25,24 @@ M.probe.exec = P.exec
 -- takes 2 ms polls every 100 ms.
 M.DEFAULT_INTERVAL = 0.1
 local MIN_PAUSE, COST_FACTOR = 0.001, 50
+local KILL = core.signum("KILL")
+
+-- Children forked by io.popen are the script's to wait for (its close does):
+-- register them, so that waiting for stray zombies never takes them.
+do
+  local popen = io.popen
+  io.popen = function(...)
+    local before = {}
+    for _, pid in ipairs(core.children()) do before[pid] = true end
+    local f, err, code = popen(...)
+    if f then
+      for _, pid in ipairs(core.children()) do
+        if not before[pid] then core.own_child(pid) end
+      end
+    end
+    return f, err, code
+  end
+end
 
 local services = setmetatable({}, { __mode = "k" }) -- every executor, for reports
 M._services = services
@@ -84,12 +102,19 @@ local function schema(extra, without)
   return s
 end
 
+-- Names are unique in a run (they name log files): a taken name gets the
+-- first free "-N" suffix, whichever way it was taken ("web-2" given by the
+-- user, then "web" twice: web, web-3).
 local function unique_name(base)
   base = base:gsub("[^%w._-]", "_")
   if base == "" then base = "service" end
-  local n = (used_names[base] or 0) + 1
-  used_names[base] = n
-  return n == 1 and base or (base .. "-" .. n)
+  local name, n = base, 1
+  while used_names[name] do
+    n = n + 1
+    name = base .. "-" .. n
+  end
+  used_names[name] = true
+  return name
 end
 
 ---------------------------------------------------------------- Service
@@ -481,7 +506,18 @@ function Service:_stop_finish(s)
       s.escalated = true
       proc:signal(self.kill_signal)
       proc:signal(core.signum("CONT"))
-      code = proc:wait(5) or proc:wait()
+      code = proc:wait(math.max(s.timeout, 1))
+      if not code and self.kill_signal ~= KILL then
+        -- kill_signal can be caught; SIGKILL cannot
+        s.forced = true
+        proc:signal(KILL)
+        code = proc:wait(5)
+      end
+      if not code then
+        svc_error(self, "ExecutorError", string.format(
+          "stop(): still alive %s after SIGKILL (uninterruptible sleep, state D?); it is left to teardown",
+          fmt_s(core.now() - s.t0)))
+      end
     end
   end
   proc:sweep()
@@ -491,6 +527,12 @@ function Service:_stop_finish(s)
   events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
     string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code),
       s.escalated and string.format(", did not stop on SIG%s within %s: killed", core.signame(s.sig) or s.sig, fmt_s(s.timeout)) or ""))
+  if s.forced then
+    svc_error(self, "ExecutorError", string.format(
+      "stop(): ignored SIG%s and then kill_signal SIG%s for %s each; killed with SIGKILL (%s)",
+      core.signame(s.sig) or s.sig, core.signame(self.kill_signal) or self.kill_signal,
+      fmt_s(s.timeout), describe_code(code)), { exit_code = code })
+  end
   if not s.escalated and not judge_ok(code, s.sig, s.expected) then
     svc_error(self, "ProcessFinishedWithError",
       string.format("finished with %s; expected 0, death by SIG%s%s", describe_code(code),
@@ -508,20 +550,20 @@ function Service:stop(opts)
   return self
 end
 
-local KILL = { signal = T.signal, wait = T.boolean }
+local KILL_OPTS = { signal = T.signal, wait = T.boolean }
 function Service:kill(opts)
-  local o = O.check("kill", opts or {}, KILL)
-  local sig = o.signal or core.signum("KILL")
+  local o = O.check("kill", opts or {}, KILL_OPTS)
+  local sig = o.signal or self.kill_signal
   local proc = self._proc
   if not proc or self._stopped then return self end
   if not proc:poll() then
     proc:signal(sig)
-    if sig ~= core.signum("KILL") then proc:signal(core.signum("CONT")) end
+    if sig ~= KILL then proc:signal(core.signum("CONT")) end
   end
   if o.wait ~= false then
-    local code = proc:wait(sig == core.signum("KILL") and 5 or self.stop_timeout)
+    local code = proc:wait(sig == KILL and 5 or self.stop_timeout)
     if code then
-      if sig == core.signum("KILL") then proc:sweep() end
+      proc:sweep()
       self._stopped, self._exit = true, code
       pump_echo(self)
       events.emit("killed", { service = self.name, signal = sig, exit_code = code },
