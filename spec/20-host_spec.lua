@@ -367,6 +367,27 @@ describe("mkharness host", function()
       for _, e in ipairs(json_lines(H.slurp(file))) do seen[e.event] = e end
       assert.matches("mixed table", seen.odd.encode_error, 1, true)
     end)
+
+    it("the report file is not inherited by os.execute or io.popen children", function()
+      local dir = mk.tmpdir()
+      local file = dir .. "/report.jsonl"
+      local r = scenario([[
+        local dir = ...
+        assert(os.execute("ls -l /proc/self/fd > " .. dir .. "/execute.txt"))
+        local p = io.popen("ls -l /proc/self/fd")
+        local f = io.open(dir .. "/popen.txt", "w")
+        f:write(p:read("a"))
+        f:close()
+        p:close()
+      ]], { host_args = { "--report", file }, args = { dir } })
+      assert.equal(0, r.code, r.stderr)
+      for _, name in ipairs { "execute.txt", "popen.txt" } do
+        local listing = H.slurp(dir .. "/" .. name)
+        assert.matches("/proc/", listing, 1, true) -- the listing is real
+        assert.not_matches("report.jsonl", listing, 1, true)
+      end
+      assert.matches('"event":"end"', H.slurp(file), 1, true)
+    end)
   end)
 
   describe("mkharness test", function()

@@ -14,7 +14,8 @@ function E.configure(opts)
   E.verbose = opts.verbose or E.verbose
   E.quiet = opts.quiet or false
   if opts.report then
-    local f, err = io.open(opts.report, "w")
+    -- not io.open: its fd would leak into every os.execute/io.popen child
+    local f, err = core.open_file(opts.report, "w")
     if not f then error("cannot open report file: " .. err, 0) end
     f:setvbuf("line")
     report_file = f
