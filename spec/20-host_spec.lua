@@ -336,6 +336,58 @@ describe("mkharness host", function()
       assert.equal("reporter", seen.spawned.service)
       assert(seen.spawned.t <= seen.ready.t and seen.ready.t <= seen.stopped.t, "events out of order")
     end)
+
+    it("lines are valid JSON even when the text has invalid UTF-8 and NUL bytes", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local r = scenario([[
+        local s = mk.process { FX, "--print", "bad\xffbyte", "--forever", name = "bad" }:start()
+        s:stop()
+        require("mkharness.events").emit("note", { text = "a\xffb\0c\xe2\x82", ["k\xc0"] = 1 })
+      ]], { host_args = { "--report", file } })
+      assert.equal(0, r.code, r.stderr)
+      local text = H.slurp(file)
+      assert.is_not_nil(text, "no report file")
+      for line in text:gmatch("[^\n]+") do
+        assert(utf8.len(line), "not UTF-8: " .. line)
+      end
+      local seen = {}
+      for _, e in ipairs(json_lines(text)) do seen[e.event] = e end
+      assert.matches("bad\u{FFFD}byte", seen.spawned.command, 1, true)
+      assert.equal("a\u{FFFD}b\0c\u{FFFD}\u{FFFD}", seen.note.text)
+      assert.equal(1, seen.note["k\u{FFFD}"])
+    end)
+
+    it("an event whose fields cannot be encoded still writes a line", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local r = scenario([[
+        require("mkharness.events").emit("odd", { list = { 1, x = 2 } })
+      ]], { host_args = { "--report", file } })
+      assert.equal(0, r.code, r.stderr)
+      local seen = {}
+      for _, e in ipairs(json_lines(H.slurp(file))) do seen[e.event] = e end
+      assert.matches("mixed table", seen.odd.encode_error, 1, true)
+    end)
+
+    it("the report file is not inherited by os.execute or io.popen children", function()
+      local dir = mk.tmpdir()
+      local file = dir .. "/report.jsonl"
+      local r = scenario([[
+        local dir = ...
+        assert(os.execute("ls -l /proc/self/fd > " .. dir .. "/execute.txt"))
+        local p = io.popen("ls -l /proc/self/fd")
+        local f = io.open(dir .. "/popen.txt", "w")
+        f:write(p:read("a"))
+        f:close()
+        p:close()
+      ]], { host_args = { "--report", file }, args = { dir } })
+      assert.equal(0, r.code, r.stderr)
+      for _, name in ipairs { "execute.txt", "popen.txt" } do
+        local listing = H.slurp(dir .. "/" .. name)
+        assert.matches("/proc/", listing, 1, true) -- the listing is real
+        assert.not_matches("report.jsonl", listing, 1, true)
+      end
+      assert.matches('"event":"end"', H.slurp(file), 1, true)
+    end)
   end)
 
   describe("mkharness test", function()

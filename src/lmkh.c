@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -970,6 +971,41 @@ static int l_own_child(lua_State *L)
     return 0;
 }
 
+/* fclose for files made by l_open_file; liolib calls it as closef. */
+static int file_close(lua_State *L)
+{
+    luaL_Stream *p = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    return luaL_fileresult(L, fclose(p->f) == 0, NULL);
+}
+
+/* open_file(path [, "w"|"a"]) -> a Lua file for writing, like io.open but
+ * close-on-exec from the open on: io.open's fd would be inherited by every
+ * os.execute and io.popen child. Failure: nil, message, errno. */
+static int l_open_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *mode = luaL_optstring(L, 2, "w");
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC;
+    if (!strcmp(mode, "w")) flags |= O_TRUNC;
+    else if (!strcmp(mode, "a")) flags |= O_APPEND;
+    else return luaL_argerror(L, 2, "mode must be \"w\" or \"a\"");
+    luaL_Stream *p = (luaL_Stream *)lua_newuserdatauv(L, sizeof *p, 0);
+    p->f = NULL;
+    p->closef = NULL; /* counts as closed until open: __gc then does nothing */
+    luaL_setmetatable(L, LUA_FILEHANDLE);
+    int fd = open(path, flags, 0666);
+    if (fd < 0) return luaL_fileresult(L, 0, path);
+    p->f = fdopen(fd, mode);
+    if (!p->f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return luaL_fileresult(L, 0, path);
+    }
+    p->closef = file_close;
+    return 1;
+}
+
 static int l_interrupted(lua_State *L)
 {
     lua_pushinteger(L, mkh_interrupted());
@@ -1007,7 +1043,7 @@ static const luaL_Reg funcs[] = {
     {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
     {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
-    {"own_child", l_own_child},
+    {"own_child", l_own_child}, {"open_file", l_open_file},
     {NULL, NULL}
 };
 

@@ -5,6 +5,7 @@ local Error = require "mkharness.errors"
 local O = require "mkharness.options"
 local P = require "mkharness.probes"
 local events = require "mkharness.events"
+local json = require "mkharness.json"
 local T = O.types
 
 local M = { _VERSION = "mkharness " .. core.version, core = core, Error = Error, probe = {} }
@@ -881,6 +882,13 @@ function M.run(t)
   return res
 end
 
+-- Responses stay plain tables (status, headers, body) with one method.
+local Response = { __name = "mkharness.Response" }
+Response.__index = Response
+function Response:json()
+  return json.decode(self.body, "res:json() (HTTP " .. tostring(self.status) .. ")")
+end
+
 local HTTP_REQ = { url = T.nonempty, method = T.nonempty, headers = T.table, body = T.string,
   timeout = T.timeout, insecure = T.boolean }
 function M.http_request(t)
@@ -895,7 +903,7 @@ function M.http_request(t)
     headers = P.header_list("mk.http_request", o.headers or {}), body = o.body,
     timeout = o.timeout == nil and 30 or (o.timeout or 1e9), insecure = o.insecure }
   if not res then Error.raise("ExecutorError", { message = "http request failed: " .. err, url = o.url }) end
-  return res
+  return setmetatable(res, Response)
 end
 
 function M.get(url, opts)
@@ -905,6 +913,9 @@ function M.get(url, opts)
 end
 
 M.is_error = Error.is
+
+-- mk.json.encode(v), mk.json.decode(s), mk.json.null (lua/mkharness/json.lua)
+M.json = { encode = json.encode, decode = function(s) return json.decode(s) end, null = json.null }
 
 -- The TCP fault proxy (DESIGN 2.8), in lua/mkharness/proxy.lua.
 function M.proxy(t) return require("mkharness.proxy").new(t) end
