@@ -840,7 +840,14 @@ function M.run(t)
 end
 
 local HTTP_REQ = { url = T.nonempty, method = T.nonempty, headers = T.table, body = T.string,
-  timeout = T.timeout, insecure = T.boolean }
+  timeout = T.timeout, insecure = T.boolean,
+  max_body = function(ctx, k, v)
+    local n = math.tointeger(v)
+    if not n or n < 0 then O.fail(ctx, k, "must be a number of bytes (an integer >= 0)", v) end
+    return n
+  end }
+-- an endless body must not take all memory
+local MAX_BODY = 64 * 1024 * 1024
 function M.http_request(t)
   if type(t) == "string" then t = { url = t } end
   if type(t) ~= "table" then
@@ -849,10 +856,15 @@ function M.http_request(t)
   local o = O.check("mk.http_request", t, HTTP_REQ)
   if not o.url then O.fail("mk.http_request", "url", "is required") end
   O.url("mk.http_request", "url", o.url)
-  local res, err = core.http_request { url = o.url, method = (o.method or "GET"):upper(),
+  local method, max_body = (o.method or "GET"):upper(), o.max_body or MAX_BODY
+  local res, err = core.http_request { url = o.url, method = method,
     headers = P.header_list("mk.http_request", o.headers or {}), body = o.body,
-    timeout = o.timeout == nil and 30 or (o.timeout or 1e9), insecure = o.insecure }
+    timeout = o.timeout == nil and 30 or (o.timeout or 1e9), insecure = o.insecure, max_body = max_body }
   if not res then Error.raise("ExecutorError", { message = "http request failed: " .. err, url = o.url }) end
+  if res.truncated then
+    Error.raise("ExecutorError", { message = string.format("http request failed: %s %s: the body exceeded max_body (%d bytes)",
+      method, o.url, max_body), url = o.url, max_body = max_body })
+  end
   return res
 end
 
