@@ -1,0 +1,108 @@
+-- A hostile environment rather than a hostile service: a DNS server that
+-- never answers, a full capture filesystem, a directory the harness may not
+-- read. Each case runs a fresh `mkharness` in the set-up it needs (a mount
+-- namespace, another user), so nothing here changes the machine; the set-ups
+-- need root, and the cases say so and stay pending without it.
+local H = require "spec.helpers"
+local mk = require "mkharness"
+
+local MARGIN = 2 -- seconds allowed past a deadline
+
+local function is_root() return mk.run { "id", "-u" }.stdout == "0\n" end
+local function have(cmd) return mk.run { "sh", "-c", "command -v " .. cmd }.code == 0 end
+
+-- Write a scenario (FX is the fixture) and return its path.
+local function scenario(code)
+  local path = mk.tmpdir() .. "/scenario.lua"
+  local f = assert(io.open(path, "w"))
+  f:write("local mk = require 'mkharness'\nlocal FX = " .. string.format("%q", H.fx) .. "\n", code)
+  f:close()
+  return path
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- A child mkharness whose /etc/resolv.conf names `nameserver` (with slow,
+-- many retries), in its own mount namespace. Should the bind mount fail, the
+-- scenario does not run: its lookups must never reach a real DNS server.
+local function with_resolver(nameserver, path)
+  local conf = mk.tmpdir() .. "/resolv.conf"
+  write(conf, "nameserver " .. nameserver .. "\noptions timeout:30 attempts:5\n")
+  return { "unshare", "-m", "--", "sh", "-c", 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"',
+    "sh", conf, H.host, path }
+end
+
+-- A local DNS "server" that never answers, on an address of its own in
+-- 127/8 (port 53 there is free even where a local resolver holds 127.0.0.53).
+local function dns_sink()
+  local addr = string.format("127.%d.%d.%d", math.random(1, 254), math.random(1, 254), math.random(1, 254))
+  return mk.output { H.fx, "--udp-sink", addr, "--forever", banner = "^udp ", timeout = 10 }:start(), addr
+end
+
+describe("hostile environment #hostile", function()
+  H.leakcheck()
+
+  describe("DNS that never answers", function()
+    local NAME = "never-answered.mkharness.invalid"
+
+    it("bounds mk.tcp, mk.proxy and mk.get by their timeouts", function()
+      if not is_root() then pending("needs root: a mount namespace points DNS at a silent local server") return end
+      local sink <close>, addr = dns_sink()
+      local path = scenario(string.format([[
+local NAME = %q
+local function try(what, fn)
+  local t0 = mk.now()
+  local ok, e = pcall(fn)
+  print(string.format("%%s ok=%%s took=%%.2f", what, tostring(ok), mk.now() - t0))
+  print(what .. " error: " .. tostring(e))
+end
+try("tcp", function() mk.tcp { FX, "--forever", host = NAME, port = 9, timeout = 1 }:start() end)
+try("proxy", function() mk.proxy { upstream = NAME .. ":80", timeout = 1 } end)
+try("get", function() mk.get("http://" .. NAME .. ":9/", { timeout = 1 }) end)
+]], NAME))
+      local argv = with_resolver(addr, path)
+      argv.timeout = 60
+      local r = mk.run(argv)
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      for _, what in ipairs { "tcp", "proxy", "get" } do
+        local ok, took = r.stdout:match(what .. " ok=(%a+) took=([%d.]+)")
+        assert.equal("false", ok, r.stdout .. r.stderr)
+        assert.is_true(tonumber(took) < 1 + MARGIN, what .. " took " .. took .. " s:\n" .. r.stdout)
+      end
+      local tcp_err = r.stdout:match("tcp error: ([^\n]*)")
+      assert.matches("TimeoutExpired", tcp_err, 1, true)
+      -- the probe's budget is what is left of the 1 s, so "within 0.99 s"
+      assert.matches("cannot resolve '" .. NAME .. "' within", tcp_err, 1, true)
+      local proxy_err = r.stdout:match("proxy error: ([^\n]*)")
+      assert.matches("ConfigError", proxy_err, 1, true)
+      assert.matches("cannot resolve '" .. NAME .. "' within 1.00 s", proxy_err, 1, true)
+      local get_err = r.stdout:match("get error: ([^\n]*)")
+      assert.matches("ExecutorError", get_err, 1, true)
+      assert.matches("cannot resolve '" .. NAME .. "' within 1.00 s", get_err, 1, true)
+    end)
+
+    it("a Ctrl-C reaches a start() waiting for the resolver", function()
+      if not is_root() then pending("needs root: a mount namespace points DNS at a silent local server") return end
+      local sink <close>, addr = dns_sink()
+      local path = scenario(string.format([[
+print("STARTING")
+io.stdout:flush()
+mk.tcp { FX, "--forever", host = %q, port = 9, timeout = 60 }:start()
+print("NOT INTERRUPTED")
+]], NAME))
+      local argv = with_resolver(addr, path)
+      argv.banner, argv.timeout, argv.expected_returncode = "^STARTING", 10, 130
+      local child <close> = mk.output(argv):start()
+      mk.sleep(0.5) -- into the lookup
+      child:signal("INT")
+      local t0 = mk.now()
+      assert.equal(130, child:wait_exit { timeout = 2 + MARGIN })
+      assert.is_true(mk.now() - t0 < 2 + MARGIN)
+      assert.is_nil(child:output():find("NOT INTERRUPTED", 1, true))
+    end)
+  end)
+end)
