@@ -105,4 +105,47 @@ print("NOT INTERRUPTED")
       assert.is_nil(child:output():find("NOT INTERRUPTED", 1, true))
     end)
   end)
+
+  describe("a directory the harness may not search", function()
+    local function as_nobody_ok()
+      if not is_root() then return false, "needs root: the harness runs as nobody (root is never denied)" end
+      if not have("setpriv") then return false, "needs setpriv (util-linux) to run the harness as nobody" end
+      return true
+    end
+
+    it("a pid file or file probe in it is 'permission denied', naming the directory", function()
+      local ok, why = as_nobody_ok()
+      if not ok then pending(why) return end
+      -- a tree nobody may read, outside the run directory (which is private)
+      local base = mk.run { "mktemp", "-d", "/tmp/mkh-spec-XXXXXX" }.stdout:gsub("%s+$", "")
+      local done, err = pcall(function()
+        local locked, tmp = base .. "/locked", base .. "/tmp"
+        assert(mk.run { "sh", "-c", 'chmod 755 "$1" && mkdir -m 700 "$2" && mkdir -m 1777 "$3"',
+          "sh", base, locked, tmp }.code == 0)
+        local path = base .. "/scenario.lua"
+        write(path, "local mk = require 'mkharness'\nlocal FX, LOCKED = " .. string.format("%q, %q", H.fx, locked) .. [[
+
+local function try(what, make)
+  local ok, e = pcall(function() make():start() end)
+  print(what .. " error: " .. tostring(e))
+end
+try("pidfile", function() return mk.pidfile { FX, "--forever", file = LOCKED .. "/app.pid", timeout = 1 } end)
+try("file", function()
+  return mk.executor { FX, "--forever", ready = mk.probe.file { path = LOCKED .. "/sub/ready" }, timeout = 1 }
+end)
+]])
+        local r = mk.run { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+          "env", "MKHARNESS_TMPDIR=" .. tmp, H.host, path, timeout = 30 }
+        assert.equal(0, r.code, r.stdout .. r.stderr)
+        for _, what in ipairs { "pidfile", "file" } do
+          local e = r.stdout:match(what .. " error: ([^\n]*)")
+          assert.matches("TimeoutExpired", e, 1, true)
+          assert.matches("permission denied (directory " .. locked .. ")", e, 1, true)
+          assert.is_nil(e:find("does not exist yet", 1, true))
+        end
+      end)
+      mk.run { "rm", "-rf", base }
+      assert(done, err)
+    end)
+  end)
 end)

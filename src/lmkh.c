@@ -874,7 +874,14 @@ static int l_read(lua_State *L)
 static int l_size(lua_State *L)
 {
     struct stat st;
-    if (stat(luaL_checkstring(L, 1), &st) != 0) return 0;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) {
+        if (errno == ENOENT) return 0;
+        /* not "missing" (a directory on the way we may not search): say why */
+        lua_pushnil(L);
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 3;
+    }
     lua_pushinteger(L, (lua_Integer)st.st_size);
     lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
                     : S_ISSOCK(st.st_mode) ? "socket" : "other");
