@@ -106,6 +106,32 @@ print("NOT INTERRUPTED")
     end)
   end)
 
+  describe("a full capture filesystem", function()
+    it("a start() that times out says no space left and names the capture file", function()
+      if not is_root() then pending("needs root: a tiny tmpfs is mounted in a mount namespace") return end
+      local dir = mk.tmpdir()
+      -- 200 kB of output before the banner, into 64 kB: the banner, on
+      -- stderr, finds no page left
+      local path = scenario([[
+local ok, e = pcall(function()
+  mk.output { FX, "--flood", 200000, "--eprint", "READY", "--forever", banner = "^READY", stream = "stderr",
+    timeout = 1, name = "filler" }:start()
+end)
+print("error: " .. tostring(e))
+print("disk_full: " .. tostring(e.disk_full))
+]])
+      local r = mk.run { "unshare", "-m", "--", "sh", "-c",
+        'mount -t tmpfs -o size=64k tmpfs "$1" && export MKHARNESS_TMPDIR="$1" && shift && exec "$@"',
+        "sh", dir, H.host, path, timeout = 30 }
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      local err = r.stdout:match("error: ([^\n]*)")
+      assert.matches("no space left on device", err, 1, true)
+      assert.matches(dir:gsub("%p", "%%%0") .. "/mkharness%-[^ ]*/filler%.stdout%.log", err)
+      assert.matches("TimeoutExpired", err, 1, true)
+      assert.matches("filler.stdout.log", r.stdout:match("disk_full: ([^\n]*)"), 1, true)
+    end)
+  end)
+
   describe("a directory the harness may not search", function()
     local function as_nobody_ok()
       if not is_root() then return false, "needs root: the harness runs as nobody (root is never denied)" end

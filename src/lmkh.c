@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -888,6 +889,16 @@ static int l_size(lua_State *L)
     return 2;
 }
 
+/* core.fs_full(path) -> true when the filesystem holding path has no block
+ * or no inode left for an unprivileged writer (a service's ENOSPC) */
+static int l_fs_full(lua_State *L)
+{
+    struct statvfs sv;
+    if (statvfs(luaL_checkstring(L, 1), &sv) != 0) return 0;
+    lua_pushboolean(L, sv.f_bavail == 0 || (sv.f_files > 0 && sv.f_favail == 0));
+    return 1;
+}
+
 static int l_mkdir(lua_State *L)
 {
     char err[512];
@@ -981,7 +992,7 @@ static const luaL_Reg funcs[] = {
     {"run_id", l_run_id}, {"run_dir", l_run_dir}, {"keep", l_keep},
     {"teardown", l_teardown}, {"free_port", l_free_port}, {"tcp_probe", l_tcp_probe},
     {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},
-    {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
+    {"read", l_read}, {"size", l_size}, {"fs_full", l_fs_full}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
     {"leftovers", l_leftovers}, {"fds", l_fds},
     {NULL, NULL}

@@ -47,8 +47,26 @@ local function log_tail(svc, n)
 end
 M._log_tail = log_tail
 
+-- A capture filling its filesystem fails in the service (ENOSPC), out of
+-- the harness's sight: what it sees is a banner that never comes or an early
+-- exit. So a wait that ends so looks at the capture filesystem (statvfs)
+-- and says so, naming the files, rather than a bare timeout.
+local function disk_full_note(svc, kind)
+  if not svc._logs or not (kind == "TimeoutExpired" or kind:match("^Process")) then return nil end
+  local full = {}
+  for _, s in ipairs { "stdout", "stderr" } do
+    local path = svc._logs[s]
+    if path and core.fs_full(path) then full[#full + 1] = path end
+  end
+  if #full > 0 then return table.concat(full, " and ") end
+end
+
 local function svc_error(svc, kind, message, fields)
   local f = fields or {}
+  f.disk_full = disk_full_note(svc, kind)
+  if f.disk_full then
+    message = message .. "; no space left on device: the filesystem of " .. f.disk_full .. " is full"
+  end
   f.message = message
   f.name = svc.name
   f.command = svc.command
