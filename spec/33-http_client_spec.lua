@@ -131,11 +131,32 @@ describe("http client", function()
     assert.equal(5000000, #r.body)
   end)
 
+  it("an endless body stops at max_body with an error naming the limit", function()
+    local svc <close>, port = server { "--http-endless" }
+    local u = url(port, "/endless")
+    local t0 = mk.now()
+    local e = expect_error("ExecutorError", function() mk.get(u, { max_body = 1000000, timeout = 20 }) end)
+    assert.matches("body exceeded max_body (1000000 bytes)", e.message, 1, true)
+    assert.matches(u, e.message, 1, true)
+    assert.is_true(mk.now() - t0 < 15, "no hang")
+    -- by default at 64 MB, well before the timeout
+    e = expect_error("ExecutorError", function() mk.http_request { url = u, timeout = 60 } end)
+    assert.matches("body exceeded max_body (67108864 bytes)", e.message, 1, true)
+  end)
+
+  it("a body of exactly max_body bytes arrives whole", function()
+    local svc <close>, port = server { "--http-huge", 1000 }
+    local r = mk.get(url(port, "/exact"), { max_body = 1000 })
+    assert.equal(1000, #r.body)
+    expect_error("ExecutorError", function() mk.get(url(port, "/over"), { max_body = 999 }) end)
+  end)
+
   it("rejects bad arguments with ConfigError", function()
     for _, t in ipairs {
       { url = "127.0.0.1:80/" }, { url = "ftp://127.0.0.1/" }, { url = "http://127.0.0.1:70000/" }, {},
       { url = "http://127.0.0.1/", methd = "GET" }, { url = "http://127.0.0.1/", timeout = -1 },
       { url = "http://127.0.0.1/", headers = { ["Bad Name"] = "x" } },
+      { url = "http://127.0.0.1/", max_body = -1 }, { url = "http://127.0.0.1/", max_body = 1.5 },
     } do
       expect_error("ConfigError", function() mk.http_request(t) end)
     end

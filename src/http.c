@@ -8,6 +8,7 @@
 #include "lmkh.h"
 #include "mkh.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <dlfcn.h>
 #include <stdio.h>
@@ -156,10 +157,46 @@ static int l_http_request(lua_State *L)
     lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40);
     lua_pop(L, 2);
 
+    /* libcurl's own lookup gives up at CURLOPT_TIMEOUT, but then waits for
+     * its resolver thread: a name the DNS never answers would hold us for
+     * the resolver's retries. So the name is resolved here, within the
+     * timeout, and the addresses are handed to libcurl. */
+    struct curl_slist *pinned = NULL;
+    mkh_url u;
+    char uerr[128];
+    if (mkh_parse_url(url, strlen(url), &u, uerr, sizeof uerr) == 0 && u.host_len < 256) {
+        char host[256];
+        unsigned char bin[16];
+        memcpy(host, u.host, u.host_len);
+        host[u.host_len] = '\0';
+        if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1) {
+            struct sockaddr_storage ss;
+            socklen_t sl;
+            char addrs[1024], rerr[512], entry[1400];
+            double t0 = mkh_now();
+            if (mkh_resolve(host, u.port, 0, 0, timeout, &ss, &sl, addrs, sizeof addrs, rerr,
+                            sizeof rerr) != 0) {
+                lua_pushnil(L);
+                lua_pushfstring(L, "%s %s: %s", method, url, rerr);
+                lua_pushinteger(L, (lua_Integer)CURLE_COULDNT_RESOLVE_HOST);
+                return 3;
+            }
+            timeout -= mkh_now() - t0;
+            if (timeout < 0.001) timeout = 0.001;
+            snprintf(entry, sizeof entry, "%s:%d:%s", host, u.port, addrs);
+            pinned = cu.slist_append(NULL, entry);
+        }
+    }
+
     /* A fresh handle per request: a kept one holds a socketpair (an fd
      * the harness would carry for ever); the cost is a few microseconds. */
     CURL *c = cu.easy_init();
-    if (!c) { lua_pushnil(L); lua_pushliteral(L, "curl_easy_init failed"); return 2; }
+    if (!c) {
+        cu.slist_free_all(pinned);
+        lua_pushnil(L);
+        lua_pushliteral(L, "curl_easy_init failed");
+        return 2;
+    }
 
     struct curl_slist *hdrs = NULL;
     lua_getfield(L, 1, "headers");
@@ -196,6 +233,7 @@ static int l_http_request(lua_State *L)
         if (!strcmp(method, "GET")) cu.easy_setopt(c, CURLOPT_CUSTOMREQUEST, "GET");
     }
     if (hdrs) cu.easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    if (pinned) cu.easy_setopt(c, CURLOPT_RESOLVE, pinned);
     cu.easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     cu.easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
 
@@ -211,6 +249,7 @@ static int l_http_request(lua_State *L)
     cu.easy_setopt(c, CURLOPT_HEADERDATA, &x);
     CURLcode rc = cu.easy_perform(c);
     cu.slist_free_all(hdrs);
+    cu.slist_free_all(pinned);
     long status = 0;
     cu.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     cu.easy_cleanup(c);

@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -878,11 +879,28 @@ static int l_read(lua_State *L)
 static int l_size(lua_State *L)
 {
     struct stat st;
-    if (stat(luaL_checkstring(L, 1), &st) != 0) return 0;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) {
+        if (errno == ENOENT) return 0;
+        /* not "missing" (a directory on the way we may not search): say why */
+        lua_pushnil(L);
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 3;
+    }
     lua_pushinteger(L, (lua_Integer)st.st_size);
     lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
                     : S_ISSOCK(st.st_mode) ? "socket" : "other");
     return 2;
+}
+
+/* core.fs_full(path) -> true when the filesystem holding path has no block
+ * or no inode left for an unprivileged writer (a service's ENOSPC) */
+static int l_fs_full(lua_State *L)
+{
+    struct statvfs sv;
+    if (statvfs(luaL_checkstring(L, 1), &sv) != 0) return 0;
+    lua_pushboolean(L, sv.f_bavail == 0 || (sv.f_files > 0 && sv.f_favail == 0));
+    return 1;
 }
 
 static int l_mkdir(lua_State *L)
@@ -1040,7 +1058,7 @@ static const luaL_Reg funcs[] = {
     {"run_id", l_run_id}, {"run_dir", l_run_dir}, {"keep", l_keep},
     {"teardown", l_teardown}, {"free_port", l_free_port}, {"tcp_probe", l_tcp_probe},
     {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},
-    {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
+    {"read", l_read}, {"size", l_size}, {"fs_full", l_fs_full}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
     {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
     {"own_child", l_own_child}, {"open_file", l_open_file},

@@ -26,18 +26,19 @@ static int push_fail(lua_State *L, const char *msg)
     return 2;
 }
 
-/* core.proxy(listen_host, listen_port, upstream_host, upstream_port) */
+/* core.proxy(listen_host, listen_port, upstream_host, upstream_port, timeout) */
 static int l_proxy(lua_State *L)
 {
     const char *lhost = luaL_checkstring(L, 1);
     int lport = (int)luaL_checkinteger(L, 2);
     const char *uhost = luaL_checkstring(L, 3);
     int uport = (int)luaL_checkinteger(L, 4);
+    double timeout = luaL_optnumber(L, 5, 5.0);
     lproxy *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     lp->p = NULL;
     luaL_setmetatable(L, PROXY_MT);
     char err[512];
-    lp->p = mkh_proxy_new(lhost, lport, uhost, uport, err, sizeof err);
+    lp->p = mkh_proxy_new(lhost, lport, uhost, uport, timeout, err, sizeof err);
     if (!lp->p) return push_fail(L, err);
     return 1;
 }

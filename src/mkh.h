@@ -4,6 +4,7 @@
 #define MKH_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define MKH_VERSION "0.1.0"
@@ -161,6 +162,13 @@ void mkh_exit_fd_drain(void);
 int mkh_have_pidfd(void);
 
 /* ---- net.c ---- */
+/* getaddrinfo for a stream socket, bounded by `timeout` seconds and by an
+ * interrupt ("cannot resolve 'NAME' within 1.00 s"). The first address, or
+ * with prefer_v4 the first IPv4 one; with `all`, every address as text
+ * ("1.2.3.4,[::1]"). 0 ok, -1 with err. */
+int mkh_resolve(const char *host, int port, int passive, int prefer_v4, double timeout,
+                struct sockaddr_storage *ss, socklen_t *len, char *all, size_t alllen,
+                char *err, size_t errlen);
 /* Non-blocking connect bounded by timeout (seconds). 0 ok, -1 with err. */
 int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t errlen);
 int mkh_unix_probe(const char *path, char *err, size_t errlen);

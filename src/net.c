@@ -9,12 +9,193 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+/* ---- name resolution with a deadline ----
+ * getaddrinfo has no timeout: a name the DNS never answers holds it for the
+ * resolver's own retries (resolv.conf timeout x attempts, 10 s by default,
+ * minutes when configured so), and a signal does not end it. So it runs on a
+ * detached thread and the caller waits on a condition variable, in slices
+ * that let a Ctrl-C through, until its deadline. A lookup outliving its
+ * caller finishes on its own and frees itself; while it runs, callers asking
+ * for the same name join it rather than piling up threads. */
+typedef struct lookup {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs, done, gai, eno;
+    struct addrinfo hints, *res;
+    const char *serv;           /* into name[] */
+    char name[];                /* host, NUL, service, NUL */
+} lookup;
+
+#define INFLIGHT_MAX 8
+static lookup *inflight[INFLIGHT_MAX]; /* touched by callers only (the Lua thread) */
+
+/* Called with l->mu held; unlocks it, frees l with the last reference. */
+static void lookup_unref(lookup *l)
+{
+    int last = --l->refs == 0;
+    pthread_mutex_unlock(&l->mu);
+    if (!last) return;
+    if (l->res) freeaddrinfo(l->res);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+static void *lookup_run(void *arg)
+{
+    lookup *l = arg;
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(l->name, l->serv, &l->hints, &res);
+    int eno = errno;
+    pthread_mutex_lock(&l->mu);
+    l->done = 1;
+    l->gai = g;
+    l->eno = eno;
+    l->res = g == 0 ? res : NULL;
+    pthread_cond_broadcast(&l->cv);
+    lookup_unref(l);
+    return NULL;
+}
+
+static lookup *lookup_start(const char *host, const char *serv, int passive, char *err, size_t errlen)
+{
+    size_t hl = strlen(host), sl = strlen(serv);
+    lookup *l = calloc(1, sizeof *l + hl + sl + 2);
+    if (!l) { snprintf(err, errlen, "cannot resolve '%s': out of memory", host); return NULL; }
+    memcpy(l->name, host, hl + 1);
+    memcpy(l->name + hl + 1, serv, sl + 1);
+    l->serv = l->name + hl + 1;
+    l->hints.ai_socktype = SOCK_STREAM;
+    l->hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&l->mu, NULL);
+    l->refs = 2; /* the caller's and the thread's */
+    pthread_attr_t ta;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    /* signals stay with the Lua thread, where they interrupt the wait */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int rc = pthread_create(&t, &ta, lookup_run, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&ta);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': no thread for the lookup: %s", host, strerror(rc));
+        pthread_cond_destroy(&l->cv);
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+int mkh_resolve(const char *host, int port, int passive, int prefer_v4, double timeout,
+                struct sockaddr_storage *ss, socklen_t *len, char *all, size_t alllen,
+                char *err, size_t errlen)
+{
+    char serv[16];
+    snprintf(serv, sizeof serv, "%d", port);
+    lookup *l = NULL;
+    int slot = -1;
+    for (int i = 0; i < INFLIGHT_MAX; i++) {
+        lookup *c = inflight[i];
+        if (!c) { if (slot < 0) slot = i; continue; }
+        pthread_mutex_lock(&c->mu);
+        int done = c->done;
+        pthread_mutex_unlock(&c->mu);
+        if (!done && !l && !strcmp(c->name, host) && !strcmp(c->serv, serv) &&
+            !!(c->hints.ai_flags & AI_PASSIVE) == !!passive) {
+            l = c;
+            continue;
+        }
+        if (done) { /* finished after its callers gave up: drop the list's reference */
+            pthread_mutex_lock(&c->mu);
+            lookup_unref(c);
+            inflight[i] = NULL;
+            if (slot < 0) slot = i;
+        }
+    }
+    if (l) {
+        pthread_mutex_lock(&l->mu);
+        l->refs++;
+        pthread_mutex_unlock(&l->mu);
+    } else {
+        l = lookup_start(host, serv, passive, err, errlen);
+        if (!l) return -1;
+        if (slot >= 0) {
+            l->refs++;
+            inflight[slot] = l;
+        }
+    }
+    double deadline = mkh_now() + (timeout > 0 ? timeout : 0);
+    pthread_mutex_lock(&l->mu);
+    while (!l->done && !mkh_interrupted()) {
+        double now = mkh_now();
+        if (now >= deadline) break;
+        /* slices of 50 ms: a signal does not wake a condition wait */
+        double until = now + 0.05 < deadline ? now + 0.05 : deadline;
+        struct timespec ts;
+        ts.tv_sec = (time_t)until;
+        ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+    }
+    int r = -1;
+    if (!l->done) {
+        if (mkh_interrupted()) snprintf(err, errlen, "cannot resolve '%s': interrupted", host);
+        else snprintf(err, errlen, "cannot resolve '%s' within %.2f s", host, timeout);
+    } else if (l->gai != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host,
+                 l->gai == EAI_SYSTEM ? strerror(l->eno) : gai_strerror(l->gai));
+    } else {
+        struct addrinfo *pick = NULL;
+        if (prefer_v4) /* "localhost" may list ::1 first */
+            for (struct addrinfo *a = l->res; a; a = a->ai_next)
+                if (a->ai_family == AF_INET) { pick = a; break; }
+        if (!pick) pick = l->res;
+        if (!pick || pick->ai_addrlen > sizeof *ss) {
+            snprintf(err, errlen, "cannot resolve '%s': no usable address", host);
+        } else {
+            memcpy(ss, pick->ai_addr, pick->ai_addrlen);
+            *len = pick->ai_addrlen;
+            r = 0;
+        }
+        if (r == 0 && all && alllen) { /* "1.2.3.4,[::1]": what libcurl's CURLOPT_RESOLVE takes */
+            size_t used = 0;
+            all[0] = '\0';
+            for (struct addrinfo *a = l->res; a; a = a->ai_next) {
+                char txt[INET6_ADDRSTRLEN];
+                const void *src = a->ai_family == AF_INET
+                    ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                    : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+                if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+                    !inet_ntop(a->ai_family, src, txt, sizeof txt))
+                    continue;
+                int n = snprintf(all + used, alllen - used, a->ai_family == AF_INET6 ? "%s[%s]" : "%s%s",
+                                 used ? "," : "", txt);
+                if (n < 0 || (size_t)n >= alllen - used) { all[used] = '\0'; break; }
+                used += (size_t)n;
+            }
+        }
+    }
+    lookup_unref(l);
+    return r;
+}
 
 static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len, double timeout)
 {
@@ -50,19 +231,11 @@ int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t 
         s6->sin6_port = htons((unsigned short)port);
         len = sizeof *s6;
     } else {
-        struct addrinfo hints, *res;
-        memset(&hints, 0, sizeof hints);
-        hints.ai_socktype = SOCK_STREAM;
-        int g = getaddrinfo(host, NULL, &hints, &res);
-        if (g != 0) {
-            snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(g));
-            return -1;
-        }
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        len = res->ai_addrlen;
-        freeaddrinfo(res);
-        if (ss.ss_family == AF_INET) s4->sin_port = htons((unsigned short)port);
-        else s6->sin6_port = htons((unsigned short)port);
+        /* the resolver gets the probe's budget, the connect what is left */
+        double t0 = mkh_now();
+        if (mkh_resolve(host, port, 0, 0, timeout, &ss, &len, NULL, 0, err, errlen) != 0) return -1;
+        timeout -= mkh_now() - t0;
+        if (timeout <= 0) timeout = 0.001;
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {

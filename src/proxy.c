@@ -105,34 +105,6 @@ struct mkh_proxy {
 
 /* ------------------------------------------------------------ addresses */
 
-static int resolve(const char *host, int port, int passive, struct sockaddr_storage *ss,
-                   socklen_t *len, char *err, size_t errlen)
-{
-    struct addrinfo hints, *res, *pick = NULL;
-    char serv[16];
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-    snprintf(serv, sizeof serv, "%d", port);
-    int g = getaddrinfo(host, serv, &hints, &res);
-    if (g != 0) {
-        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(g));
-        return -1;
-    }
-    for (struct addrinfo *a = res; a; a = a->ai_next) /* IPv4 first: "localhost" */
-        if (a->ai_family == AF_INET) { pick = a; break; }
-    if (!pick) pick = res;
-    if (!pick || pick->ai_addrlen > sizeof *ss) {
-        snprintf(err, errlen, "cannot resolve '%s': no usable address", host);
-        if (res) freeaddrinfo(res);
-        return -1;
-    }
-    memcpy(ss, pick->ai_addr, pick->ai_addrlen);
-    *len = pick->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 static void set_port(struct sockaddr_storage *ss, int port)
 {
     if (ss->ss_family == AF_INET) ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
@@ -656,15 +628,17 @@ static void command(mkh_proxy *p, int cmd, int arg)
 }
 
 mkh_proxy *mkh_proxy_new(const char *listen_host, int listen_port,
-                         const char *up_host, int up_port, char *err, size_t errlen)
+                         const char *up_host, int up_port, double timeout,
+                         char *err, size_t errlen)
 {
     mkh_proxy *p = calloc(1, sizeof *p);
     if (!p) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (resolve(listen_host, listen_port, 1, &p->laddr, &p->llen, err, errlen) != 0 ||
-        resolve(up_host, up_port, 0, &p->uaddr, &p->ulen, err, errlen) != 0) {
+    /* IPv4 first: "localhost" may list ::1 first */
+    if (mkh_resolve(listen_host, listen_port, 1, 1, timeout, &p->laddr, &p->llen, NULL, 0, err, errlen) != 0 ||
+        mkh_resolve(up_host, up_port, 0, 1, timeout, &p->uaddr, &p->ulen, NULL, 0, err, errlen) != 0) {
         free(p);
         return NULL;
     }

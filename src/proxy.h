@@ -26,10 +26,11 @@ typedef struct {
     unsigned long long resets;          /* connections reset by reset() */
 } mkh_proxy_stats;
 
-/* Resolve both ends (numeric or by name; IPv4 preferred). Nothing is bound
- * yet. NULL with a message in err. */
+/* Resolve both ends (numeric or by name; IPv4 preferred), each within
+ * `timeout` seconds. Nothing is bound yet. NULL with a message in err. */
 mkh_proxy *mkh_proxy_new(const char *listen_host, int listen_port,
-                         const char *up_host, int up_port, char *err, size_t errlen);
+                         const char *up_host, int up_port, double timeout,
+                         char *err, size_t errlen);
 /* Bind, listen and start the thread (no-op when running). A restarted proxy
  * listens on the port it had. 0, or -1 with err. */
 int mkh_proxy_start(mkh_proxy *p, char *err, size_t errlen);

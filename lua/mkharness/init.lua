@@ -66,8 +66,26 @@ local function log_tail(svc, n)
 end
 M._log_tail = log_tail
 
+-- A capture filling its filesystem fails in the service (ENOSPC), out of
+-- the harness's sight: what it sees is a banner that never comes or an early
+-- exit. So a wait that ends so looks at the capture filesystem (statvfs)
+-- and says so, naming the files, rather than a bare timeout.
+local function disk_full_note(svc, kind)
+  if not svc._logs or not (kind == "TimeoutExpired" or kind:match("^Process")) then return nil end
+  local full = {}
+  for _, s in ipairs { "stdout", "stderr" } do
+    local path = svc._logs[s]
+    if path and core.fs_full(path) then full[#full + 1] = path end
+  end
+  if #full > 0 then return table.concat(full, " and ") end
+end
+
 local function svc_error(svc, kind, message, fields)
   local f = fields or {}
+  f.disk_full = disk_full_note(svc, kind)
+  if f.disk_full then
+    message = message .. "; no space left on device: the filesystem of " .. f.disk_full .. " is full"
+  end
   f.message = message
   f.name = svc.name
   f.command = svc.command
@@ -890,7 +908,14 @@ function Response:json()
 end
 
 local HTTP_REQ = { url = T.nonempty, method = T.nonempty, headers = T.table, body = T.string,
-  timeout = T.timeout, insecure = T.boolean }
+  timeout = T.timeout, insecure = T.boolean,
+  max_body = function(ctx, k, v)
+    local n = math.tointeger(v)
+    if not n or n < 0 then O.fail(ctx, k, "must be a number of bytes (an integer >= 0)", v) end
+    return n
+  end }
+-- an endless body must not take all memory
+local MAX_BODY = 64 * 1024 * 1024
 function M.http_request(t)
   if type(t) == "string" then t = { url = t } end
   if type(t) ~= "table" then
@@ -899,10 +924,15 @@ function M.http_request(t)
   local o = O.check("mk.http_request", t, HTTP_REQ)
   if not o.url then O.fail("mk.http_request", "url", "is required") end
   O.url("mk.http_request", "url", o.url)
-  local res, err = core.http_request { url = o.url, method = (o.method or "GET"):upper(),
+  local method, max_body = (o.method or "GET"):upper(), o.max_body or MAX_BODY
+  local res, err = core.http_request { url = o.url, method = method,
     headers = P.header_list("mk.http_request", o.headers or {}), body = o.body,
-    timeout = o.timeout == nil and 30 or (o.timeout or 1e9), insecure = o.insecure }
+    timeout = o.timeout == nil and 30 or (o.timeout or 1e9), insecure = o.insecure, max_body = max_body }
   if not res then Error.raise("ExecutorError", { message = "http request failed: " .. err, url = o.url }) end
+  if res.truncated then
+    Error.raise("ExecutorError", { message = string.format("http request failed: %s %s: the body exceeded max_body (%d bytes)",
+      method, o.url, max_body), url = o.url, max_body = max_body })
+  end
   return setmetatable(res, Response)
 end
 

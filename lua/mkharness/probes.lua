@@ -223,6 +223,20 @@ KINDS.unix = {
   end,
 }
 
+-- Why `path` cannot be looked at when it is not simply missing (say a
+-- directory on the way the harness may not search), naming the first such
+-- directory; nil when it is just not there (yet).
+local function unreachable(path)
+  local _, _, why = core.size(path)
+  if not why then return nil end
+  local dir, prefix = dirname(path), path:sub(1, 1) == "/" and "" or "."
+  for part in dirname(path):gmatch("[^/]+") do
+    prefix = prefix .. "/" .. part
+    if select(3, core.size(prefix .. "/.")) == why then dir = prefix break end
+  end
+  return string.format("cannot look for %s: %s (directory %s)", path, why:lower(), dir)
+end
+
 local FILE = { path = T.nonempty }
 function P.file(t)
   local o = O.check("mk.probe.file", t, FILE)
@@ -235,7 +249,7 @@ KINDS.file = {
   check = function(p, st)
     if st.watch then st.watch:drain() end
     if core.size(p.path) then return true end
-    return false, p.path .. " does not exist yet"
+    return false, unreachable(p.path) or (p.path .. " does not exist yet")
   end,
   fds = function(_, st) return st.watch and { st.watch:fd() } end,
   detach = function(_, st) if st.watch then st.watch:close() end end,

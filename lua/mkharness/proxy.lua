@@ -38,6 +38,7 @@ local SCHEMA = {
   listen = listen_port,
   host = T.nonempty,
   name = T.nonempty,
+  timeout = T.timeout, -- for resolving the names: DNS may never answer
 }
 
 -- A number of milliseconds (or bytes per second): finite, >= 0 (> 0).
@@ -80,7 +81,8 @@ function M.new(t)
     _faults = { latency = 0, jitter = 0, bandwidth = 0, blackhole = false },
   }, Proxy)
   if self.listen ~= 0 then self.port = self.listen end
-  local c, err = core.proxy(self.host, self.listen, uhost, uport)
+  local c, err = core.proxy(self.host, self.listen, uhost, uport,
+    o.timeout == nil and 5 or (o.timeout or 1e9))
   if not c then
     local key = err:find("'" .. uhost .. "'", 1, true) and "upstream" or "host"
     fail(CTX, key, "cannot be used: " .. err)
