@@ -284,3 +284,63 @@ describe("order kept", function()
     assert.equal(0, code)
   end)
 end)
+
+describe("without cgroups", function()
+  H.leakcheck()
+
+  it("stop() ends a descendant that left the session and scrubbed its environment", function()
+    local dir = mk.tmpdir()
+    local r = H.scenario([[
+      local D = arg[1]
+      local function exists(p) local f = io.open(p) if f then f:close() return true end return false end
+      local svc = mk.process { FX, "--fork-tree", D, "--touch", D .. "/done", "--forever", name = "tree" }:start()
+      mk.wait_until(function() return exists(D .. "/done") end, { timeout = 20 })
+      svc:stop()
+      local left = {}
+      local all = mk.run { shell = "cat " .. D .. "/*.pid" }.stdout
+      for pid, kind in all:gmatch("(%d+) (%S+)") do
+        left[#left + 1] = kind
+        pid = tonumber(pid)
+        mk.wait_until(function()
+          local s = io.open("/proc/" .. pid .. "/stat")
+          local st = s and s:read("a"):match("%) (%a)")
+          if s then s:close() end
+          return st == nil or st == "Z"
+        end, { timeout = 2, message = kind .. " " .. pid .. " outlived stop()" })
+      end
+      assert(#left == 6, "expected 6 descendants, got " .. table.concat(left, ", "))
+      print("ALL GONE")
+    ]], { args = { dir }, env = { MKHARNESS_CGROUP = "0", MKHARNESS_TMPDIR = mk.tmpdir() }, timeout = 60 })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("ALL GONE", r.stdout, 1, true)
+  end)
+
+  it("kill() of a service that is itself a harness run ends the inner run's daemon at once", function()
+    local dir = mk.tmpdir()
+    local inner = dir .. "/inner.lua"
+    local f = assert(io.open(inner, "w"))
+    f:write("local mk = require 'mkharness'\n",
+      "KEEP = mk.pidfile { ", string.format("%q", H.fx), ", '--daemonize', '--pidfile', arg[1] .. '/daemon.pid', '--forever',",
+      " file = arg[1] .. '/daemon.pid', name = 'daemon' }:start()\n",
+      "print('INNER READY') io.stdout:flush()\nmk.sleep(60)\n")
+    f:close()
+    local r = H.scenario([[
+      local D = arg[1]
+      local inner = mk.output { ]] .. string.format("%q", H.host) .. [[, D .. "/inner.lua", D,
+        banner = "INNER READY", name = "inner" }:start()
+      local f = assert(io.open(D .. "/daemon.pid"))
+      local pid = tonumber(f:read("a"):match("%d+"))
+      f:close()
+      inner:kill()
+      mk.wait_until(function()
+        local s = io.open("/proc/" .. pid .. "/stat")
+        local st = s and s:read("a"):match("%) (%a)")
+        if s then s:close() end
+        return st == nil or st == "Z"
+      end, { timeout = 3, message = "the inner run's daemon outlived kill() of the inner run" })
+      print("DAEMON GONE")
+    ]], { args = { dir }, env = { MKHARNESS_CGROUP = "0", MKHARNESS_TMPDIR = mk.tmpdir() }, timeout = 60 })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("DAEMON GONE", r.stdout, 1, true)
+  end)
+end)

@@ -40,9 +40,13 @@ static size_t nown, capown;
 static int in_teardown; /* waits then ignore interrupts */
 static double grace_cap = -1;  /* longest graceful wait in teardown; <0: none */
 static int hurry;              /* a signal came during teardown: no grace left */
+static double teardown_t0;
+#define DUPLICATE 0.2
 static pid_t supervisor_pid;
 
 void mkh_set_supervisor(pid_t pid) { supervisor_pid = pid; }
+
+static void span_begin(const mkh_proc *p);
 
 const char *mkh_run_id(void)
 {
@@ -99,6 +103,8 @@ void mkh_supervise_init(void)
 void mkh_proc_link(mkh_proc *p)
 {
     if (p->linked) return;
+    if (!p->start_ticks) p->start_ticks = mkh_start_ticks(p->pid);
+    span_begin(p);
     p->prev = NULL;
     p->next = live;
     if (live) live->prev = p;
@@ -153,33 +159,118 @@ unsigned long long mkh_start_ticks(pid_t pid)
     return t;
 }
 
-static int has_marker(pid_t pid, const char *marker, size_t mlen)
+/* What /proc/PID/environ says of a marker "KEY=VALUE". A nested run's
+ * services keep the tokens of the runs around it in MKHARNESS_OUTER
+ * ("run/name" words), so an outer run finds them too: a run id matches the
+ * words "ID/...", a service token matches itself. */
+enum { ENV_NONE, ENV_OTHER, ENV_MATCH };
+
+static int outer_has(const char *words, size_t len, const char *value, size_t vlen, int is_run)
 {
+    for (size_t i = 0; i < len; ) {
+        size_t j = i;
+        while (j < len && words[j] != ' ') j++;
+        size_t wl = j - i;
+        if (wl == vlen && !memcmp(words + i, value, vlen)) return 1;
+        if (is_run && wl > vlen && words[i + vlen] == '/' && !memcmp(words + i, value, vlen)) return 1;
+        i = j + 1;
+    }
+    return 0;
+}
+
+/* ENV_MATCH: carries the marker; ENV_OTHER: carries some run's marker but
+ * not this one; ENV_NONE: no marker at all (a scrubbed environment) */
+static int env_match(pid_t pid, const char *marker, size_t mlen)
+{
+    static const char run_key[] = "MKHARNESS_RUN=", outer_key[] = "MKHARNESS_OUTER=";
+    const char *eq = memchr(marker, '=', mlen);
+    if (!eq) return ENV_NONE;
+    const char *value = eq + 1;
+    size_t vlen = mlen - (size_t)(value - marker);
+    int is_run = !strncmp(marker, run_key, sizeof run_key - 1);
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    if (fd < 0) return ENV_OTHER; /* gone or unreadable: claim nothing */
     /* environ can be large; scan it in chunks, entries are NUL-separated */
     static char buf[65536];
     size_t have = 0;
-    int found = 0;
+    int found = ENV_NONE;
     for (;;) {
         ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n <= 0) break;
         have += (size_t)n;
         size_t start = 0;
-        for (size_t i = 0; i < have; i++) {
-            if (buf[i] == '\0') {
-                if (i - start == mlen && !memcmp(buf + start, marker, mlen)) { found = 1; break; }
-                start = i + 1;
+        for (size_t i = 0; i < have && found != ENV_MATCH; i++) {
+            if (buf[i] != '\0') continue;
+            const char *e = buf + start;
+            size_t el = i - start;
+            if (el == mlen && !memcmp(e, marker, mlen)) found = ENV_MATCH;
+            else if (el >= sizeof outer_key - 1 && !memcmp(e, outer_key, sizeof outer_key - 1)) {
+                found = outer_has(e + sizeof outer_key - 1, el - (sizeof outer_key - 1), value, vlen, is_run)
+                        ? ENV_MATCH : ENV_OTHER;
+            } else if (el >= sizeof run_key - 1 && !memcmp(e, run_key, sizeof run_key - 1)) {
+                found = ENV_OTHER;
             }
+            start = i + 1;
         }
-        if (found) break;
+        if (found == ENV_MATCH) break;
         if (start == 0 && have == sizeof buf) have = 0; /* absurd entry: skip */
         else { memmove(buf, buf + start, have - start); have -= start; }
     }
     close(fd);
     return found;
+}
+
+static int has_marker(pid_t pid, const char *marker, size_t mlen)
+{
+    return env_match(pid, marker, mlen) == ENV_MATCH;
+}
+
+/* ---- who was alive when: a descendant with no marker at all (it
+ * scrubbed its environment) belongs to a service when that service is the
+ * only one of the run that was alive at its birth ---- */
+
+typedef struct { pid_t pid; unsigned long long start, end; } span;
+static span *spans;
+static size_t nspans, capspans;
+
+static unsigned long long ticks_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    long hz = sysconf(_SC_CLK_TCK);
+    return (unsigned long long)ts.tv_sec * (unsigned long long)hz +
+           (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)hz);
+}
+
+static void span_begin(const mkh_proc *p)
+{
+    void *arr = spans;
+    if (mkh_grow(&arr, &capspans, nspans + 1, sizeof *spans) != 0) return;
+    spans = arr;
+    spans[nspans++] = (span){ p->pid, p->start_ticks, 0 };
+}
+
+static void span_end(const mkh_proc *p)
+{
+    for (size_t i = nspans; i-- > 0; )
+        if (spans[i].pid == p->pid && spans[i].start == p->start_ticks) {
+            if (!spans[i].end) spans[i].end = ticks_now() + 1;
+            return;
+        }
+}
+
+/* Was p the only service of the run alive when `born` (ticks) came? */
+static int sole_parent(const mkh_proc *p, unsigned long long born)
+{
+    if (!p || !p->start_ticks || born < p->start_ticks) return 0;
+    for (size_t i = 0; i < nspans; i++) {
+        const span *o = &spans[i];
+        if (o->pid == p->pid && o->start == p->start_ticks) continue;
+        if (o->start <= born && (!o->end || o->end >= born)) return 0;
+    }
+    return 1;
 }
 
 typedef struct { pid_t sid; unsigned long long ticks; } watched;
@@ -241,12 +332,14 @@ int mkh_proc_poll(mkh_proc *p)
     do r = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
     if (r == 0 && si.si_pid == p->pid) {
         p->exited = 1;
+        span_end(p);
         p->status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status & 0xff, 0)
                                              : W_EXITCODE(0, si.si_status & 0x7f);
         return 1;
     }
     if (r < 0 && errno == ECHILD) { /* someone else reaped it: never signal it again */
         p->exited = 1;
+        span_end(p);
         p->status = 0;
         mkh_guardian_forget(p->pid);
         forget(p);
@@ -278,8 +371,11 @@ int mkh_proc_wait(mkh_proc *p, double deadline)
         if (p->pidfd < 0) mkh_exit_fd_drain();
         if (in_teardown) {
             /* a signal during teardown (a second Ctrl-C, the supervisor's
-             * death) means: no more grace */
-            if (pf[1].revents && mkh_interrupt_drain() > 0) hurry = 1;
+             * death) means: no more grace. Not within DUPLICATE of the
+             * start: a Ctrl-C reaches the host twice at once, directly and
+             * forwarded by the supervisor. */
+            if (pf[1].revents && mkh_interrupt_drain() > 0 && mkh_now() - teardown_t0 > DUPLICATE)
+                hurry = 1;
             if (hurry) return mkh_proc_poll(p);
         } else if (mkh_interrupted()) {
             return 0;
@@ -356,8 +452,19 @@ void mkh_reap_strays(void)
 /* One pass over our stray children (not in our own session: popen and
  * system children are not ours to judge): reap the dead, SIGKILL the live
  * with their session and group - all of them, or with a token only those
- * carrying it. Returns how many it acted on. */
-static int strike_orphans(const char *token)
+ * carrying it, or carrying no marker at all when `owner` (the token's
+ * service) was the only service alive at their birth. Returns how many it
+ * acted on. */
+static int claims(pid_t pid, const char *token, size_t tlen, const mkh_proc *owner)
+{
+    int m = env_match(pid, token, tlen);
+    if (m == ENV_MATCH) return 1;
+    if (m != ENV_NONE || !owner || owner->cg_id) return 0; /* a cgroup already took its own */
+    unsigned long long born = mkh_start_ticks(pid);
+    return born && sole_parent(owner, born);
+}
+
+static int strike_orphans(const char *token, const mkh_proc *owner)
 {
     size_t tlen = token ? strlen(token) : 0;
     int acted = 0;
@@ -369,7 +476,7 @@ static int strike_orphans(const char *token)
         if (st == 'Z') {
             int ws;
             waitpid(kids[i], &ws, WNOHANG);
-        } else if (!tlen || has_marker(kids[i], token, tlen)) {
+        } else if (!tlen || claims(kids[i], token, tlen, owner)) {
             kill(-sd, SIGKILL);
             kill(-pg, SIGKILL);
             kill(kids[i], SIGKILL);
@@ -398,7 +505,7 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
     if (token[0]) {
         double until = mkh_now() + 2.0;
         for (;;) {
-            int found = strike_orphans(token);
+            int found = strike_orphans(token, p);
             killed += found;
             if (!found || mkh_now() > until) break;
             mkh_sleep_until(mkh_now() + 0.0005);
@@ -591,6 +698,7 @@ void mkh_teardown_grace_cap(double seconds) { grace_cap = seconds; }
 void mkh_teardown(int graceful)
 {
     in_teardown = 1;
+    teardown_t0 = mkh_now();
     mkh_interrupt_drain(); /* the signal that began it, if any, is handled */
     if (graceful && live) {
         double now = mkh_now();
@@ -620,7 +728,7 @@ void mkh_teardown(int graceful)
             mkh_proc_signal(p, SIGKILL);
             n++;
         }
-        n += strike_orphans(NULL);
+        n += strike_orphans(NULL, NULL);
         for (mkh_proc *p = live, *next; p; p = next) {
             next = p->next;
             if (mkh_proc_wait(p, mkh_now() + 1.0)) mkh_proc_reap(p);

@@ -28,6 +28,14 @@ M.DEFAULT_INTERVAL = 0.1
 local MIN_PAUSE, COST_FACTOR = 0.001, 50
 local KILL = core.signum("KILL")
 
+-- A run inside a service of another run (nested harnesses) hands its
+-- services the tokens of the runs around it, so an outer stop() or
+-- teardown finds them even after the inner harness was killed.
+local OUTER do
+  local outer, svc = os.getenv("MKHARNESS_OUTER"), os.getenv("MKHARNESS_SERVICE")
+  OUTER = svc and (outer and (outer .. " " .. svc) or svc) or outer
+end
+
 -- Children forked by io.popen are the script's to wait for (its close does):
 -- register them, so that waiting for stray zombies never takes them.
 do
@@ -423,6 +431,7 @@ function Service:_launch()
   local states, extra = {}, {
     MKHARNESS_RUN = core.run_id(),
     MKHARNESS_SERVICE = core.run_id() .. "/" .. self.name,
+    MKHARNESS_OUTER = OUTER,
   }
   for i, p in ipairs(self._probes) do
     local ok, st = pcall(p.attach, p, self)
