@@ -73,6 +73,36 @@ describe("probes", function()
       assert.equal("ready now", svc.ready_match.line)
     end)
 
+    -- A pattern that backtracks exponentially on a line containing its
+    -- literal part: unbounded, string.find takes ~20 s on these 28 bytes.
+    describe("a backtracking banner", function()
+      local PAT = string.rep("(.-)", 10) .. "x$"
+      local LINE = string.rep("a", 26) .. "x!"
+
+      local function costly(e)
+        assert.matches("backtracks too much on a line of 28 bytes", e.message, 1, true)
+        assert.matches(string.format("%q", PAT), e.message, 1, true)
+        assert.matches("plain = true", e.message, 1, true)
+      end
+
+      it("start() still ends at its deadline, saying why", function()
+        local t0 = core.now()
+        local e = expect_error("TimeoutExpired", function()
+          exe { FX, "--print", LINE, "--forever", timeout = 1, ready = mk.probe.output { banner = PAT } }:start()
+        end)
+        assert(core.now() - t0 < 5, "took " .. (core.now() - t0) .. " s") -- no hang: the bug took ~20 s
+        costly(e)
+      end)
+
+      it("wait_output still ends at its deadline, saying why", function()
+        local svc <close> = mk.process { FX, "--print", LINE, "--forever" }:start()
+        local t0 = core.now()
+        local e = expect_error("TimeoutExpired", function() svc:wait_output(PAT, { timeout = 1 }) end)
+        assert(core.now() - t0 < 5, "took " .. (core.now() - t0) .. " s")
+        costly(e)
+      end)
+    end)
+
     it("plain = true matches magic characters literally", function()
       local svc <close> = exe { FX, "--sleep", 0.05, "--print", "x (100%) [ok]. done", "--forever",
         ready = mk.probe.output { banner = "(100%) [ok].", plain = true } }:start()

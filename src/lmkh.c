@@ -569,6 +569,26 @@ static int l_scanner_partial(lua_State *L)
     return 2;
 }
 
+/* core.find(s, pattern [, init [, deadline]]) -> like string.find(s,
+ * pattern, init), or false when it gave up because the deadline passed
+ * (pmatch.c). A pending signal ends the run, as in any wait. */
+static int l_find(lua_State *L)
+{
+    size_t ls, lp;
+    const char *str = luaL_checklstring(L, 1, &ls);
+    const char *pat = luaL_checklstring(L, 2, &lp);
+    lua_Integer init = luaL_optinteger(L, 3, 1);
+    double deadline = luaL_optnumber(L, 4, 0);
+    int n = lmkh_pfind(L, str, ls, pat, lp, init > 1 ? (size_t)(init - 1) : 0, deadline);
+    if (n < 0) {
+        check_interrupt(L);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (n == 0) lua_pushnil(L);
+    return n ? n : 1;
+}
+
 static int l_scanner_gc(lua_State *L)
 {
     lscanner *s = check_scanner(L, 1);
@@ -976,7 +996,7 @@ static const luaL_Reg funcs[] = {
     {"unix_probe", l_unix_probe}, {"port_owner", l_port_owner}, {"tail", l_tail},
     {"read", l_read}, {"size", l_size}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
-    {"leftovers", l_leftovers}, {"fds", l_fds},
+    {"leftovers", l_leftovers}, {"fds", l_fds}, {"find", l_find},
     {NULL, NULL}
 };
 

@@ -100,8 +100,16 @@ local function needle_of(pat)
 end
 P.needle_of = needle_of
 
-local function line_matches(pat, plain, line)
-  local r = table.pack(string.find(line, pat, 1, plain))
+-- Returns false when matching gave up at the deadline: the pattern
+-- backtracks too much.
+local function line_matches(p, line, deadline)
+  local r
+  if p.plain then
+    r = table.pack(string.find(line, p.banner, 1, true))
+  else
+    r = table.pack(core.find(line, p.banner, 1, deadline))
+    if r[1] == false then return false end
+  end
   if not r[1] then return nil end
   local m = { line = line }
   for k = 3, r.n do m[#m + 1] = r[k] end
@@ -142,20 +150,27 @@ local function output_attach(p, svc, from_end)
 end
 P.output_attach = output_attach
 
-local function output_check(p, st, svc)
+local function too_costly(p, text)
+  return string.format("the pattern %q backtracks too much on a line of %d bytes (matching it did not "
+    .. "finish before the deadline); use plain = true or a simpler pattern", p.banner, #text)
+end
+
+local function output_check(p, st, svc, deadline)
   if st.watch then st.watch:drain() end
   for _, sc in ipairs(st.scanners) do
     while true do
       local line = sc:next(p.needle)
       if not line then break end
-      local m = line_matches(p.banner, p.plain, line)
+      local m = line_matches(p, line, deadline)
+      if m == false then return false, too_costly(p, line) end
       if m then svc.ready_match = m return true, m end
     end
     local partial = sc:partial()
     -- the same prefilter as complete lines get: a pattern on a long
     -- unfinished line at every wake-up could cost quadratic time
     if partial ~= "" and (p.needle == "" or partial:find(p.needle, 1, true)) then
-      local m = line_matches(p.banner, p.plain, partial)
+      local m = line_matches(p, partial, deadline)
+      if m == false then return false, too_costly(p, partial) end
       if m then svc.ready_match = m return true, m end
     end
   end
