@@ -73,6 +73,49 @@ describe("probes", function()
       assert.equal("ready now", svc.ready_match.line)
     end)
 
+    -- Lines longer than 1 MB are matched as they arrive, piece by piece
+    -- (README, output probe); these used to keep only the last 512 KB.
+    -- --long-line/--long-write write the whole line at once, so the banner
+    -- is never seen alone on a short partial line.
+    describe("on a line longer than 1 MB", function()
+      it("finds a banner at the line's start; ^ still means the start of the line", function()
+        local svc <close> = exe { FX, "--long-line", "BANNER up ", 3000000, "--forever",
+          ready = mk.probe.output { banner = "^BANNER (%a+)" } }:start()
+        assert.equal("up", svc.ready_match[1])
+        assert.equal("BANNER up yyy", svc.ready_match.line:sub(1, 13))
+      end)
+
+      it("finds it in the unterminated line too (pattern and plain)", function()
+        local svc <close> = exe { FX, "--long-write", "port=4242 ", 3000000, "--forever",
+          ready = mk.probe.output { banner = "^port=(%d+) " } }:start()
+        assert.equal("4242", svc.ready_match[1])
+        local svc2 <close> = exe { FX, "--long-write", "port=4242 ", 3000000, "--forever",
+          ready = mk.probe.output { banner = "port=4242", plain = true } }:start()
+        assert.equal("port=4242 y", svc2.ready_match.line:sub(1, 11))
+      end)
+
+      it("finds a banner in the middle of the line, with captures and frontiers", function()
+        local svc <close> = exe { FX, "--flood-line", 1100000, "--sleep", 0.3, "--long-line", " port=4242 ", 3000000,
+          "--forever", ready = mk.probe.output { banner = "%f[%w]port=(%d+)%f[%W]" } }:start()
+        assert.equal("4242", svc.ready_match[1])
+      end)
+
+      it("^ does not match inside the line", function()
+        local e = expect_error("TimeoutExpired", function()
+          exe { FX, "--flood-line", 3000000, "--write", "BANNER", "--forever", timeout = 1,
+            ready = mk.probe.output { banner = "^BANNER" } }:start()
+        end)
+        assert.matches("^BANNER", e.message, 1, true)
+      end)
+
+      it("wait_output finds a banner at the start of a long line", function()
+        local svc <close> = mk.process { FX, "--long-line", "hello BANNER ", 3000000, "--forever" }:start()
+        local line, word = svc:wait_output("^hello (%u+)", { timeout = 10 })
+        assert.equal("BANNER", word)
+        assert.equal("hello BANNER y", line:sub(1, 14))
+      end)
+    end)
+
     -- A pattern that backtracks exponentially on a line containing its
     -- literal part: unbounded, string.find takes ~20 s on these 28 bytes.
     describe("a backtracking banner", function()
