@@ -137,6 +137,25 @@ describe("probes", function()
         costly(e)
       end)
 
+      it("the bounded matcher (core.find) agrees with string.find", function()
+        local pats = { "a", "^a", "a$", "%d+", "(%w+)=(%w+)", "()x()", "[%a_][%w_]*", "%bxy", "%f[%w]%w+",
+          "(a)%1", "a-b", "a*b", ".-$", "^(.-)%s", "[^%s]+", "x?y", "[]]", "[a-c%]]+", "%%", "$a", "a.b",
+          "%s*$", "[%-x]+", "^$", "", "%f[%W]" }
+        local chars = { "a", "b", "x", "y", " ", "=", "1", "%", "]", "_", "\0" }
+        local rnd = 12345
+        local function random(n) rnd = (rnd * 1103515245 + 12345) % 2147483648 return rnd % n + 1 end
+        for _ = 1, 2000 do
+          local t = {}
+          for i = 1, random(13) - 1 do t[i] = chars[random(#chars)] end
+          local s = table.concat(t)
+          for _, pat in ipairs(pats) do
+            local init = random(#s + 1)
+            assert.same({ string.find(s, pat, init) }, { core.find(s, pat, init) },
+              string.format("%q %q %d", s, pat, init))
+          end
+        end
+      end)
+
       it("wait_output still ends at its deadline, saying why", function()
         local svc <close> = mk.process { FX, "--print", LINE, "--forever" }:start()
         local t0 = core.now()
