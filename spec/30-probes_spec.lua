@@ -73,6 +73,98 @@ describe("probes", function()
       assert.equal("ready now", svc.ready_match.line)
     end)
 
+    -- Lines longer than 1 MB are matched as they arrive, piece by piece
+    -- (README, output probe); these used to keep only the last 512 KB.
+    -- --long-line/--long-write write the whole line at once, so the banner
+    -- is never seen alone on a short partial line.
+    describe("on a line longer than 1 MB", function()
+      it("finds a banner at the line's start; ^ still means the start of the line", function()
+        local svc <close> = exe { FX, "--long-line", "BANNER up ", 3000000, "--forever",
+          ready = mk.probe.output { banner = "^BANNER (%a+)" } }:start()
+        assert.equal("up", svc.ready_match[1])
+        assert.equal("BANNER up yyy", svc.ready_match.line:sub(1, 13))
+      end)
+
+      it("finds it in the unterminated line too (pattern and plain)", function()
+        local svc <close> = exe { FX, "--long-write", "port=4242 ", 3000000, "--forever",
+          ready = mk.probe.output { banner = "^port=(%d+) " } }:start()
+        assert.equal("4242", svc.ready_match[1])
+        local svc2 <close> = exe { FX, "--long-write", "port=4242 ", 3000000, "--forever",
+          ready = mk.probe.output { banner = "port=4242", plain = true } }:start()
+        assert.equal("port=4242 y", svc2.ready_match.line:sub(1, 11))
+      end)
+
+      it("finds a banner in the middle of the line, with captures and frontiers", function()
+        local svc <close> = exe { FX, "--flood-line", 1100000, "--sleep", 0.3, "--long-line", " port=4242 ", 3000000,
+          "--forever", ready = mk.probe.output { banner = "%f[%w]port=(%d+)%f[%W]" } }:start()
+        assert.equal("4242", svc.ready_match[1])
+      end)
+
+      it("^ does not match inside the line", function()
+        local e = expect_error("TimeoutExpired", function()
+          exe { FX, "--flood-line", 3000000, "--write", "BANNER", "--forever", timeout = 1,
+            ready = mk.probe.output { banner = "^BANNER" } }:start()
+        end)
+        assert.matches("^BANNER", e.message, 1, true)
+      end)
+
+      it("wait_output finds a banner at the start of a long line", function()
+        local svc <close> = mk.process { FX, "--long-line", "hello BANNER ", 3000000, "--forever" }:start()
+        local line, word = svc:wait_output("^hello (%u+)", { timeout = 10 })
+        assert.equal("BANNER", word)
+        assert.equal("hello BANNER y", line:sub(1, 14))
+      end)
+    end)
+
+    -- A pattern that backtracks exponentially on a line containing its
+    -- literal part: unbounded, string.find takes ~20 s on these 28 bytes.
+    describe("a backtracking banner", function()
+      local PAT = string.rep("(.-)", 10) .. "x$"
+      local LINE = string.rep("a", 26) .. "x!"
+
+      local function costly(e)
+        assert.matches("backtracks too much on a line of 28 bytes", e.message, 1, true)
+        assert.matches(string.format("%q", PAT), e.message, 1, true)
+        assert.matches("plain = true", e.message, 1, true)
+      end
+
+      it("start() still ends at its deadline, saying why", function()
+        local t0 = core.now()
+        local e = expect_error("TimeoutExpired", function()
+          exe { FX, "--print", LINE, "--forever", timeout = 1, ready = mk.probe.output { banner = PAT } }:start()
+        end)
+        assert(core.now() - t0 < 5, "took " .. (core.now() - t0) .. " s") -- no hang: the bug took ~20 s
+        costly(e)
+      end)
+
+      it("the bounded matcher (core.find) agrees with string.find", function()
+        local pats = { "a", "^a", "a$", "%d+", "(%w+)=(%w+)", "()x()", "[%a_][%w_]*", "%bxy", "%f[%w]%w+",
+          "(a)%1", "a-b", "a*b", ".-$", "^(.-)%s", "[^%s]+", "x?y", "[]]", "[a-c%]]+", "%%", "$a", "a.b",
+          "%s*$", "[%-x]+", "^$", "", "%f[%W]" }
+        local chars = { "a", "b", "x", "y", " ", "=", "1", "%", "]", "_", "\0" }
+        local rnd = 12345
+        local function random(n) rnd = (rnd * 1103515245 + 12345) % 2147483648 return rnd % n + 1 end
+        for _ = 1, 2000 do
+          local t = {}
+          for i = 1, random(13) - 1 do t[i] = chars[random(#chars)] end
+          local s = table.concat(t)
+          for _, pat in ipairs(pats) do
+            local init = random(#s + 1)
+            assert.same({ string.find(s, pat, init) }, { core.find(s, pat, init) },
+              string.format("%q %q %d", s, pat, init))
+          end
+        end
+      end)
+
+      it("wait_output still ends at its deadline, saying why", function()
+        local svc <close> = mk.process { FX, "--print", LINE, "--forever" }:start()
+        local t0 = core.now()
+        local e = expect_error("TimeoutExpired", function() svc:wait_output(PAT, { timeout = 1 }) end)
+        assert(core.now() - t0 < 5, "took " .. (core.now() - t0) .. " s")
+        costly(e)
+      end)
+    end)
+
     it("plain = true matches magic characters literally", function()
       local svc <close> = exe { FX, "--sleep", 0.05, "--print", "x (100%) [ok]. done", "--forever",
         ready = mk.probe.output { banner = "(100%) [ok].", plain = true } }:start()

@@ -277,5 +277,29 @@ end)]])
       expect_small_memory(res)
       assert.equal("yyyyyyyyyyBANNER", res.line_tail)
     end)
+
+    -- string.find runs in C where no Lua hook fires: unbounded, this match
+    -- takes hours, and Ctrl-C waited for it
+    it("Ctrl-C (SIGINT to the host) during a backtracking match: exit 130 at once", function()
+      local path = mk.tmpdir() .. "/scenario.lua"
+      local f = assert(io.open(path, "w"))
+      f:write(string.format([[
+local mk = require "mkharness"
+io.stdout:write("MATCHING\n") io.stdout:flush()
+mk.output { %q, "--print", string.rep("a", 26) .. "x!", "--forever", name = "backtrack",
+  banner = string.rep("(.-)", 12) .. "x$", timeout = 600 }:start()
+]], H.fx))
+      f:close()
+      local host = mk.process { H.host, path, name = "host", stop_timeout = 5 }
+      finally(function() pcall(host.kill, host) end)
+      host:start()
+      host:wait_output("MATCHING", { timeout = 30 })
+      mk.sleep(1) -- well into the match
+      local t0 = mk.now()
+      host:signal("INT")
+      local code = host:wait_exit { timeout = 30 }
+      assert.equal(130, code, host:err_output())
+      assert(mk.now() - t0 < 5, string.format("exit took %.1f s", mk.now() - t0))
+    end)
   end)
 end)

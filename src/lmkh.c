@@ -467,16 +467,20 @@ static int l_watch_close(lua_State *L)
 /* Reads a growing capture file and hands out complete lines that contain a
  * literal needle (memmem over big blocks, so a flood is scanned at memory
  * speed); the Lua layer applies the real pattern to those candidates. The
- * partial last line is kept, bounded, so prompts without newline match. */
+ * partial last line is kept, bounded, so prompts without newline match.
+ * A line longer than PARTIAL_MAX is handed out in pieces as it arrives,
+ * each starting SCAN_OVERLAP bytes before the previous one ended: a match
+ * up to that long is found wherever it sits, and memory stays bounded. */
 #define SCAN_BLOCK (1 << 20)
 #define PARTIAL_MAX (1 << 20)
+#define SCAN_OVERLAP (64 << 10)
 
 typedef struct {
     int fd;
     off_t off;          /* file offset read so far */
-    char *buf;          /* [0, len): unconsumed bytes, starts at a line start */
+    char *buf;          /* [0, len): unconsumed bytes, from a line start unless truncated */
     size_t len, cap;
-    int truncated;      /* the partial line lost its beginning */
+    int truncated;      /* buf starts inside a line (its head was handed out) */
     char path[];
 } lscanner;
 
@@ -529,8 +533,18 @@ static void push_line(lua_State *L, const char *p, size_t n)
     lua_pushlstring(L, p, n);
 }
 
-/* s:next(needle) -> the next complete line containing needle, or nil when
- * no more complete line does (all of them are consumed). */
+/* memmem after a memchr for the needle's first byte: an endless line is
+ * usually one byte repeated, which memchr passes several times faster */
+static int has_needle(const char *h, size_t hl, const char *n, size_t nl)
+{
+    const char *p = memchr(h, (unsigned char)n[0], hl);
+    return p && memmem(p, hl - (size_t)(p - h), n, nl);
+}
+
+/* s:next(needle) -> text, at_start, at_end: the next complete line
+ * containing needle, or a piece of a line too long to keep (at_end false);
+ * at_start is false when text does not begin where the line does. nil when
+ * nothing more is complete (all of it is consumed). */
 static int l_scanner_next(lua_State *L)
 {
     lscanner *s = check_scanner(L, 1);
@@ -546,32 +560,64 @@ static int l_scanner_next(lua_State *L)
                 while (ls > s->buf && ls[-1] != '\n') ls--;
                 char *le = memchr(hit, '\n', (size_t)(s->buf + complete - hit));
                 push_line(L, ls, (size_t)(le - ls));
+                lua_pushboolean(L, !(ls == s->buf && s->truncated));
+                lua_pushboolean(L, 1);
                 size_t used = (size_t)(le - s->buf) + 1;
                 memmove(s->buf, s->buf + used, s->len - used);
                 s->len -= used;
                 s->truncated = 0;
-                return 1;
+                return 3;
             }
             memmove(s->buf, s->buf + complete, s->len - complete);
             s->len -= complete;
             s->truncated = 0;
         }
-        if (s->len > PARTIAL_MAX) { /* keep the tail of an endless line */
-            memmove(s->buf, s->buf + s->len - PARTIAL_MAX / 2, PARTIAL_MAX / 2);
-            s->len = PARTIAL_MAX / 2;
+        if (s->len > PARTIAL_MAX) { /* an endless line: hand out what is dropped */
+            size_t keep = nlen > SCAN_OVERLAP ? nlen : SCAN_OVERLAP;
+            if (keep > PARTIAL_MAX / 2) keep = PARTIAL_MAX / 2;
+            int found = !nlen || has_needle(s->buf, s->len, needle, nlen);
+            if (found) {
+                lua_pushlstring(L, s->buf, s->len);
+                lua_pushboolean(L, !s->truncated);
+                lua_pushboolean(L, 0);
+            }
+            memmove(s->buf, s->buf + s->len - keep, keep);
+            s->len = keep;
             s->truncated = 1;
+            if (found) return 3;
         }
         if (scanner_fill(s) == 0) return 0;
     }
 }
 
-/* s:partial() -> the current incomplete last line (possibly "") */
+/* s:partial() -> the current incomplete last line (possibly ""), and
+ * whether its head was cut off (handed out by next() already) */
 static int l_scanner_partial(lua_State *L)
 {
     lscanner *s = check_scanner(L, 1);
     lua_pushlstring(L, s->buf ? s->buf : "", s->len);
     lua_pushboolean(L, s->truncated);
     return 2;
+}
+
+/* core.find(s, pattern [, init [, deadline]]) -> like string.find(s,
+ * pattern, init), or false when it gave up because the deadline passed
+ * (pmatch.c). A pending signal ends the run, as in any wait. */
+static int l_find(lua_State *L)
+{
+    size_t ls, lp;
+    const char *str = luaL_checklstring(L, 1, &ls);
+    const char *pat = luaL_checklstring(L, 2, &lp);
+    lua_Integer init = luaL_optinteger(L, 3, 1);
+    double deadline = luaL_optnumber(L, 4, 0);
+    int n = lmkh_pfind(L, str, ls, pat, lp, init > 1 ? (size_t)(init - 1) : 0, deadline);
+    if (n < 0) {
+        check_interrupt(L);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (n == 0) lua_pushnil(L);
+    return n ? n : 1;
 }
 
 static int l_scanner_gc(lua_State *L)
@@ -1061,7 +1107,7 @@ static const luaL_Reg funcs[] = {
     {"read", l_read}, {"size", l_size}, {"fs_full", l_fs_full}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
     {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
-    {"own_child", l_own_child}, {"open_file", l_open_file},
+    {"own_child", l_own_child}, {"open_file", l_open_file}, {"find", l_find},
     {NULL, NULL}
 };
 

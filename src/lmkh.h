@@ -17,4 +17,11 @@ void lmkh_open_http(lua_State *L);
 /* lproxy.c: adds the fault proxy's functions to the core table on top. */
 void lmkh_open_proxy(lua_State *L);
 
+/* pmatch.c: string.find(s, p, init + 1) that gives up when `deadline`
+ * (mkh_now() seconds; <= 0: none) passes or a signal is pending. Returns
+ * the number of values pushed (start, end, captures), 0 for no match (none
+ * pushed), -1 when it gave up. */
+int lmkh_pfind(lua_State *L, const char *s, size_t ls, const char *p, size_t lp,
+               size_t init, double deadline);
+
 #endif

@@ -241,9 +241,10 @@ local function pump_echo(self)
   if not self._echo then return end
   for _, sc in pairs(self._echo) do
     while true do
-      local line = sc:next("")
+      local line, _, at_end = sc:next("")
       if not line then break end
-      io.stderr:write("[", self.name, "] ", line, "\n")
+      -- a piece of a line too long to keep is not echoed: the line's tail is
+      if at_end then io.stderr:write("[", self.name, "] ", line, "\n") end
     end
   end
 end

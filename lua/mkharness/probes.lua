@@ -100,10 +100,31 @@ local function needle_of(pat)
 end
 P.needle_of = needle_of
 
-local function line_matches(pat, plain, line)
-  local r = table.pack(string.find(line, pat, 1, plain))
+-- Does the pattern end with a `$` anchor (not an escaped `%$`)?
+local function ends_anchored(pat)
+  if pat:sub(-1) ~= "$" then return false end
+  local k = #pat - 1
+  while k > 0 and pat:sub(k, k) == "%" do k = k - 1 end
+  return (#pat - 1 - k) % 2 == 0
+end
+
+-- `text` is a line, or a piece of a line too long to keep (README, output
+-- probe): `^` means the line's start and `$` its end, so an anchored
+-- pattern is not tried on a piece without that end. A piece that does not
+-- start the line begins with bytes the previous piece covered; its first
+-- byte is only there as context (for %f). Returns false when matching gave
+-- up at the deadline: the pattern backtracks too much.
+local function line_matches(p, text, at_start, at_end, deadline)
+  local r
+  if p.plain then
+    r = table.pack(string.find(text, p.banner, 1, true))
+  else
+    if (not at_start and p.banner:sub(1, 1) == "^") or (not at_end and p.dollar) then return nil end
+    r = table.pack(core.find(text, p.banner, at_start and 1 or 2, deadline))
+    if r[1] == false then return false end
+  end
   if not r[1] then return nil end
-  local m = { line = line }
+  local m = { line = text }
   for k = 3, r.n do m[#m + 1] = r[k] end
   return m
 end
@@ -120,6 +141,7 @@ function P.output(t, ctx)
   o.plain = o.plain or false
   if not o.plain then T.pattern(ctx, "banner", o.banner) end
   o.needle = o.plain and o.banner or needle_of(o.banner)
+  o.dollar = not o.plain and ends_anchored(o.banner)
   return new("output", o)
 end
 
@@ -142,20 +164,27 @@ local function output_attach(p, svc, from_end)
 end
 P.output_attach = output_attach
 
-local function output_check(p, st, svc)
+local function too_costly(p, text)
+  return string.format("the pattern %q backtracks too much on a line of %d bytes (matching it did not "
+    .. "finish before the deadline); use plain = true or a simpler pattern", p.banner, #text)
+end
+
+local function output_check(p, st, svc, deadline)
   if st.watch then st.watch:drain() end
   for _, sc in ipairs(st.scanners) do
     while true do
-      local line = sc:next(p.needle)
+      local line, at_start, at_end = sc:next(p.needle)
       if not line then break end
-      local m = line_matches(p.banner, p.plain, line)
+      local m = line_matches(p, line, at_start, at_end, deadline)
+      if m == false then return false, too_costly(p, line) end
       if m then svc.ready_match = m return true, m end
     end
-    local partial = sc:partial()
+    local partial, cut = sc:partial()
     -- the same prefilter as complete lines get: a pattern on a long
     -- unfinished line at every wake-up could cost quadratic time
     if partial ~= "" and (p.needle == "" or partial:find(p.needle, 1, true)) then
-      local m = line_matches(p.banner, p.plain, partial)
+      local m = line_matches(p, partial, not cut, true, deadline)
+      if m == false then return false, too_costly(p, partial) end
       if m then svc.ready_match = m return true, m end
     end
   end
