@@ -7,32 +7,39 @@ Error.__index = Error
 local KINDS = {
   ConfigError = true, SpawnError = true, AlreadyRunning = true,
   TimeoutExpired = true, ProcessExitedWithError = true,
-  ProcessFinishedWithError = true, ExecutorError = true,
+  ProcessFinishedWithError = true, ExecutorError = true, UnexpectedExit = true,
 }
 Error.KINDS = KINDS
 
+-- The first line starts with the user's file:line, as Lua's own errors do,
+-- so busted and the host show the line that failed.
 function Error.__tostring(e)
-  local parts = { e.kind, ": " }
+  local parts = { e.where and (e.where .. ": ") or "", e.kind, ": " }
   if e.name then parts[#parts + 1] = "[" .. e.name .. "] " end
-  parts[#parts + 1] = e.message
-  if e.where then parts[#parts + 1] = "\n  at " .. e.where end
+  parts[#parts + 1] = tostring(e.message)
   if e.command then parts[#parts + 1] = "\n  command: " .. e.command end
   if e.log_tail and e.log_tail ~= "" then
     parts[#parts + 1] = "\n  last output of " .. (e.name or "the service") .. ":\n    | "
     parts[#parts + 1] = e.log_tail:gsub("\n", "\n    | ")
   end
+  if type(e.cleanup) == "table" then
+    for _, c in ipairs(e.cleanup) do
+      parts[#parts + 1] = "\n  while cleaning up: " .. tostring(c):gsub("\n", "\n    ")
+    end
+  end
   return table.concat(parts)
 end
 
--- The first stack level outside the module's own files: where the user
--- called us. Shown in errors because error tables carry no position.
+-- The first stack level outside mkharness, luassert and busted: where the
+-- user called us. Shown in errors because error tables carry no position.
+local HIDDEN = { "mkharness[/\\][%w_]+%.lua$", "luassert[/\\]", "busted[/\\]", "[/\\]busted$" }
 local function where()
-  for level = 3, 40 do
+  for level = 3, 60 do
     local info = debug.getinfo(level, "Sl")
     if not info then break end
-    if info.currentline and info.currentline > 0 and not info.source:find("mkharness[/\\][%w_]+%.lua$") then
-      return info.short_src .. ":" .. info.currentline
-    end
+    local hidden = not (info.currentline and info.currentline > 0)
+    for _, pat in ipairs(HIDDEN) do hidden = hidden or info.source:find(pat) ~= nil end
+    if not hidden then return info.short_src .. ":" .. info.currentline end
   end
 end
 

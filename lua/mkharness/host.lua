@@ -155,6 +155,12 @@ function H.main(o)
   end
   local ok, e = xpcall(fn, traceback, table.unpack(o.mode == "script" and argv or {}))
   if not ok then return finish(1, failure_text(e)) end
+  -- a crash the script made no harness call after still fails the run
+  local mk = package.loaded["mkharness"]
+  if o.mode == "script" and type(mk) == "table" and mk._check_crashes then
+    ok, e = xpcall(mk._check_crashes, traceback)
+    if not ok then return finish(1, failure_text(e)) end
+  end
   return finish(0)
 end
 

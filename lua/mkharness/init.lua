@@ -117,6 +117,7 @@ local COMMON = {
   expected_returncode = T.returncode, env = T.env, clear_env = T.boolean,
   cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
   echo = T.boolean, already_running = T.enum("error", "reuse", "ignore"),
+  on_exit = T.enum("fail", "ignore", "restart"), max_restarts = T.count,
   ready = function(_, _, v) return v end,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
 }
@@ -179,6 +180,8 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   self.stderr = o.stderr or "capture"
   self.echo = o.echo
   self.already_running = o.already_running or "error"
+  self.on_exit = o.on_exit or "fail"
+  self.max_restarts = o.max_restarts or 5
   local probes = P.list(ctx, o.ready)
   if probes_of then
     for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
@@ -255,6 +258,81 @@ local function pump_all_echo()
   for svc in pairs(echoing) do pump_echo(svc) end
 end
 
+---------------------------------------------------------------- crashes
+-- A started service is held by the run until it is stopped or torn down,
+-- so the collector never decides its fate. A service that ends while it
+-- should be running - not by this scenario's stop(), kill() or a signal()
+-- that ends it, and not an exit 0 of a service without readiness - has
+-- crashed: that is an event at once, and the scenario's next harness call
+-- raises UnexpectedExit (on_exit = "fail"), or it is recorded ("ignore"),
+-- or started again ("restart", at most max_restarts times).
+local held = {}
+
+-- signals a scenario sends to end a service: an exit after one is not a crash
+local ENDING = {}
+for _, n in ipairs { "TERM", "INT", "QUIT", "KILL", "ABRT" } do ENDING[core.signum(n)] = true end
+
+-- Look at one held service; returns its crash record when it has just crashed.
+local function notice_exit(svc)
+  local proc = svc._proc
+  if svc._exit_seen or svc._stopped or not proc or not svc._ready_at then return nil end
+  local code = proc:poll()
+  if not code then return nil end
+  svc._exit_seen, svc._exit = true, code
+  local sig = svc._signalled
+  if svc._ending or (code == 0 and #svc._probes == 0) or
+     (sig and (ENDING[sig] or code == -sig or code == 128 + sig)) then
+    events.emit("exited", { service = svc.name, exit_code = code },
+      string.format("%s: exited (%s)", svc.name, describe_code(code)))
+    return nil
+  end
+  local now = core.now()
+  local c = { code = code, at = now, since_ready = now - svc._ready_at }
+  svc._crash = c
+  events.emit("crashed", { service = svc.name, exit_code = code, since_ready = c.since_ready },
+    string.format("%s: CRASHED: %s, %s after it was ready", svc.name, describe_code(code), fmt_s(c.since_ready)))
+  if svc.on_exit == "ignore" then
+    c.reported = true
+  elseif svc.on_exit == "restart" and (svc._restarts or 0) < svc.max_restarts then
+    c.reported = true
+    svc._restarts = (svc._restarts or 0) + 1
+    events.emit("restarting", { service = svc.name, restarts = svc._restarts },
+      string.format("%s: restarting (on_exit = \"restart\", %d of %d)", svc.name, svc._restarts, svc.max_restarts))
+    svc:start()
+  end
+  return c
+end
+
+local function crash_error(svc)
+  local c = svc._crash
+  c.reported, c.raised = true, true
+  svc_error(svc, "UnexpectedExit", string.format("%s while it should have been running (%s after it was ready, %s ago)",
+    describe_code(c.code), fmt_s(c.since_ready), fmt_s(core.now() - c.at)),
+    { exit_code = c.code, since_ready = c.since_ready, crashed_at = c.at })
+end
+
+-- Every harness call looks: raise the first crash not yet reported (a
+-- call about `except` itself judges that service's exit its own way).
+local function check_crashes(except)
+  for svc in pairs(held) do notice_exit(svc) end
+  for svc in pairs(held) do
+    local c = svc._crash
+    if c and not c.reported and svc ~= except then crash_error(svc) end
+  end
+end
+M._check_crashes = function() check_crashes(nil) end
+
+-- pidfds of held services that may still crash, for the wait loop's poll
+local function crash_fds(fds)
+  for svc in pairs(held) do
+    if svc._ready_at and not svc._exit_seen and not svc._stopped then
+      local fd = svc._proc:fd()
+      if fd then fds[#fds + 1] = fd end
+    end
+  end
+  return fds
+end
+
 ---------------------------------------------------------------- waiting
 -- One loop waits for any number of "waiters" (a start, a group start,
 -- wait_output, wait_for, wait_until): it checks what is due, then sleeps in
@@ -329,6 +407,7 @@ end
 
 local function wait_all(waiters)
   while true do
+    check_crashes(waiters.except)
     local now = core.now()
     local fds, wake = {}, math.huge
     local pending = false
@@ -369,7 +448,7 @@ local function wait_all(waiters)
     if not pending then return end
     pump_all_echo()
     local left = wake == math.huge and -1 or math.max(0, wake - core.now())
-    core.poll(fds, left)
+    core.poll(crash_fds(fds), left)
   end
 end
 
@@ -456,6 +535,8 @@ function Service:_launch()
     svc_error(self, "SpawnError", err, { log_tail = "" })
   end
   self._proc, self._exit, self._stopped = proc, nil, false
+  self._exit_seen, self._crash, self._ending, self._signalled, self._ready_at = nil, nil, nil, nil, nil
+  held[self] = true
   if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
     self._echo = {}
     for _, s in ipairs { "stdout", "stderr" } do
@@ -468,11 +549,12 @@ function Service:_launch()
   end
   events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
-  if #self._probes == 0 then return nil end
+  if #self._probes == 0 then self._ready_at = core.now() return nil end
   local probes = self._probes
   return make_waiter(self, probes, {
     t0 = t0, timeout = self.timeout or nil, states = states,
     on_ready = function(w)
+      self._ready_at = core.now()
       for i, p in ipairs(probes) do p:detach(states[i]) end
       local how = {}
       local attempts = 0
@@ -492,8 +574,9 @@ function Service:_launch()
 end
 
 function Service:start()
+  check_crashes(self)
   local w = self:_launch()
-  if w then wait_all { w } end
+  if w then wait_all { w, except = self } end
   return self
 end
 
@@ -517,6 +600,8 @@ function Service:_stop_begin(opts)
     expected = o.expected_returncode == nil and self.expected_returncode or o.expected_returncode,
     t0 = core.now(),
   }
+  notice_exit(self)
+  self._ending = true
   s.code = proc:poll()
   if not s.code then
     proc:signal(s.sig)
@@ -551,11 +636,22 @@ function Service:_stop_finish(s)
   end
   proc:sweep()
   self._stopped, self._exit = true, code
+  held[self] = nil
   pump_echo(self)
   local took = core.now() - s.t0
-  events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
-    string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code),
-      s.escalated and string.format(", did not stop on SIG%s within %s: killed", core.signame(s.sig) or s.sig, fmt_s(s.timeout)) or ""))
+  local crash = self._crash
+  if s.code then
+    -- it had ended before stop(): say how, never as if stop() had done it
+    events.emit("cleaned", { service = self.name, exit_code = code, crashed = crash and true or nil },
+      string.format("%s: was not running at stop() (%s%s); cleaned up", self.name,
+        crash and "crashed: " or "", describe_code(code)))
+    if crash and crash.raised then return end -- already reported as UnexpectedExit
+    if crash then crash.reported = true end
+  else
+    events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
+      string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code),
+        s.escalated and string.format(", did not stop on SIG%s within %s: killed", core.signame(s.sig) or s.sig, fmt_s(s.timeout)) or ""))
+  end
   if s.forced then
     svc_error(self, "ExecutorError", string.format(
       "stop(): ignored SIG%s and then kill_signal SIG%s for %s each; killed with SIGKILL (%s)",
@@ -574,6 +670,7 @@ function Service:stop(opts)
   if opts ~= nil and type(opts) ~= "table" then
     Error.raise("ConfigError", { message = "stop: takes an optional table of options, got " .. O.describe(opts) })
   end
+  check_crashes(self)
   local s = self:_stop_begin(opts)
   if s then self:_stop_finish(s) end
   return self
@@ -585,6 +682,8 @@ function Service:kill(opts)
   local sig = o.signal or self.kill_signal
   local proc = self._proc
   if not proc or self._stopped then return self end
+  notice_exit(self)
+  self._ending = true
   if not proc:poll() then
     proc:signal(sig)
     if sig ~= KILL then proc:signal(core.signum("CONT")) end
@@ -594,6 +693,7 @@ function Service:kill(opts)
     if code then
       proc:sweep()
       self._stopped, self._exit = true, code
+      held[self] = nil
       pump_echo(self)
       events.emit("killed", { service = self.name, signal = sig, exit_code = code },
         string.format("%s: killed with SIG%s (%s)", self.name, core.signame(sig) or sig, describe_code(code)))
@@ -602,8 +702,12 @@ function Service:kill(opts)
   return self
 end
 
+-- A service that crashed (its crash already reported) is started again.
 function Service:restart()
-  self:stop()
+  check_crashes(self)
+  notice_exit(self)
+  if self._crash then self._crash.reported = true end
+  if self:running() then self:stop() end
   return self:start()
 end
 
@@ -633,7 +737,9 @@ end
 
 function Service:signal(sig)
   local n = T.signal("signal", "sig", sig)
+  check_crashes(self)
   need_running(self, "signal()")
+  self._signalled = n
   self._proc:signal(n)
   return self
 end
@@ -679,6 +785,8 @@ function Service:wait_exit(opts)
     svc_error(self, "ExecutorError", "wait_exit() needs a started service")
   end
   if self._stopped then return self._exit end
+  check_crashes(self)
+  self._ending = true -- waited for: its exit is expected
   local timeout = o.timeout == nil and self.timeout or o.timeout
   local code = self._proc:wait(timeout or nil)
   if not code then
@@ -724,7 +832,7 @@ function Service:wait_output(pat, opts)
           pat, describe_code(self._exit)), log_tail = log_tail(self, 20) })
     end
   else
-    ok, err = pcall(wait_all, { w })
+    ok, err = pcall(wait_all, { w, except = self })
   end
   probe:detach(st)
   local m = self.ready_match
@@ -739,13 +847,31 @@ function Service:wait_for(fn)
   end
   local w = make_waiter(self, { P.fn(fn) }, { timeout = self.timeout or nil, what_done = "satisfied",
     on_fail = function() self:kill() end })
-  wait_all { w }
+  wait_all { w, except = self }
   return self
 end
 
-function Service:__close() self:stop() end
-function Service:__gc()
-  if self._proc and not self._stopped then pcall(Service.kill, self) end
+-- Cleanup while an error unwinds never raises: what it found goes with the
+-- pending error (e.cleanup on a table error; a note on stderr otherwise),
+-- which stays the error reported.
+local function attach_cleanup(err, found, what)
+  local text = what .. ": " .. tostring(found)
+  if type(err) == "table" then
+    local ok = pcall(function()
+      err.cleanup = err.cleanup or {}
+      err.cleanup[#err.cleanup + 1] = found
+    end)
+    if ok then return end
+  end
+  events.emit("cleanup_error", { message = text }, nil)
+  io.stderr:write("mkharness: while unwinding from an error, ", text, "\n")
+end
+M._attach_cleanup = attach_cleanup
+
+function Service:__close(err)
+  if err == nil then return self:stop() end
+  local ok, found = pcall(Service.stop, self)
+  if not ok then attach_cleanup(err, found, "stop() of " .. self.name) end
 end
 
 ---------------------------------------------------------------- executors
@@ -806,6 +932,7 @@ function M.group(list)
 end
 
 function Group:start()
+  check_crashes()
   local waiters, launched = {}, {}
   local ok, err = pcall(function()
     for _, svc in ipairs(self.members) do
@@ -840,7 +967,11 @@ function Group:stop()
   return self
 end
 
-function Group:__close() self:stop() end
+function Group:__close(err)
+  if err == nil then return self:stop() end
+  local ok, found = pcall(Group.stop, self)
+  if not ok then attach_cleanup(err, found, "stop() of a group") end
+end
 function Group:__tostring() return string.format("mkharness.group (%d members)", #self.members) end
 
 ---------------------------------------------------------------- module functions
@@ -857,10 +988,17 @@ function M.wait_until(fn, opts)
   return w.probes[1].detail
 end
 
+-- Sleeps in poll on the held services' pidfds, so a crash is an event
+-- (and an UnexpectedExit) at once, not when the sleep is over.
 function M.sleep(s)
   T.seconds("mk.sleep", "seconds", s)
-  pump_all_echo()
-  core.sleep(s)
+  local deadline = core.now() + s
+  repeat
+    check_crashes()
+    pump_all_echo()
+    core.poll(crash_fds {}, math.max(0, deadline - core.now()))
+  until core.now() >= deadline
+  check_crashes()
   pump_all_echo()
 end
 
@@ -903,10 +1041,12 @@ function M.run(t)
   end
   svc._proc:sweep()
   svc._stopped = true
+  held[svc] = nil
   local res = { code = code, stdout = svc:output(), stderr = svc:err_output() }
   for _, path in pairs(svc._logs) do os.remove(path) end
   services[svc] = nil
   used_names[svc.name] = nil
+  check_crashes()
   return res
 end
 
@@ -935,9 +1075,11 @@ function M.http_request(t)
   if not o.url then O.fail("mk.http_request", "url", "is required") end
   O.url("mk.http_request", "url", o.url)
   local method, max_body = (o.method or "GET"):upper(), o.max_body or MAX_BODY
+  check_crashes()
   local res, err = core.http_request { url = o.url, method = method,
     headers = P.header_list("mk.http_request", o.headers or {}), body = o.body,
     timeout = o.timeout == nil and 30 or (o.timeout or 1e9), insecure = o.insecure, max_body = max_body }
+  check_crashes()
   if not res then Error.raise("ExecutorError", { message = "http request failed: " .. err, url = o.url }) end
   if res.truncated then
     Error.raise("ExecutorError", { message = string.format("http request failed: %s %s: the body exceeded max_body (%d bytes)",
@@ -961,13 +1103,21 @@ M.json = { encode = json.encode, decode = function(s) return json.decode(s) end,
 function M.proxy(t) return require("mkharness.proxy").new(t) end
 
 -- Stop every service still running (used at the end of a run).
+-- Crashes not yet seen are events now (never worded as stops).
 function M._teardown()
+  for svc in pairs(held) do notice_exit(svc) end
   core.teardown(true)
   for svc in pairs(services) do
     if svc._proc and not svc._stopped then
+      local was = svc._exit_seen
       svc._stopped = true
       svc._exit = svc._proc:poll()
+      if not was then
+        events.emit("torn_down", { service = svc.name, exit_code = svc._exit },
+          string.format("%s: stopped by teardown (%s)", svc.name, describe_code(svc._exit)))
+      end
     end
+    held[svc] = nil
   end
   pump_all_echo()
 end

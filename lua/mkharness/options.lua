@@ -95,6 +95,10 @@ function T.returncode(ctx, k, v)
   end
   return v
 end
+function T.count(ctx, k, v)
+  if math.type(v) ~= "integer" or v < 0 then fail(ctx, k, "must be an integer >= 0", v) end
+  return v
+end
 function T.env(ctx, k, v)
   if type(v) ~= "table" then fail(ctx, k, "must be a table of NAME = value (string) or false", v) end
   local out = {}
