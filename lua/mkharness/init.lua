@@ -98,9 +98,6 @@ Service.__index = Service
 M.Service = Service
 
 local function new_service(kind, ctx, t, extra_schema, probes_of)
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = ctx .. " takes one table of options, got " .. O.describe(t) })
-  end
   local argv, shown = O.command(ctx, t)
   local o = O.check(ctx, t, extra_schema)
   local self = setmetatable({}, Service)
@@ -453,7 +450,7 @@ local STOP = { signal = T.signal, timeout = T.seconds, expected_returncode = T.r
 -- Phase 1 of a stop: signal the group. Returns the state phase 2 needs,
 -- or nil when there is nothing to stop. Split so a group stops in parallel.
 function Service:_stop_begin(opts)
-  local o = O.check("stop", opts or {}, STOP)
+  local o = O.check("stop", opts, STOP)
   if self._adopted then self._adopted = nil return nil end
   local proc = self._proc
   if not proc or self._stopped then return nil end
@@ -500,9 +497,6 @@ function Service:_stop_finish(s)
 end
 
 function Service:stop(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    Error.raise("ConfigError", { message = "stop: takes an optional table of options, got " .. O.describe(opts) })
-  end
   local s = self:_stop_begin(opts)
   if s then self:_stop_finish(s) end
   return self
@@ -510,7 +504,7 @@ end
 
 local KILL = { signal = T.signal, wait = T.boolean }
 function Service:kill(opts)
-  local o = O.check("kill", opts or {}, KILL)
+  local o = O.check("kill", opts, KILL)
   local sig = o.signal or core.signum("KILL")
   local proc = self._proc
   if not proc or self._stopped then return self end
@@ -603,7 +597,7 @@ function Service:paused(fn) return around(self, "paused", Service.pause, Service
 
 local WAIT_EXIT = { timeout = T.timeout }
 function Service:wait_exit(opts)
-  local o = O.check("wait_exit", opts or {}, WAIT_EXIT)
+  local o = O.check("wait_exit", opts, WAIT_EXIT)
   if not self._proc then
     svc_error(self, "ExecutorError", "wait_exit() needs a started service")
   end
@@ -633,7 +627,7 @@ local WAIT_OUTPUT = {
 }
 function Service:wait_output(pat, opts)
   local ctx = "wait_output"
-  local o = O.check(ctx, opts or {}, WAIT_OUTPUT)
+  local o = O.check(ctx, opts, WAIT_OUTPUT)
   if o.plain then T.nonempty(ctx, "pattern", pat) else T.pattern(ctx, "pattern", pat) end
   if not self._logs then svc_error(self, "ExecutorError", "wait_output() needs a started service") end
   local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false }
@@ -778,7 +772,7 @@ function M.wait_until(fn, opts)
   if type(fn) ~= "function" then
     Error.raise("ConfigError", { message = "mk.wait_until(fn, opts): fn must be a function, got " .. O.describe(fn) })
   end
-  local o = O.check("mk.wait_until", opts or {}, WAIT_UNTIL)
+  local o = O.check("mk.wait_until", opts, WAIT_UNTIL)
   local timeout = o.timeout == nil and 10 or o.timeout
   local w = make_waiter(nil, { P.fn(fn) }, { timeout = timeout or nil, interval = o.interval,
     message = o.message, what_done = "true" })
@@ -815,10 +809,8 @@ end
 local RUN = { timeout = T.timeout, stdin = T.string, env = T.env, cwd = T.nonempty, clear_env = T.boolean,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
 function M.run(t)
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = "mk.run takes one table, got " .. O.describe(t) })
-  end
   local o = O.check("mk.run", t, RUN)
+  t = t or {}
   local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env,
     cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
   for i, a in ipairs(t) do spec[i] = a end
@@ -843,9 +835,6 @@ local HTTP_REQ = { url = T.nonempty, method = T.nonempty, headers = T.table, bod
   timeout = T.timeout, insecure = T.boolean }
 function M.http_request(t)
   if type(t) == "string" then t = { url = t } end
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = "mk.http_request takes a table, got " .. O.describe(t) })
-  end
   local o = O.check("mk.http_request", t, HTTP_REQ)
   if not o.url then O.fail("mk.http_request", "url", "is required") end
   O.url("mk.http_request", "url", o.url)
@@ -857,6 +846,7 @@ function M.http_request(t)
 end
 
 function M.get(url, opts)
+  O.check("mk.get", opts, HTTP_REQ)
   local t = { url = url }
   for k, v in pairs(opts or {}) do t[k] = v end
   return M.http_request(t)

@@ -206,9 +206,22 @@ function T.pattern(ctx, k, v)
   return v
 end
 
+-- The options argument itself: nil means none given; anything but a plain
+-- table is refused here, once, so no caller iterates a number or a string.
+-- The error's `option` is "opts": the options argument as a whole.
+local function options_table(ctx, t)
+  if t == nil then return {} end
+  if type(t) ~= "table" then
+    Error.raise("ConfigError", { option = "opts",
+      message = string.format("%s: takes a table of options, got %s", ctx, describe(t)) })
+  end
+  return t
+end
+
 -- check(ctx, t, schema, skip) -> copy of t's keyed options, validated.
--- schema: name -> checker; `skip` names keys handled elsewhere.
+-- schema: name -> checker; `skip` names keys handled elsewhere. t may be nil.
 function O.check(ctx, t, schema, skip)
+  t = options_table(ctx, t)
   local out = {}
   for k, v in pairs(t) do
     if math.type(k) == "integer" then
@@ -236,6 +249,7 @@ end
 -- The command, given in exactly one of three ways (DESIGN 2.1).
 -- Returns argv (a list of strings) and its display form.
 function O.command(ctx, t)
+  t = options_table(ctx, t)
   local n = 0
   for k in pairs(t) do
     if math.type(k) == "integer" then

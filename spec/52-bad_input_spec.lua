@@ -1,0 +1,54 @@
+-- Arguments of the wrong shape, found by an attacker: each must end in a
+-- harness error that names the function or option, never a raw Lua error
+-- from deep inside (or a crash of the C binding).
+local H = require "spec.helpers"
+local mk = require "mkharness"
+local FX = H.fx
+
+local expect_error = H.expect_error
+
+describe("bad input", function()
+  H.leakcheck()
+
+  describe("an options argument that is not a table", function()
+    local function refused(ctx, fn)
+      local e = expect_error("ConfigError", fn)
+      local msg = tostring(e)
+      assert(msg:find(ctx .. ": takes a table of options, got number 5", 1, true), msg)
+      assert.equal("opts", e.option)
+    end
+
+    it("on a started service's methods", function()
+      local svc <close> = mk.process { FX, "--print", "hi", "--forever" }:start()
+      refused("kill", function() svc:kill(5) end)
+      refused("wait_exit", function() svc:wait_exit(5) end)
+      refused("wait_output", function() svc:wait_output("hi", 5) end)
+      refused("stop", function() svc:stop(5) end)
+      assert.is_true(svc:running())
+    end)
+
+    it("on module functions and probe constructors", function()
+      refused("mk.wait_until", function() mk.wait_until(function() return true end, 5) end)
+      refused("mk.get", function() mk.get("http://127.0.0.1:1/", 5) end)
+      refused("mk.http_request", function() mk.http_request(5) end)
+      refused("mk.run", function() mk.run(5) end)
+      refused("mk.process", function() mk.process(5) end)
+      refused("mk.proxy", function() mk.proxy(5) end)
+      for _, kind in ipairs { "output", "tcp", "unix", "http", "file", "notify", "exec" } do
+        refused("mk.probe." .. kind, function() mk.probe[kind](5) end)
+      end
+    end)
+
+    it("a string is refused too (not iterated)", function()
+      local e = expect_error("ConfigError", function() mk.probe.tcp("x") end)
+      assert.matches('mk.probe.tcp: takes a table of options, got string "x"', tostring(e), 1, true)
+    end)
+
+    it("false is refused, nil means no options", function()
+      local svc <close> = mk.process { FX, "--forever" }:start()
+      expect_error("ConfigError", function() svc:kill(false) end)
+      svc:kill(nil)
+      assert.is_false(svc:running())
+    end)
+  end)
+end)
