@@ -67,7 +67,7 @@ end
 
 ---------------------------------------------------------------- options
 local COMMON = {
-  name = T.nonempty, timeout = T.timeout, interval = T.interval,
+  name = T.service_name, timeout = T.timeout, interval = T.interval,
   stop_timeout = T.seconds, stop_signal = T.signal, kill_signal = T.signal,
   expected_returncode = T.returncode, env = T.env, clear_env = T.boolean,
   cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
@@ -107,7 +107,7 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   local base = o.name
   if not base then
     base = t.shell and (t.shell:match("^%s*([^%s]+)") or "sh") or argv[1]
-    base = base:match("([^/]+)/*$") or base
+    base = (base:match("([^/]+)/*$") or base):sub(1, O.NAME_MAX) -- a derived name is cut, not refused
   end
   self.name = o.name and unique_name(o.name) or unique_name(base)
   self.timeout = o.timeout == nil and 60 or o.timeout

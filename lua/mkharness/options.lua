@@ -51,6 +51,19 @@ function T.nonempty(ctx, k, v)
   if v:find("\0", 1, true) then fail(ctx, k, "must not contain a NUL byte") end
   return v
 end
+-- A service name becomes part of its log files' names and of the
+-- MKHARNESS_SERVICE=<run id>/<name> token the sweep matches exactly, held in
+-- 127 bytes in C: 18 + a run id of up to 16 + 1 leave 92, less room for the
+-- "-N" that makes a reused name unique.
+O.NAME_MAX = 80
+function T.service_name(ctx, k, v)
+  T.nonempty(ctx, k, v)
+  if #v > O.NAME_MAX then
+    fail(ctx, k, string.format("is too long: %d bytes, at most %d (it names the log files and the " ..
+      "MKHARNESS_SERVICE token, 127 bytes in all)", #v, O.NAME_MAX), v)
+  end
+  return v
+end
 -- a checker that only wants a Lua type
 local function of_type(tname, msg)
   return function(ctx, k, v)
