@@ -77,4 +77,39 @@ describe("bad input", function()
       assert.equal(("p"):rep(80), svc.name)
     end)
   end)
+
+  describe("odd errors", function()
+    it("error(42) in a scenario is reported as 42, as lua does", function()
+      local r = H.scenario("error(42)")
+      assert.equal(1, r.code)
+      assert.matches("mkharness: FAILED: 42\n", r.stderr, 1, true)
+      r = H.scenario("error(setmetatable({}, {}))")
+      assert.matches("mkharness: FAILED: (error object is a table value)", r.stderr, 1, true)
+    end)
+
+    -- a service that starts once: the restart of stopped() fails
+    local function once()
+      local mark = mk.tmpdir() .. "/started"
+      return mk.output { shell = "test -e " .. mark .. " && exit 3; touch " .. mark .. "; exec " .. FX ..
+        " --print ready --forever", banner = "ready", timeout = 5 }:start()
+    end
+
+    it("stopped(fn): fn's harness error is raised, the failed restart is in e.cleanup", function()
+      local svc <close> = once()
+      local ok, e = pcall(svc.stopped, svc, function(s) s:signal("NOPE") end)
+      assert.is_false(ok)
+      assert(mk.is_error(e, "ConfigError"), tostring(e))
+      assert.equal(1, #e.cleanup)
+      assert(mk.is_error(e.cleanup[1], "ProcessExitedWithError"), tostring(e.cleanup[1]))
+      assert.matches("while undoing: ProcessExitedWithError", tostring(e), 1, true)
+    end)
+
+    it("stopped(fn): fn's string error is raised, the failed restart appended", function()
+      local svc <close> = once()
+      local ok, e = pcall(svc.stopped, svc, function() error("boom", 0) end)
+      assert.is_false(ok)
+      assert.equal("string", type(e))
+      assert.matches("^boom\n%(while restarting: ProcessExitedWithError", e)
+    end)
+  end)
 end)

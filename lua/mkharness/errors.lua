@@ -17,6 +17,9 @@ function Error.__tostring(e)
   parts[#parts + 1] = e.message
   if e.where then parts[#parts + 1] = "\n  at " .. e.where end
   if e.command then parts[#parts + 1] = "\n  command: " .. e.command end
+  for _, c in ipairs(type(e.cleanup) == "table" and e.cleanup or {}) do -- undo steps that failed too
+    parts[#parts + 1] = "\n  then, while undoing: " .. tostring(c):gsub("\n", "\n    ")
+  end
   if e.log_tail and e.log_tail ~= "" then
     parts[#parts + 1] = "\n  last output of " .. (e.name or "the service") .. ":\n    | "
     parts[#parts + 1] = e.log_tail:gsub("\n", "\n    | ")

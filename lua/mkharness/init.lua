@@ -587,7 +587,21 @@ local function around(self, what, before, after, fn)
   end
   local r = table.pack(pcall(fn, self))
   local ok2, err2 = pcall(after, self)
-  if not r[1] then error(r[2], 0) end
+  if not r[1] then
+    -- fn's error is the one raised; a failed undo rides along, not lost:
+    -- in e.cleanup (a list of errors) of a harness error, or appended to a
+    -- string message
+    local e = r[2]
+    if not ok2 then
+      if Error.is(e) then
+        e.cleanup = e.cleanup or {}
+        e.cleanup[#e.cleanup + 1] = err2
+      elseif type(e) == "string" then
+        e = string.format("%s\n(while %s: %s)", e, what == "stopped" and "restarting" or "resuming", tostring(err2))
+      end
+    end
+    error(e, 0)
+  end
   if not ok2 then error(err2, 0) end
   return table.unpack(r, 2, r.n)
 end
