@@ -112,4 +112,60 @@ describe("bad input", function()
       assert.matches("^boom\n%(while restarting: ProcessExitedWithError", e)
     end)
   end)
+
+  describe("mk.core given bad lists and numbers", function()
+    local core = mk.core
+    local function len_of(n) return setmetatable({}, { __len = function() return n end }) end
+    local function refused(pattern, fn, ...)
+      local ok, err = pcall(fn, ...)
+      assert.is_false(ok, "accepted")
+      assert.matches(pattern, tostring(err))
+    end
+
+    it("spawn: an empty argv, odd lengths, non-strings are refused, nothing starts", function()
+      refused("argv has length 0", core.spawn, { argv = {}, env = {} })
+      refused("argv has length %-1", core.spawn, { argv = len_of(-1), env = {} })
+      refused("env has length %-1", core.spawn, { argv = { "true" }, env = len_of(-1) })
+      refused("argv has length " .. math.maxinteger, core.spawn, { argv = len_of(math.maxinteger), env = {} })
+      refused("argv has length 1099511627776", core.spawn, { argv = len_of(1 << 40), env = {} })
+      refused("argv%[2%] must be a string, got nil", core.spawn, { argv = setmetatable({ "true" }, { __len = function() return 2 end }), env = {} })
+      refused("argv%[1%] must be a string, got number", core.spawn, { argv = { 1 }, env = {} })
+      refused("env%[1%] must be a string, got table", core.spawn, { argv = { "true" }, env = { {} } })
+      refused("argv%[1%] contains a NUL byte", core.spawn, { argv = { "tr\0ue" }, env = {} })
+      refused("argv must be a list of strings, got nil", core.spawn, { env = {} })
+      refused("stop_timeout", core.spawn, { argv = { "true" }, env = {}, stop_timeout = 1 / 0 })
+    end)
+
+    it("poll, sleep, wait: odd lengths and NaN or huge timeouts", function()
+      refused("fds has length %-1", core.poll, len_of(-1), 0)
+      refused("fds has length", core.poll, len_of(math.maxinteger), 0)
+      assert.same({}, core.poll({}, 0 / 0))
+      assert.same({}, core.poll({}, -0.0))
+      core.sleep(0 / 0)
+      local proc = assert(core.spawn { argv = { H.fx, "--forever" }, env = {}, stdout = "null", stderr = "null" })
+      refused("timeout is NaN", proc.wait, proc, 0 / 0)
+      assert.is_nil(proc:wait(-1)) -- negative: no wait at all
+      proc:signal(9)
+      assert.equal(-9, proc:wait(1e300)) -- far deadline: waits in slices, no overflow
+      proc:sweep()
+    end)
+
+    it("http_request: odd header lists and timeouts", function()
+      local res, err = core.http_request { url = "http://127.0.0.1:1/", timeout = 1, headers = len_of(math.maxinteger) }
+      assert.is_nil(res)
+      assert.is_string(err)
+      refused("timeout", core.http_request, { url = "http://127.0.0.1:1/", timeout = 0 / 0 })
+      refused("timeout", core.http_request, { url = "http://127.0.0.1:1/", timeout = 1 / 0 })
+    end)
+
+    it("proxy faults: no infinite or negative delays", function()
+      local p = assert(core.proxy("127.0.0.1", 0, "127.0.0.1", 1))
+      refused("latency", p.faults, p, 1 / 0, 0, 0, false)
+      refused("jitter", p.faults, p, 0, 0 / 0, 0, false)
+      refused("bandwidth", p.faults, p, 0, 0, -1, false)
+      p:faults(0, 0, 0, false)
+      local px = mk.proxy { upstream = "127.0.0.1:1" }
+      H.expect_error("ConfigError", function() px:latency(1e300) end)
+    end)
+  end)
 end)

@@ -41,10 +41,13 @@ local SCHEMA = {
 }
 
 -- A number of milliseconds (or bytes per second): finite, >= 0 (> 0).
+-- a delay is at most a day: the proxy thread computes deadlines from it
+local DAY_MS = 86400 * 1000
 local function amount(ctx, k, v, positive, unit)
   if type(v) ~= "number" or v ~= v or v == math.huge or v < 0 or (positive and v == 0) then
     fail(ctx, k, string.format("must be a %s number of %s", positive and "positive" or "non-negative", unit), v)
   end
+  if unit == "milliseconds" and v > DAY_MS then fail(ctx, k, "must be at most a day (86400000 ms)", v) end
   return v
 end
 
