@@ -827,7 +827,9 @@ function M.run(t)
   t = t or {}
   local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env,
     cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
-  for i, a in ipairs(t) do spec[i] = a end
+  -- the argv by its keys, as O.command reads it: ipairs would follow an
+  -- __index for ever
+  for k, a in pairs(t) do if math.type(k) == "integer" then spec[k] = a end end
   local svc = M.process(spec)
   svc:start()
   local ok, code = pcall(Service.wait_exit, svc, { timeout = o.timeout == nil and 60 or o.timeout })
