@@ -11,7 +11,7 @@ local core = mk.core
 local FX = H.fx
 
 local SEED = tonumber(os.getenv("MKH_FUZZ_SEED") or "") or 20261129
-local CALLS = 5000
+local CALLS = 3000
 local MARK = "fuzz-callback-error" -- raised by the fuzzer's own callbacks
 
 local function len_of(n) return setmetatable({}, { __len = function() return n end }) end
