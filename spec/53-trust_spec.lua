@@ -77,14 +77,19 @@ describe("never a stranger", function()
       KEEP = mk.process { ]] .. string.format("%q", H.fx) .. [[, "--forever", name = "b" }:start()
       io.stdout:write("B ", KEEP:pid(), "\nREADY\n") io.stdout:flush()
       mk.sleep(60)
-    ]], name = "host", env = { MKHARNESS_TMPDIR = dir } }:start()
-    finally(function() pcall(host.kill, host) end)
+    ]], name = "host", env = { MKHARNESS_TMPDIR = dir }, on_exit = "ignore" }:start()
+    local finish
+    -- busted keeps one finally per test: it ends both
+    finally(function()
+      pcall(host.kill, host)
+      if finish then finish() end
+    end)
     host:wait_output("READY", { timeout = 20 })
     local a = tonumber(host:output():match("A (%d+)"))
     local b = tonumber(host:output():match("B (%d+)"))
-    local spid, finish = stranger(a)
+    local spid
+    spid, finish = stranger(a)
     if not spid then pending("could not place a stranger at pid " .. a) return end
-    finally(finish)
     wait_alive_state(spid)
     -- SIGKILL the supervisor and the host together: only the guardian acts
     local inner = tonumber((H.slurp("/proc/" .. host:pid() .. "/task/" .. host:pid() .. "/children") or ""):match("%d+"))

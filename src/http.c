@@ -151,6 +151,8 @@ static int l_http_request(lua_State *L)
     const char *body = lua_tolstring(L, -1, &blen);
     lua_getfield(L, 1, "timeout");
     double timeout = luaL_optnumber(L, -1, 30);
+    /* converted to a long of ms below */
+    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 1, "timeout must be 0 to 1e9 seconds");
     lua_getfield(L, 1, "insecure");
     int insecure = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_body");
@@ -201,10 +203,13 @@ static int l_http_request(lua_State *L)
     struct curl_slist *hdrs = NULL;
     lua_getfield(L, 1, "headers");
     if (lua_istable(L, -1)) {
-        lua_Integer n = luaL_len(L, -1);
+        /* raw reads up to the raw length: a __len or __index cannot make
+         * this loop run for ever or hand curl a NULL */
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
         for (lua_Integer i = 1; i <= n; i++) {
-            lua_geti(L, -1, i);
-            hdrs = cu.slist_append(hdrs, lua_tostring(L, -1));
+            lua_rawgeti(L, -1, i);
+            const char *h = lua_tostring(L, -1);
+            if (h) hdrs = cu.slist_append(hdrs, h);
             lua_pop(L, 1);
         }
     }

@@ -77,25 +77,55 @@ static int exit_code(int status)
     return 0;
 }
 
-/* Array of strings at t[key] (or the array part of t when key is NULL) as a
- * NULL-terminated vector allocated in a userdata kept on the stack. */
-static char **string_vector(lua_State *L, int t, const char *key)
+/* The most elements a list from Lua may have: far more than execve takes
+ * (all strings share ARG_MAX, 2 MB by default) or poll needs, and small
+ * enough that a vector's size cannot overflow. */
+#define LIST_MAX (1 << 20)
+
+/* #t for a list argument, refused (argument `arg`) outside [min, LIST_MAX]:
+ * a __len may return anything. */
+static lua_Integer list_len(lua_State *L, int idx, int arg, const char *what, lua_Integer min)
 {
-    if (key) lua_getfield(L, t, key);
-    else lua_pushvalue(L, t);
-    int idx = lua_gettop(L);
-    luaL_checktype(L, idx, LUA_TTABLE);
     lua_Integer n = luaL_len(L, idx);
+    if (n < min || n > LIST_MAX)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s has length %I (must be %I to %d)", what, n, min, LIST_MAX));
+    return n;
+}
+
+/* Array of strings at t[key] as a NULL-terminated vector allocated in a
+ * userdata kept on the stack; at least `min` elements. Elements are read
+ * raw and must be strings: only then does the table keep them alive (a
+ * converted number or an __index result would be collected under us). */
+static char **string_vector(lua_State *L, int t, const char *key, lua_Integer min)
+{
+    lua_getfield(L, t, key);
+    int idx = lua_gettop(L);
+    if (!lua_istable(L, idx))
+        luaL_argerror(L, t, lua_pushfstring(L, "%s must be a list of strings, got %s", key, luaL_typename(L, idx)));
+    lua_Integer n = list_len(L, idx, t, key, min);
     char **v = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *v, 0);
     for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, idx, i);
-        v[i - 1] = (char *)luaL_checkstring(L, -1);
-        /* the string stays referenced by the table */
+        size_t len;
+        if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
+            luaL_argerror(L, t, lua_pushfstring(L, "%s[%I] must be a string, got %s", key, i, luaL_typename(L, -1)));
+        v[i - 1] = (char *)lua_tolstring(L, -1, &len);
+        if (strlen(v[i - 1]) != len)
+            luaL_argerror(L, t, lua_pushfstring(L, "%s[%I] contains a NUL byte", key, i));
         lua_pop(L, 1);
     }
     v[n] = NULL;
     lua_remove(L, idx);
     return v;
+}
+
+/* Seconds to a poll() timeout in ms: negative waits for ever, NaN not at
+ * all, and more than an int holds is capped (callers loop and re-check). */
+static int poll_ms(double s)
+{
+    if (s != s) return 0;
+    if (s < 0) return -1;
+    if (s > 86400.0) return 86400 * 1000;
+    return (int)(s * 1000.0 + 0.999);
 }
 
 static int open_stream(lua_State *L, int t, const char *key, int std, int *fd, char *err, size_t errlen)
@@ -155,8 +185,8 @@ static int l_spawn(lua_State *L)
     char err[1024] = "";
     mkh_spawn_opts o;
     memset(&o, 0, sizeof o);
-    o.argv = string_vector(L, 1, "argv");
-    o.envp = string_vector(L, 1, "env");
+    o.argv = string_vector(L, 1, "argv", 1); /* no program: nothing to exec */
+    o.envp = string_vector(L, 1, "env", 0);
     lua_getfield(L, 1, "path");
     o.path = lua_tostring(L, -1);
     lua_getfield(L, 1, "cwd");
@@ -176,6 +206,9 @@ static int l_spawn(lua_State *L)
     lp->p.kill_sig = (int)luaL_optinteger(L, -1, SIGKILL);
     lua_getfield(L, 1, "stop_timeout");
     lp->p.stop_timeout = luaL_optnumber(L, -1, 10);
+    /* teardown waits this long for the process */
+    luaL_argcheck(L, lp->p.stop_timeout >= 0 && lp->p.stop_timeout <= 86400, 1,
+                  "stop_timeout must be 0 to 86400 seconds");
     lua_pop(L, 3);
 
     mkh_supervise_init();
@@ -246,7 +279,10 @@ static int l_proc_poll(lua_State *L)
 static int l_proc_wait(lua_State *L)
 {
     lproc *lp = check_proc(L, 1);
-    double deadline = lua_isnoneornil(L, 2) ? -1 : mkh_now() + luaL_checknumber(L, 2);
+    double t = luaL_optnumber(L, 2, -1);
+    luaL_argcheck(L, t == t, 2, "timeout is NaN");
+    /* nil or negative: no limit; the engine waits in slices, so any size works */
+    double deadline = lua_isnoneornil(L, 2) ? -1 : mkh_now() + (t < 0 ? 0 : t);
     int done = mkh_proc_wait(&lp->p, deadline);
     check_interrupt(L);
     if (!done) return 0;
@@ -291,7 +327,7 @@ static int l_proc_gc(lua_State *L)
 static int l_poll(lua_State *L)
 {
     mkh_reap_strays(); /* every wait is a chance to wait for strays */
-    lua_Integer len = lua_isnoneornil(L, 1) ? 0 : (luaL_checktype(L, 1, LUA_TTABLE), luaL_len(L, 1));
+    lua_Integer len = lua_isnoneornil(L, 1) ? 0 : (luaL_checktype(L, 1, LUA_TTABLE), list_len(L, 1, 1, "fds", 0));
     struct pollfd *pf = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *pf, 0);
     int n = 0;
     for (lua_Integer i = 1; i <= len; i++) {
@@ -309,9 +345,7 @@ static int l_poll(lua_State *L)
         pf[n].revents = 0;
         n++;
     }
-    double timeout = luaL_optnumber(L, 2, -1);
-    int ms = timeout < 0 ? -1 : (int)(timeout * 1000.0 + 0.999);
-    int r = poll(pf, (nfds_t)n, ms);
+    int r = poll(pf, (nfds_t)n, poll_ms(luaL_optnumber(L, 2, -1)));
     mkh_exit_fd_drain(); /* the SIGCHLD pipe only wakes; everyone re-checks */
     check_interrupt(L);
     lua_createtable(L, 0, 4);
@@ -331,9 +365,9 @@ static int l_sleep(lua_State *L)
     int ifd = mkh_interrupt_fd();
     for (;;) {
         double left = deadline - mkh_now();
-        if (left <= 0) break;
+        if (!(left > 0)) break; /* NaN too */
         struct pollfd pf = { ifd, POLLIN, 0 };
-        poll(&pf, ifd >= 0 ? 1 : 0, (int)(left * 1000.0 + 0.999));
+        poll(&pf, ifd >= 0 ? 1 : 0, poll_ms(left));
         check_interrupt(L);
     }
     return 0;

@@ -5,6 +5,8 @@
 #include "lmkh.h"
 #include "proxy.h"
 
+#include <float.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 
@@ -84,6 +86,10 @@ static int l_faults(lua_State *L)
     f.latency = luaL_checknumber(L, 2);
     f.jitter = luaL_checknumber(L, 3);
     f.bandwidth = luaL_checknumber(L, 4);
+    /* the proxy thread turns these into deadlines and poll timeouts */
+    luaL_argcheck(L, f.latency >= 0 && f.latency <= 86400, 2, "latency must be 0 to 86400 seconds");
+    luaL_argcheck(L, f.jitter >= 0 && f.jitter <= 86400, 3, "jitter must be 0 to 86400 seconds");
+    luaL_argcheck(L, f.bandwidth >= 0 && f.bandwidth <= DBL_MAX, 4, "bandwidth must be a finite number >= 0");
     f.blackhole = lua_toboolean(L, 5);
     mkh_proxy_set_faults(p, &f);
     return 0;

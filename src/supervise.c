@@ -366,7 +366,8 @@ int mkh_proc_wait(mkh_proc *p, double deadline)
         if (deadline >= 0 && left <= 0) return 0;
         int fd = p->pidfd >= 0 ? p->pidfd : mkh_exit_fd();
         struct pollfd pf[2] = { { fd, POLLIN, 0 }, { mkh_interrupt_fd(), POLLIN, 0 } };
-        int ms = left < 0 ? -1 : (int)(left * 1000.0) + 1;
+        /* a far deadline waits in day-long slices: an int of ms cannot hold it */
+        int ms = left < 0 ? -1 : left > 86400 ? 86400 * 1000 : (int)(left * 1000.0) + 1;
         poll(pf, pf[1].fd >= 0 ? 2 : 1, ms);
         if (p->pidfd < 0) mkh_exit_fd_drain();
         if (in_teardown) {

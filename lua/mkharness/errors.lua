@@ -22,10 +22,9 @@ function Error.__tostring(e)
     parts[#parts + 1] = "\n  last output of " .. (e.name or "the service") .. ":\n    | "
     parts[#parts + 1] = e.log_tail:gsub("\n", "\n    | ")
   end
-  if type(e.cleanup) == "table" then
-    for _, c in ipairs(e.cleanup) do
-      parts[#parts + 1] = "\n  while cleaning up: " .. tostring(c):gsub("\n", "\n    ")
-    end
+  -- cleanup or undo steps that failed too, while this error unwound
+  for _, c in ipairs(type(e.cleanup) == "table" and e.cleanup or {}) do
+    parts[#parts + 1] = "\n  then, while cleaning up: " .. tostring(c):gsub("\n", "\n    ")
   end
   return table.concat(parts)
 end

@@ -72,6 +72,7 @@ local function traceback(err)
   local msg
   if Error and Error.is(err) then msg = tostring(err)
   elseif type(err) == "string" then msg = err
+  elseif type(err) == "number" then msg = tostring(err) -- as lua.c prints error(42)
   else
     local mt = getmetatable(err)
     msg = (mt and mt.__tostring) and tostring(err) or ("(error object is a " .. type(err) .. " value)")

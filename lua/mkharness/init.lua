@@ -112,7 +112,7 @@ end
 
 ---------------------------------------------------------------- options
 local COMMON = {
-  name = T.nonempty, timeout = T.timeout, interval = T.interval,
+  name = T.service_name, timeout = T.timeout, interval = T.interval,
   stop_timeout = T.seconds, stop_signal = T.signal, kill_signal = T.signal,
   expected_returncode = T.returncode, env = T.env, clear_env = T.boolean,
   cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
@@ -151,9 +151,6 @@ Service.__index = Service
 M.Service = Service
 
 local function new_service(kind, ctx, t, extra_schema, probes_of)
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = ctx .. " takes one table of options, got " .. O.describe(t) })
-  end
   local argv, shown = O.command(ctx, t)
   local o = O.check(ctx, t, extra_schema)
   local self = setmetatable({}, Service)
@@ -163,7 +160,7 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   local base = o.name
   if not base then
     base = t.shell and (t.shell:match("^%s*([^%s]+)") or "sh") or argv[1]
-    base = base:match("([^/]+)/*$") or base
+    base = (base:match("([^/]+)/*$") or base):sub(1, O.NAME_MAX) -- a derived name is cut, not refused
   end
   self.name = o.name and unique_name(o.name) or unique_name(base)
   self.timeout = o.timeout == nil and 60 or o.timeout
@@ -590,7 +587,7 @@ local STOP = { signal = T.signal, timeout = T.seconds, expected_returncode = T.r
 -- Phase 1 of a stop: signal the group. Returns the state phase 2 needs,
 -- or nil when there is nothing to stop. Split so a group stops in parallel.
 function Service:_stop_begin(opts)
-  local o = O.check("stop", opts or {}, STOP)
+  local o = O.check("stop", opts, STOP)
   if self._adopted then self._adopted = nil return nil end
   local proc = self._proc
   if not proc or self._stopped then return nil end
@@ -667,9 +664,6 @@ function Service:_stop_finish(s)
 end
 
 function Service:stop(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    Error.raise("ConfigError", { message = "stop: takes an optional table of options, got " .. O.describe(opts) })
-  end
   check_crashes(self)
   local s = self:_stop_begin(opts)
   if s then self:_stop_finish(s) end
@@ -678,7 +672,7 @@ end
 
 local KILL_OPTS = { signal = T.signal, wait = T.boolean }
 function Service:kill(opts)
-  local o = O.check("kill", opts or {}, KILL_OPTS)
+  local o = O.check("kill", opts, KILL_OPTS)
   local sig = o.signal or self.kill_signal
   local proc = self._proc
   if not proc or self._stopped then return self end
@@ -758,19 +752,49 @@ function Service:resume()
   return self
 end
 
+-- Cleanup while an error unwinds never raises: what it found goes with the
+-- pending error (e.cleanup on a table error; a note on stderr otherwise),
+-- which stays the error reported.
+local function attach_cleanup(err, found, what)
+  local text = what .. ": " .. tostring(found)
+  if type(err) == "table" then
+    local ok = pcall(function()
+      err.cleanup = err.cleanup or {}
+      err.cleanup[#err.cleanup + 1] = found
+    end)
+    if ok then return end
+  end
+  events.emit("cleanup_error", { message = text }, nil)
+  io.stderr:write("mkharness: while unwinding from an error, ", text, "\n")
+end
+M._attach_cleanup = attach_cleanup
+
 -- stopped(fn) / paused(fn): do, call fn, undo, even when fn raises.
 local function around(self, what, before, after, fn)
   need_running(self, what .. "()")
   before(self)
+  local undoing = (what == "stopped" and "restarting " or "resuming ") .. self.name
   if fn == nil then
-    return setmetatable({}, { __close = function() after(self) end })
+    return setmetatable({}, { __close = function(_, err)
+      if err == nil then return after(self) end
+      local ok, found = pcall(after, self)
+      if not ok then attach_cleanup(err, found, undoing) end
+    end })
   end
   if type(fn) ~= "function" then
     Error.raise("ConfigError", { message = what .. "(fn): fn must be a function, got " .. O.describe(fn), name = self.name })
   end
   local r = table.pack(pcall(fn, self))
   local ok2, err2 = pcall(after, self)
-  if not r[1] then error(r[2], 0) end
+  if not r[1] then
+    -- fn's error is the one raised; a failed undo rides along, not lost
+    local e = r[2]
+    if not ok2 then
+      if type(e) == "string" then e = string.format("%s\n(while %s: %s)", e, undoing, tostring(err2))
+      else attach_cleanup(e, err2, undoing) end
+    end
+    error(e, 0)
+  end
   if not ok2 then error(err2, 0) end
   return table.unpack(r, 2, r.n)
 end
@@ -780,7 +804,7 @@ function Service:paused(fn) return around(self, "paused", Service.pause, Service
 
 local WAIT_EXIT = { timeout = T.timeout }
 function Service:wait_exit(opts)
-  local o = O.check("wait_exit", opts or {}, WAIT_EXIT)
+  local o = O.check("wait_exit", opts, WAIT_EXIT)
   if not self._proc then
     svc_error(self, "ExecutorError", "wait_exit() needs a started service")
   end
@@ -812,7 +836,7 @@ local WAIT_OUTPUT = {
 }
 function Service:wait_output(pat, opts)
   local ctx = "wait_output"
-  local o = O.check(ctx, opts or {}, WAIT_OUTPUT)
+  local o = O.check(ctx, opts, WAIT_OUTPUT)
   if o.plain then T.nonempty(ctx, "pattern", pat) else T.pattern(ctx, "pattern", pat) end
   if not self._logs then svc_error(self, "ExecutorError", "wait_output() needs a started service") end
   local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false }
@@ -851,22 +875,6 @@ function Service:wait_for(fn)
   return self
 end
 
--- Cleanup while an error unwinds never raises: what it found goes with the
--- pending error (e.cleanup on a table error; a note on stderr otherwise),
--- which stays the error reported.
-local function attach_cleanup(err, found, what)
-  local text = what .. ": " .. tostring(found)
-  if type(err) == "table" then
-    local ok = pcall(function()
-      err.cleanup = err.cleanup or {}
-      err.cleanup[#err.cleanup + 1] = found
-    end)
-    if ok then return end
-  end
-  events.emit("cleanup_error", { message = text }, nil)
-  io.stderr:write("mkharness: while unwinding from an error, ", text, "\n")
-end
-M._attach_cleanup = attach_cleanup
 
 function Service:__close(err)
   if err == nil then return self:stop() end
@@ -980,7 +988,7 @@ function M.wait_until(fn, opts)
   if type(fn) ~= "function" then
     Error.raise("ConfigError", { message = "mk.wait_until(fn, opts): fn must be a function, got " .. O.describe(fn) })
   end
-  local o = O.check("mk.wait_until", opts or {}, WAIT_UNTIL)
+  local o = O.check("mk.wait_until", opts, WAIT_UNTIL)
   local timeout = o.timeout == nil and 10 or o.timeout
   local w = make_waiter(nil, { P.fn(fn) }, { timeout = timeout or nil, interval = o.interval,
     message = o.message, what_done = "true" })
@@ -1024,13 +1032,13 @@ end
 local RUN = { timeout = T.timeout, stdin = T.string, env = T.env, cwd = T.nonempty, clear_env = T.boolean,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
 function M.run(t)
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = "mk.run takes one table, got " .. O.describe(t) })
-  end
   local o = O.check("mk.run", t, RUN)
+  t = t or {}
   local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env,
     cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
-  for i, a in ipairs(t) do spec[i] = a end
+  -- the argv by its keys, as O.command reads it: ipairs would follow an
+  -- __index for ever
+  for k, a in pairs(t) do if math.type(k) == "integer" then spec[k] = a end end
   local svc = M.process(spec)
   svc:start()
   local ok, code = pcall(Service.wait_exit, svc, { timeout = o.timeout == nil and 60 or o.timeout })
@@ -1068,9 +1076,6 @@ local HTTP_REQ = { url = T.nonempty, method = T.nonempty, headers = T.table, bod
 local MAX_BODY = 64 * 1024 * 1024
 function M.http_request(t)
   if type(t) == "string" then t = { url = t } end
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = "mk.http_request takes a table, got " .. O.describe(t) })
-  end
   local o = O.check("mk.http_request", t, HTTP_REQ)
   if not o.url then O.fail("mk.http_request", "url", "is required") end
   O.url("mk.http_request", "url", o.url)
@@ -1089,6 +1094,7 @@ function M.http_request(t)
 end
 
 function M.get(url, opts)
+  O.check("mk.get", opts, HTTP_REQ)
   local t = { url = url }
   for k, v in pairs(opts or {}) do t[k] = v end
   return M.http_request(t)

@@ -51,6 +51,19 @@ function T.nonempty(ctx, k, v)
   if v:find("\0", 1, true) then fail(ctx, k, "must not contain a NUL byte") end
   return v
 end
+-- A service name becomes part of its log files' names and of the
+-- MKHARNESS_SERVICE=<run id>/<name> token the sweep matches exactly, held in
+-- 127 bytes in C: 18 + a run id of up to 16 + 1 leave 92, less room for the
+-- "-N" that makes a reused name unique.
+O.NAME_MAX = 80
+function T.service_name(ctx, k, v)
+  T.nonempty(ctx, k, v)
+  if #v > O.NAME_MAX then
+    fail(ctx, k, string.format("is too long: %d bytes, at most %d (it names the log files and the " ..
+      "MKHARNESS_SERVICE token, 127 bytes in all)", #v, O.NAME_MAX), v)
+  end
+  return v
+end
 -- a checker that only wants a Lua type
 local function of_type(tname, msg)
   return function(ctx, k, v)
@@ -210,9 +223,22 @@ function T.pattern(ctx, k, v)
   return v
 end
 
+-- The options argument itself: nil means none given; anything but a plain
+-- table is refused here, once, so no caller iterates a number or a string.
+-- The error's `option` is "opts": the options argument as a whole.
+local function options_table(ctx, t)
+  if t == nil then return {} end
+  if type(t) ~= "table" then
+    Error.raise("ConfigError", { option = "opts",
+      message = string.format("%s: takes a table of options, got %s", ctx, describe(t)) })
+  end
+  return t
+end
+
 -- check(ctx, t, schema, skip) -> copy of t's keyed options, validated.
--- schema: name -> checker; `skip` names keys handled elsewhere.
+-- schema: name -> checker; `skip` names keys handled elsewhere. t may be nil.
 function O.check(ctx, t, schema, skip)
+  t = options_table(ctx, t)
   local out = {}
   for k, v in pairs(t) do
     if math.type(k) == "integer" then
@@ -240,6 +266,7 @@ end
 -- The command, given in exactly one of three ways (DESIGN 2.1).
 -- Returns argv (a list of strings) and its display form.
 function O.command(ctx, t)
+  t = options_table(ctx, t)
   local n = 0
   for k in pairs(t) do
     if math.type(k) == "integer" then

@@ -288,7 +288,7 @@ KINDS.file = {
 }
 
 function P.notify(t)
-  O.check("mk.probe.notify", t or {}, {})
+  O.check("mk.probe.notify", t, {})
   return new("notify", {})
 end
 KINDS.notify = {

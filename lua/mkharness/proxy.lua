@@ -42,10 +42,13 @@ local SCHEMA = {
 }
 
 -- A number of milliseconds (or bytes per second): finite, >= 0 (> 0).
+-- a delay is at most a day: the proxy thread computes deadlines from it
+local DAY_MS = 86400 * 1000
 local function amount(ctx, k, v, positive, unit)
   if type(v) ~= "number" or v ~= v or v == math.huge or v < 0 or (positive and v == 0) then
     fail(ctx, k, string.format("must be a %s number of %s", positive and "positive" or "non-negative", unit), v)
   end
+  if unit == "milliseconds" and v > DAY_MS then fail(ctx, k, "must be at most a day (86400000 ms)", v) end
   return v
 end
 
@@ -64,13 +67,10 @@ end
 local M = {}
 
 function M.new(t)
-  if type(t) ~= "table" then
-    Error.raise("ConfigError", { message = CTX .. " takes one table { upstream = \"host:port\", listen = 0 }, got " .. O.describe(t) })
-  end
-  for k in pairs(t) do
+  local o = O.check(CTX, t, SCHEMA)
+  for k in pairs(t or {}) do
     if math.type(k) == "integer" then fail(CTX, "[" .. k .. "]", "is not allowed: the proxy takes named options only") end
   end
-  local o = O.check(CTX, t, SCHEMA)
   if o.upstream == nil then fail(CTX, "upstream", 'is required ("host:port")') end
   local uhost, uport = host_port(CTX, "upstream", o.upstream)
   local self = setmetatable({
@@ -130,8 +130,7 @@ local LATENCY_OPTS = { jitter = function(ctx, k, v) return amount(ctx, k, v, fal
 function Proxy:latency(ms, opts)
   local ctx = "proxy:latency"
   amount(ctx, "ms", ms, false, "milliseconds")
-  if opts ~= nil and type(opts) ~= "table" then fail(ctx, "opts", "must be a table like { jitter = ms }", opts) end
-  local o = O.check(ctx, opts or {}, LATENCY_OPTS)
+  local o = O.check(ctx, opts, LATENCY_OPTS)
   self._faults.latency, self._faults.jitter = ms, o.jitter or 0
   emit(self, "latency", string.format("latency %g ms (jitter %g ms)", ms, o.jitter or 0),
     { ms = ms, jitter = o.jitter or 0 })
