@@ -83,6 +83,10 @@ end
 local function failure_text(e)
   -- out of memory: Lua does not call the message handler, e is the message
   if type(e) ~= "table" then e = { msg = tostring(e), tb = "" } end
+  -- what <close> cleanup found while this error unwound (e.cleanup)
+  local notes = {}
+  for _, c in ipairs(e.cleanup or {}) do notes[#notes + 1] = "  then, while cleaning up: " .. tostring(c) .. "\n" end
+  if #notes > 0 then e.tb = table.concat(notes) .. e.tb end
   return "mkharness: FAILED: " .. e.msg .. "\n" .. e.tb:gsub("^\n", "") .. "\n"
 end
 
