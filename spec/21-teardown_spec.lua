@@ -134,7 +134,7 @@ local function background_scenario(tail, act)
   local f = assert(io.open(path, "w"))
   f:write("local mk = require 'mkharness'\nlocal FX = " .. string.format("%q", H.fx) .. "\n", scenario_code(tail))
   f:close()
-  local host = mk.process { H.host, path, dir, name = "host", env = env, stop_timeout = 5 }
+  local host = mk.process { H.host, path, dir, name = "host", env = env, stop_timeout = 5, on_exit = "ignore" }
   finally(function()
     if host:running() then pcall(host.stop, host) end
     pcall(host.kill, host) -- marks it done and sweeps what we own

@@ -173,7 +173,7 @@ KINDS.tree = function(t) -- 6 descendants: own pgrp, setsid grandchild, scrubbed
 end
 
 KINDS.exits = function(t, rnd) -- exits at once, successfully or not
-  return ([[keep(mk.process { FX, "--pidfile", D .. "/%s.pid", "--exit", %d, name = "exits" }):start()]])
+  return ([[keep(mk.process { FX, "--pidfile", D .. "/%s.pid", "--exit", %d, name = "exits", on_exit = "ignore" }):start()]])
     :format(t, rnd(0, 1) == 0 and 0 or 3)
 end
 
@@ -304,6 +304,7 @@ local function launch(s)
   argv.name = "host"
   argv.env = { MKHARNESS_TMPDIR = s.tmp, MKHARNESS_CGROUP = s.cgroup }
   argv.stop_timeout = 5
+  argv.on_exit = "ignore" -- the host ends every way on purpose
   argv.timeout = false
   s.host = mk.process(argv)
   s.host:start()

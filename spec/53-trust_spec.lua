@@ -130,7 +130,7 @@ describe("every wait is bounded", function()
     f:close()
     local e = { MKHARNESS_TMPDIR = mk.tmpdir() }
     for k, v in pairs(env or {}) do e[k] = v end
-    local host = mk.process { H.host, path, name = "host", env = e, stop_timeout = 5 }:start()
+    local host = mk.process { H.host, path, name = "host", env = e, stop_timeout = 5, on_exit = "ignore" }:start()
     finally(function() pcall(host.kill, host) end)
     host:wait_output("READY", { timeout = 20 })
     return host, tonumber(host:output():match("PID (%d+)"))
