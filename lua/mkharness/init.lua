@@ -390,7 +390,9 @@ local function step(w, now)
         if ok then
           p.done, p.detail = true, detail
         else
-          p.last = detail
+          -- a polling attempt the deadline cut short (a request given the
+          -- last few ms) says less than the one before
+          if not (p.probe.poll and p.last and w.deadline and after >= w.deadline) then p.last = detail end
           if p.probe.poll then p.next_at = after + pause_for(after - t, w.interval) end
           all = false
         end
