@@ -297,6 +297,17 @@ describe("probes", function()
       return exe(argv)
     end
 
+    it("backs off from a service that answers but is not ready: at most about 1/interval requests a second", function()
+      local port = mk.free_port()
+      local e = expect_error("TimeoutExpired", function()
+        http_svc(port, { "--serve-http", 404 }, { status = 200 }, { timeout = 1 }):start()
+      end)
+      local n = tonumber(e.message:match("(%d+) attempts"))
+      -- 1 s at the default interval (0.1 s) after a doubling ramp: ~17, not ~150
+      assert.is_true(n <= 25, "the probe sent " .. tostring(n) .. " requests in 1 s")
+      assert.matches("404", e.message, 1, true)
+    end)
+
     for _, method in ipairs { "HEAD", "GET", "POST" } do
       it("is ready with method " .. method, function()
         local port = mk.free_port()

@@ -384,7 +384,7 @@ local function step(w, now)
     if not p.done then
       if not p.probe.poll or now >= p.next_at then
         local t = core.now()
-        local ok, detail = p.probe:check(p.st, svc, w.deadline)
+        local ok, detail, answered = p.probe:check(p.st, svc, w.deadline)
         local after = core.now()
         p.attempts = p.attempts + 1
         if ok then
@@ -393,7 +393,18 @@ local function step(w, now)
           -- a polling attempt the deadline cut short (a request given the
           -- last few ms) says less than the one before
           if not (p.probe.poll and p.last and w.deadline and after >= w.deadline) then p.last = detail end
-          if p.probe.poll then p.next_at = after + pause_for(after - t, w.interval) end
+          if p.probe.poll then
+            local pause = pause_for(after - t, w.interval)
+            -- a service that answers but is not ready yet must not see its
+            -- log fill with probe requests: back off towards `interval`
+            if answered then
+              p.backoff = math.min(w.interval, math.max(pause, (p.backoff or MIN_PAUSE) * 2))
+              pause = p.backoff
+            else
+              p.backoff = nil
+            end
+            p.next_at = after + pause
+          end
           all = false
         end
       else

@@ -434,7 +434,7 @@ KINDS.http = {
     if not res then return false, herr end
     local good = p.match(res.status)
     if good then return true, "status " .. res.status end
-    return false, "answered status " .. res.status
+    return false, "answered status " .. res.status, true -- answered: back off
   end,
   precheck = function(p)
     if not core.tcp_probe(p.parsed.host, p.parsed.port, 1) then return false end
