@@ -218,6 +218,18 @@ describe("probes", function()
       expect_error("ConfigError", function() mk.probe.output { banner = "ab(c" } end)
       expect_error("ConfigError", function() mk.probe.output { banner = "x%1" } end)
     end)
+
+    it("'|' (a regex habit) is a ConfigError pointing at mk.probe.any and plain; '%|' and plain '|' are literal", function()
+      local e = expect_error("ConfigError", function() mk.output { FX, banner = "ready|started" } end)
+      assert.matches("mk.probe.any", e.message, 1, true)
+      assert.matches("plain = true", e.message, 1, true)
+      expect_error("ConfigError", function() mk.probe.output { banner = "a|b" } end)
+      local svc <close> = mk.output { FX, "--print", "a|b up", "--forever", banner = "a%|b up" }:start()
+      assert.equal("a|b up", svc.ready_match.line)
+      local p = mk.output { FX, "--print", "a|b", "--forever", banner = "a|b", plain = true }:start()
+      p:stop()
+      assert.equal("a|b up", svc:wait_output("a[|]b"))
+    end)
   end)
 
   ------------------------------------------------------------ tcp

@@ -350,8 +350,17 @@ pid_t mkh_port_owner(int port, char *cmd, size_t cmdlen)
         char path[64], buf[4096];
         snprintf(path, sizeof path, "/proc/%d/cmdline", (int)owner);
         ssize_t n = mkh_read_small(path, buf, sizeof buf);
-        for (ssize_t i = 0; i + 1 < n; i++) if (buf[i] == '\0') buf[i] = ' ';
-        snprintf(cmd, cmdlen, "%s", n > 0 ? buf : "?");
+        /* arguments joined by one space; a process title padded with
+         * spaces or NULs (redis sets one) is trimmed */
+        ssize_t o = 0;
+        for (ssize_t i = 0; i < n; i++) {
+            char c = buf[i] == '\0' ? ' ' : buf[i];
+            if (c == ' ' && (o == 0 || buf[o - 1] == ' ')) continue;
+            buf[o++] = c;
+        }
+        while (o > 0 && buf[o - 1] == ' ') o--;
+        buf[o > 0 ? o : 0] = '\0';
+        snprintf(cmd, cmdlen, "%s", o > 0 ? buf : "?");
     }
     return owner;
 }

@@ -206,6 +206,10 @@ local function pattern_error(p)
       local e = set_end(i + 1)
       if not e then return "malformed pattern (missing ']')" end
       i = e
+    elseif c == "|" then
+      -- mirakuru's banners are regexes: "a|b" would silently never match
+      return "'|' is not alternation in a Lua pattern: use mk.probe.any{ ... } for either of two banners, " ..
+        "plain = true for literal text, or '%|' for a literal '|'"
     else
       i = i + 1
     end
