@@ -140,12 +140,10 @@ function H.main(o)
     return finish(0)
   elseif o.mode == "test" then
     -- busted inside the host: all its options and output handlers work
-    local args = { [0] = "busted" }
+    local args = { [0] = "mkharness test" }
     for i = 1, #argv do args[i] = argv[i] end
     _G.arg = args
-    fn = function()
-      require("busted.runner")({ standalone = false })
-    end
+    fn = require("mkharness.busted_hooks").host_test()
   else
     fn, err = load_script(argv[0])
   end
