@@ -129,7 +129,7 @@ local function collect(snap, err)
     if touched or printed then
       out.services[#out.services + 1] = e
     else
-      out.quiet[#out.quiet + 1] = svc.name .. ": " .. state
+      out.quiet[#out.quiet + 1] = svc.name .. ": " .. e.state
     end
   end
   return out
@@ -139,10 +139,10 @@ local function quote_lines(text, indent)
   return indent .. "| " .. text:gsub("\n", "\n" .. indent .. "| ")
 end
 
-local function stream_block(e, s, indent)
+local function stream_block(e, s, indent, label)
   if not e[s] then return nil end
   local total = e[s .. "_total"]
-  return string.format("%s%s since the test began%s:\n%s", indent, s,
+  return string.format("%s%s%s since the test began%s:\n%s", indent, label or "", s,
     total > 20 and string.format(" (last 20 of %d lines)", total) or "", quote_lines(e[s], indent .. "  "))
 end
 
@@ -167,7 +167,7 @@ function B.render_streams(ctx)
   for _, x in ipairs(ctx.services) do
     o[#o + 1] = x.name .. ": " .. x.state .. (x.note and ("; " .. x.note) or "")
     o[#o + 1] = stream_block(x, "stdout", "  ")
-    if x.stderr then e[#e + 1] = stream_block(x, "stderr", x.name .. " ") end
+    if x.stderr then e[#e + 1] = stream_block(x, "stderr", "", x.name .. ": ") end
   end
   if #ctx.quiet > 0 then o[#o + 1] = "no output and no change during the test: " .. table.concat(ctx.quiet, "; ") end
   return table.concat(o, "\n"), table.concat(e, "\n")
@@ -298,35 +298,30 @@ local function new_state(api, core)
   end
   S.hook_blocks = hook_blocks
 
-  local function check_crashes()
-    local mk = mkmod()
-    if mk and mk._check_crashes then mk._check_crashes() end
-  end
-
+  -- The crash check runs as the test's `finally` (after the user's own, if
+  -- any): an error there is this test's error, not a later one's. After a
+  -- test that already failed, a crash is only consumed: its context shows it.
   local function on_test_start(el)
     watch_events()
     S.snaps[el] = pending_snap or snapshot()
     pending_snap = nil
-    -- the check runs inside the test, so a crash fails this test
-    if not el.mkharness_run then
-      local run = el.run
-      el.mkharness_run = run
-      el.run = function(...)
-        run(...)
-        check_crashes()
-      end
+    local env = el.env
+    local set_finally = env and env.finally
+    if type(set_finally) ~= "function" then return nil, true end
+    local user
+    local function check()
+      if user then user() end
+      local mk = mkmod()
+      if not (mk and mk._check_crashes) then return end
+      if S.context[el] == nil then return mk._check_crashes() end
+      for _ = 1, 64 do if pcall(mk._check_crashes) then break end end
     end
+    set_finally(check)
+    env.finally = function(fn) user = fn end
     return nil, true
   end
 
-  local function on_test_end(el, _, status)
-    if status == "failure" or status == "error" then
-      -- a crash shown in this test's context must not fail the next test
-      local mk = mkmod()
-      if mk and mk._check_crashes then
-        for _ = 1, 64 do if pcall(mk._check_crashes) then break end end
-      end
-    end
+  local function on_test_end(el)
     release(S.scopes[el], full_name(api, el))
     S.scopes[el] = nil
     return nil, true
