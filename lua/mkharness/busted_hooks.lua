@@ -383,8 +383,6 @@ function B.install()
   return S
 end
 
-B.collect = collect
-
 -- `mkharness test`: busted speaks as "mkharness test", a usage error exits
 -- 2, --help is help (exit 0), and the hooks and the JUnit decoration are on.
 function B.host_test()
