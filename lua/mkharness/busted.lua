@@ -2,7 +2,8 @@
 --   assert.running(svc)   assert.not_running(svc)
 --   assert.error_kind("TimeoutExpired", fn)
 --   assert.eventually(fn, { timeout =, interval =, message = })
--- Load with `require "mkharness.busted"` (or busted --helper).
+-- Load with `require "mkharness.busted"` (or busted --helper); it also
+-- installs the busted hooks (failure context, scoping: busted_hooks.lua).
 local assert = require "luassert"
 local say = require "say"
 local mk = require "mkharness"
@@ -49,5 +50,7 @@ end
 say:set("assertion.eventually.positive", "Expected the condition to become true in time:\n%s")
 say:set("assertion.eventually.negative", "Expected the condition never to become true:\n%s")
 assert:register("assertion", "eventually", eventually, "assertion.eventually.positive", "assertion.eventually.negative")
+
+require("mkharness.busted_hooks").install()
 
 return mk

@@ -13,19 +13,34 @@ local function say(...)
   if not opts.quiet then io.stderr:write(...) end
 end
 
--- Services' tails, for failure reports (only if the module was used).
-local function service_report()
+-- Services' tails, for failure reports (only if the module was used). Listed:
+-- the services still running at the failure, and those that ended on their
+-- own with nobody looking (no stop, wait_exit or exit_code since): what the
+-- scenario stopped, or caught failing (a failed start kills the service),
+-- it has dealt with already. The failing error's own service has its tail
+-- in the error: not printed twice.
+local function service_report(err)
   local mk = package.loaded["mkharness"]
   if type(mk) ~= "table" or not mk._services then return "" end
+  local Error = package.loaded["mkharness.errors"]
+  local shown = Error and Error.is(err) and err.log_tail and err.log_tail ~= "" and err.name
   local out = {}
   local list = {}
-  for svc in pairs(mk._services) do list[#list + 1] = svc end
+  for svc in pairs(mk._services) do
+    local proc = svc._proc
+    if proc and not svc._stopped and (proc:poll() == nil or svc._exit == nil) then list[#list + 1] = svc end
+  end
   table.sort(list, function(a, b) return a.name < b.name end)
   for _, svc in ipairs(list) do
-    local tail = mk._log_tail(svc, 20)
-    local state = tostring(svc):match("%((.*)%)$") or "?"
+    local code = svc._proc:poll()
+    local state = code == nil and string.format("pid %d, running", svc._proc:pid())
+      or ("ended on its own: " .. (code < 0 and ("killed by SIG" .. (core.signame(-code) or -code))
+        or ("exit code " .. code)))
     out[#out + 1] = string.format("--- %s (%s): %s\n", svc.name, state, svc.command)
-    if tail and tail ~= "" then
+    local tail = svc.name ~= shown and mk._log_tail(svc, 20)
+    if svc.name == shown then
+      out[#out + 1] = "    (its last output is in the error above)\n"
+    elseif tail and tail ~= "" then
       out[#out + 1] = "    | " .. tail:gsub("\n", "\n    | ") .. "\n"
     else
       out[#out + 1] = "    (no output)\n"
@@ -41,7 +56,7 @@ end
 
 -- End of run: report first (a long teardown must not cost the report: the
 -- run may be out of time), keep the run directory on failure, tear down.
-local function finish(code, failure)
+local function finish(code, failure, err)
   if finished then return code end
   finished = true
   local keep = opts.keep or code ~= 0
@@ -49,7 +64,7 @@ local function finish(code, failure)
   local dir = core.run_dir(nil, true) -- only if the run made one
   if failure then
     io.stderr:write(failure)
-    local report = service_report()
+    local report = service_report(err)
     if report ~= "" then io.stderr:write("services:\n", report) end
   end
   if keep and dir then
@@ -77,7 +92,7 @@ local function traceback(err)
     local mt = getmetatable(err)
     msg = (mt and mt.__tostring) and tostring(err) or ("(error object is a " .. type(err) .. " value)")
   end
-  return { msg = msg, tb = debug.traceback("", 2) }
+  return { msg = msg, tb = debug.traceback("", 2), err = err }
 end
 
 local function failure_text(e)
@@ -145,12 +160,10 @@ function H.main(o)
     return finish(0)
   elseif o.mode == "test" then
     -- busted inside the host: all its options and output handlers work
-    local args = { [0] = "busted" }
+    local args = { [0] = "mkharness test" }
     for i = 1, #argv do args[i] = argv[i] end
     _G.arg = args
-    fn = function()
-      require("busted.runner")({ standalone = false })
-    end
+    fn = require("mkharness.busted_hooks").host_test()
   else
     fn, err = load_script(argv[0])
   end
@@ -159,12 +172,12 @@ function H.main(o)
     return finish(2)
   end
   local ok, e = xpcall(fn, traceback, table.unpack(o.mode == "script" and argv or {}))
-  if not ok then return finish(1, failure_text(e)) end
+  if not ok then return finish(1, failure_text(e), type(e) == "table" and e.err) end
   -- a crash the script made no harness call after still fails the run
   local mk = package.loaded["mkharness"]
   if o.mode == "script" and type(mk) == "table" and mk._check_crashes then
     ok, e = xpcall(mk._check_crashes, traceback)
-    if not ok then return finish(1, failure_text(e)) end
+    if not ok then return finish(1, failure_text(e), type(e) == "table" and e.err) end
   end
   return finish(0)
 end
