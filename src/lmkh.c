@@ -308,6 +308,15 @@ static int l_proc_sweep(lua_State *L)
     return 1;
 }
 
+/* p:release(): once exited, reap the leader without touching its group:
+ * from then on the group is never signalled by its id again */
+static int l_proc_release(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    mkh_proc_reap(&lp->p);
+    return 0;
+}
+
 static int l_proc_gc(lua_State *L)
 {
     lproc *lp = check_proc(L, 1);
@@ -1113,6 +1122,7 @@ static int l_interrupted(lua_State *L)
 static const luaL_Reg proc_methods[] = {
     {"pid", l_proc_pid}, {"fd", l_proc_fd}, {"poll", l_proc_poll},
     {"wait", l_proc_wait}, {"signal", l_proc_signal}, {"sweep", l_proc_sweep},
+    {"release", l_proc_release},
     {NULL, NULL}
 };
 

@@ -309,11 +309,25 @@ local function new_state(api, core)
     local set_finally = env and env.finally
     if type(set_finally) ~= "function" then return nil, true end
     local user
+    -- cleanup errors of <close> handlers during this test (see cleanup.lua)
+    local cleanup = require "mkharness.cleanup"
+    local found = {}
+    cleanup.sink = function(e, what) found[#found + 1] = { e = e, what = what } end
     local function check()
       if user then user() end
+      cleanup.sink = nil
+      local failed = S.context[el] ~= nil
+      if #found > 0 then
+        if not failed then -- nothing else failed the test: its cleanup does
+          local first = found[1].e
+          for i = 2, #found do cleanup.attach(first, found[i].e, found[i].what) end
+          error(first, 0)
+        end
+        for _, f in ipairs(found) do cleanup.attach(nil, f.e, f.what) end
+      end
       local mk = mkmod()
       if not (mk and mk._check_crashes) then return end
-      if S.context[el] == nil then return mk._check_crashes() end
+      if not failed then return mk._check_crashes() end
       for _ = 1, 64 do if pcall(mk._check_crashes) then break end end
     end
     set_finally(check)
@@ -322,6 +336,7 @@ local function new_state(api, core)
   end
 
   local function on_test_end(el)
+    require("mkharness.cleanup").sink = nil
     release(S.scopes[el], full_name(api, el))
     S.scopes[el] = nil
     return nil, true

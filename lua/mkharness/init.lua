@@ -5,6 +5,7 @@ local Error = require "mkharness.errors"
 local O = require "mkharness.options"
 local P = require "mkharness.probes"
 local events = require "mkharness.events"
+local cleanup = require "mkharness.cleanup"
 local json = require "mkharness.json"
 local T = O.types
 
@@ -765,51 +766,17 @@ function Service:resume()
   return self
 end
 
--- Cleanup while an error unwinds never raises: what it found goes with the
--- pending error (e.cleanup on a table error; a note on stderr otherwise),
--- which stays the error reported.
-local function attach_cleanup(err, found, what)
-  local text = what .. ": " .. tostring(found)
-  if type(err) == "table" then
-    local ok = pcall(function()
-      err.cleanup = err.cleanup or {}
-      err.cleanup[#err.cleanup + 1] = found
-    end)
-    if ok then return end
-  end
-  events.emit("cleanup_error", { message = text }, nil)
-  io.stderr:write("mkharness: while unwinding from an error, ", text, "\n")
-end
-M._attach_cleanup = attach_cleanup
 
 -- stopped(fn) / paused(fn): do, call fn, undo, even when fn raises.
 local function around(self, what, before, after, fn)
   need_running(self, what .. "()")
-  before(self)
-  local undoing = (what == "stopped" and "restarting " or "resuming ") .. self.name
-  if fn == nil then
-    return setmetatable({}, { __close = function(_, err)
-      if err == nil then return after(self) end
-      local ok, found = pcall(after, self)
-      if not ok then attach_cleanup(err, found, undoing) end
-    end })
-  end
-  if type(fn) ~= "function" then
+  if fn ~= nil and type(fn) ~= "function" then
     Error.raise("ConfigError", { message = what .. "(fn): fn must be a function, got " .. O.describe(fn), name = self.name })
   end
-  local r = table.pack(pcall(fn, self))
-  local ok2, err2 = pcall(after, self)
-  if not r[1] then
-    -- fn's error is the one raised; a failed undo rides along, not lost
-    local e = r[2]
-    if not ok2 then
-      if type(e) == "string" then e = string.format("%s\n(while %s: %s)", e, undoing, tostring(err2))
-      else attach_cleanup(e, err2, undoing) end
-    end
-    error(e, 0)
-  end
-  if not ok2 then error(err2, 0) end
-  return table.unpack(r, 2, r.n)
+  before(self)
+  local undoing = (what == "stopped" and "restarting " or "resuming ") .. self.name
+  if fn == nil then return cleanup.guard(after, self, undoing) end
+  return cleanup.around(fn, after, self, undoing)
 end
 
 function Service:stopped(fn) return around(self, "stopped", Service.stop, Service.start, fn) end
@@ -831,6 +798,9 @@ function Service:wait_exit(opts)
       { timeout = timeout })
   end
   self._exit = code
+  -- waited for: its pid goes back to the system now (what it left in its
+  -- group is still stop()'s and teardown's, found by token or cgroup)
+  self._proc:release()
   pump_echo(self)
   return code
 end
@@ -889,11 +859,7 @@ function Service:wait_for(fn)
 end
 
 
-function Service:__close(err)
-  if err == nil then return self:stop() end
-  local ok, found = pcall(Service.stop, self)
-  if not ok then attach_cleanup(err, found, "stop() of " .. self.name) end
-end
+function Service:__close(err) cleanup.close(err, Service.stop, self, "stop() of " .. self.name) end
 
 ---------------------------------------------------------------- executors
 local function ctor(kind, extra, probes_of, without)
@@ -988,11 +954,7 @@ function Group:stop()
   return self
 end
 
-function Group:__close(err)
-  if err == nil then return self:stop() end
-  local ok, found = pcall(Group.stop, self)
-  if not ok then attach_cleanup(err, found, "stop() of a group") end
-end
+function Group:__close(err) cleanup.close(err, Group.stop, self, "stop() of a group") end
 function Group:__tostring() return string.format("mkharness.group (%d members)", #self.members) end
 
 ---------------------------------------------------------------- module functions

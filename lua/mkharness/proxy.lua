@@ -6,6 +6,7 @@ local core = require "mkharness.core"
 local Error = require "mkharness.errors"
 local O = require "mkharness.options"
 local events = require "mkharness.events"
+local cleanup = require "mkharness.cleanup"
 local T = O.types
 local fail = O.fail
 
@@ -113,7 +114,7 @@ function Proxy:stop()
   end
   return self
 end
-Proxy.__close = Proxy.stop
+function Proxy:__close(err) cleanup.close(err, Proxy.stop, self, "stop() of proxy " .. tostring(self.name)) end
 
 -- running(): the thread is forwarding; listening(): and not down()
 function Proxy:running() return (self._core:state()) end
@@ -195,14 +196,8 @@ function Proxy:cut(fn)
       name = self.name, option = "fn" })
   end
   self:down()
-  if fn == nil then
-    return setmetatable({}, { __close = function() self:up() end })
-  end
-  local r = table.pack(pcall(fn, self))
-  local ok2, err2 = pcall(Proxy.up, self)
-  if not r[1] then error(r[2], 0) end
-  if not ok2 then error(err2, 0) end
-  return table.unpack(r, 2, r.n)
+  if fn == nil then return cleanup.guard(Proxy.up, self, "up() of proxy " .. tostring(self.name)) end
+  return cleanup.around(fn, Proxy.up, self, "up() of proxy " .. tostring(self.name))
 end
 
 -- { connections, active, bytes_up, bytes_down, upstream_errors, resets }
