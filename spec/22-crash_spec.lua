@@ -6,7 +6,7 @@ local H = require "spec.helpers"
 local mk = require "mkharness"
 
 local FX = H.fx
-local THIS = "spec/22%-crash_spec%.lua:%d+: "
+local THIS = "[^\n]*22%-crash_spec%.lua:%d+: "
 
 local function kill9(svc) os.execute("kill -9 " .. svc:pid()) end
 
