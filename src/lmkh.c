@@ -264,6 +264,36 @@ static int l_proc_signal(lua_State *L)
     return 1;
 }
 
+/* p:freeze(timeout) -> true once every process of p is paused, or nil,
+ * message (which ones did not stop in time) */
+static int l_proc_freeze(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    double timeout = luaL_checknumber(L, 2);
+    char err[512];
+    if (mkh_proc_freeze(&lp->p, 1, timeout, err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* p:thaw(timeout) -> true once every process of p runs again, or nil,
+ * message. p:thaw() only thaws its cgroup, without waiting: for a stop
+ * signal to be seen. */
+static int l_proc_thaw(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    if (lua_isnoneornil(L, 2)) {
+        mkh_proc_thaw(&lp->p);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    double timeout = luaL_checknumber(L, 2);
+    char err[512];
+    if (mkh_proc_freeze(&lp->p, 0, timeout, err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* p:sweep() -> number of leftover descendants killed */
 static int l_proc_sweep(lua_State *L)
 {
@@ -1079,6 +1109,7 @@ static int l_interrupted(lua_State *L)
 static const luaL_Reg proc_methods[] = {
     {"pid", l_proc_pid}, {"fd", l_proc_fd}, {"poll", l_proc_poll},
     {"wait", l_proc_wait}, {"signal", l_proc_signal}, {"sweep", l_proc_sweep},
+    {"freeze", l_proc_freeze}, {"thaw", l_proc_thaw},
     {NULL, NULL}
 };
 

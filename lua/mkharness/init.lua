@@ -520,7 +520,8 @@ function Service:_stop_begin(opts)
   s.code = proc:poll()
   if not s.code then
     proc:signal(s.sig)
-    proc:signal(core.signum("CONT")) -- a paused service must see the signal now
+    proc:thaw() -- a paused service must see the signal now: frozen or stopped, it would not
+    proc:signal(core.signum("CONT"))
     s.deadline = s.t0 + s.timeout
   end
   return s
@@ -534,6 +535,7 @@ function Service:_stop_finish(s)
     if not code then
       s.escalated = true
       proc:signal(self.kill_signal)
+      proc:thaw()
       proc:signal(core.signum("CONT"))
       code = proc:wait(math.max(s.timeout, 1))
       if not code and self.kill_signal ~= KILL then
@@ -587,7 +589,10 @@ function Service:kill(opts)
   if not proc or self._stopped then return self end
   if not proc:poll() then
     proc:signal(sig)
-    if sig ~= KILL then proc:signal(core.signum("CONT")) end
+    if sig ~= KILL then
+      proc:thaw()
+      proc:signal(core.signum("CONT"))
+    end
   end
   if o.wait ~= false then
     local code = proc:wait(sig == KILL and 5 or self.stop_timeout)
@@ -638,16 +643,22 @@ function Service:signal(sig)
   return self
 end
 
+-- How long pause()/resume() wait for every process to follow: a loaded
+-- machine may take a while to schedule them, but never this long.
+local PAUSE_WAIT = 5
+
 function Service:pause()
   need_running(self, "pause()")
-  self._proc:signal(core.signum("STOP"))
+  local ok, err = self._proc:freeze(PAUSE_WAIT)
+  if not ok then svc_error(self, "ExecutorError", "pause(): " .. err) end
   events.emit("paused", { service = self.name }, self.name .. ": paused")
   return self
 end
 
 function Service:resume()
   need_running(self, "resume()")
-  self._proc:signal(core.signum("CONT"))
+  local ok, err = self._proc:thaw(PAUSE_WAIT)
+  if not ok then svc_error(self, "ExecutorError", "resume(): " .. err) end
   events.emit("resumed", { service = self.name }, self.name .. ": resumed")
   return self
 end
