@@ -523,7 +523,11 @@ static int l_scanner(lua_State *L)
 {
     size_t plen;
     const char *path = luaL_checklstring(L, 1, &plen);
-    int from_end = lua_toboolean(L, 2); /* read before the userdata takes slot 2 */
+    /* read before the userdata takes slot 2: true starts at the current
+     * end, an integer at that offset (a mark) */
+    int at_offset = lua_isinteger(L, 2);
+    lua_Integer from = at_offset ? lua_tointeger(L, 2) : 0;
+    int from_end = !at_offset && lua_toboolean(L, 2);
     lscanner *s = lua_newuserdatauv(L, sizeof *s + plen + 1, 0);
     memset(s, 0, sizeof *s);
     s->fd = -1;
@@ -532,6 +536,23 @@ static int l_scanner(lua_State *L)
     if (from_end) { /* start at the current end */
         struct stat st;
         if (stat(path, &st) == 0) s->off = st.st_size;
+    } else if (from > 0) {
+        s->off = (off_t)from;
+    }
+    if (s->off > 0) {
+        /* starting inside a line: keep its last byte before the start as
+         * context (for %f), and say the line's head is cut off, so that `^`
+         * does not match there */
+        char prev = '\n';
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (pread(fd, &prev, 1, s->off - 1) != 1) prev = '\n';
+            close(fd);
+        }
+        if (prev != '\n') {
+            s->off--;
+            s->truncated = 1;
+        }
     }
     return 1;
 }

@@ -456,6 +456,7 @@ function Service:_launch()
     svc_error(self, "SpawnError", err, { log_tail = "" })
   end
   self._proc, self._exit, self._stopped = proc, nil, false
+  self._starts = (self._starts or 0) + 1 -- marks of earlier starts are void
   if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
     self._echo = {}
     for _, s in ipairs { "stdout", "stderr" } do
@@ -709,17 +710,30 @@ end
 function Service:output() return read_stream(self, "stdout") end
 function Service:err_output() return read_stream(self, "stderr") end
 
+-- svc:mark(): where its output ends now, for wait_output{ since = MARK }:
+-- taken before the action that makes it print, so the line cannot be
+-- missed however early it comes.
+function Service:mark()
+  if not self._logs or not self._proc then svc_error(self, "ExecutorError", "mark() needs a started service") end
+  local m = { service = self, name = self.name, start = self._starts }
+  for _, s in ipairs { "stdout", "stderr" } do
+    if self._logs[s] then m[s] = core.size(self._logs[s]) or 0 end
+  end
+  return setmetatable(m, O.Mark)
+end
+
 local WAIT_OUTPUT = {
   timeout = T.timeout, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
-  since = T.enum("start", "now"),
+  since = T.since, times = T.count,
 }
 function Service:wait_output(pat, opts)
   local ctx = "wait_output"
   local o = O.check(ctx, opts or {}, WAIT_OUTPUT)
   if o.plain then T.nonempty(ctx, "pattern", pat) else T.pattern(ctx, "pattern", pat) end
   if not self._logs then svc_error(self, "ExecutorError", "wait_output() needs a started service") end
-  local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false }
-  local st = P.output_attach(probe, self, o.since == "now")
+  if type(o.since) == "table" then O.own_mark(ctx, "since", o.since, self, self._starts) end
+  local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false, times = o.times }
+  local st = P.output_attach(probe, self, o.since == "now" or (type(o.since) == "table" and o.since))
   local saved = self.ready_match
   local timeout = o.timeout == nil and self.timeout or o.timeout
   local w = make_waiter(self, { probe }, { timeout = timeout or nil, states = { st },
@@ -769,10 +783,11 @@ end
 
 M.process = ctor("process", nil, nil, { "ready", "already_running" })
 M.executor = ctor("executor")
-M.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean },
+M.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+  times = T.count },
   function(o, self)
     if o.banner == nil then O.fail("mk.output", "banner", "is required") end
-    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain }, "mk.output") }
+    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
   end)
 M.tcp = ctor("tcp", { host = T.nonempty, port = T.port }, function(o, self)
   if o.port == nil then O.fail("mk.tcp", "port", "is required") end

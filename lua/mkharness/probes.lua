@@ -117,7 +117,7 @@ end
 local function line_matches(p, text, at_start, at_end, deadline)
   local r
   if p.plain then
-    r = table.pack(string.find(text, p.banner, 1, true))
+    r = table.pack(string.find(text, p.banner, at_start and 1 or 2, true))
   else
     if (not at_start and p.banner:sub(1, 1) == "^") or (not at_end and p.dollar) then return nil end
     r = table.pack(core.find(text, p.banner, at_start and 1 or 2, deadline))
@@ -130,7 +130,7 @@ local function line_matches(p, text, at_start, at_end, deadline)
 end
 
 local OUTPUT = {
-  banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+  banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean, times = T.count,
 }
 
 function P.output(t, ctx)
@@ -139,26 +139,25 @@ function P.output(t, ctx)
   if o.banner == nil then O.fail(ctx, "banner", "is required") end
   o.stream = o.stream or "any"
   o.plain = o.plain or false
+  o.times = o.times or 1
   if not o.plain then T.pattern(ctx, "banner", o.banner) end
   o.needle = o.plain and o.banner or needle_of(o.banner)
   o.dollar = not o.plain and ends_anchored(o.banner)
   return new("output", o)
 end
 
-local function output_streams(p, svc)
-  local list = {}
+-- attach: `from` true starts at the current end of the capture
+-- (since="now"), a table at its offset per stream (since=MARK)
+local function output_attach(p, svc, from)
+  local st = { scanners = {}, watch = core.watch(), count = 0 }
   for _, s in ipairs { "stdout", "stderr" } do
-    if (p.stream == "any" or p.stream == s) and svc._logs[s] then list[#list + 1] = svc._logs[s] end
-  end
-  return list
-end
-
--- attach: `from_end` starts at the current end of the capture (since="now")
-local function output_attach(p, svc, from_end)
-  local st = { scanners = {}, watch = core.watch() }
-  for _, path in ipairs(output_streams(p, svc)) do
-    st.scanners[#st.scanners + 1] = core.scanner(path, from_end)
-    if st.watch then st.watch:add(path, "modify") end
+    local path = svc._logs[s]
+    if (p.stream == "any" or p.stream == s) and path then
+      local at = from
+      if type(from) == "table" then at = from[s] or 0 end
+      st.scanners[#st.scanners + 1] = core.scanner(path, at)
+      if st.watch then st.watch:add(path, "modify") end
+    end
   end
   return st
 end
@@ -169,24 +168,40 @@ local function too_costly(p, text)
     .. "finish before the deadline); use plain = true or a simpler pattern", p.banner, #text)
 end
 
+-- With `times`, ready at the N-th matching line: st.count counts the
+-- lines that matched so far. A line too long to keep comes in pieces
+-- (overlapping): st.counted[i] says the line scanner i is in has counted.
 local function output_check(p, st, svc, deadline)
   if st.watch then st.watch:drain() end
-  for _, sc in ipairs(st.scanners) do
+  st.counted = st.counted or {}
+  for i, sc in ipairs(st.scanners) do
     while true do
       local line, at_start, at_end = sc:next(p.needle)
       if not line then break end
       local m = line_matches(p, line, at_start, at_end, deadline)
       if m == false then return false, too_costly(p, line) end
-      if m then svc.ready_match = m return true, m end
+      if at_start then st.counted[i] = nil end
+      if m and not st.counted[i] then
+        st.count = st.count + 1
+        st.counted[i] = true
+        if st.count >= p.times then svc.ready_match = m return true, m end
+      end
+      if at_end then st.counted[i] = nil end
     end
+    -- the unfinished last line is looked at again on every wake-up and
+    -- counted once complete: it can only be the last match needed
     local partial, cut = sc:partial()
     -- the same prefilter as complete lines get: a pattern on a long
     -- unfinished line at every wake-up could cost quadratic time
-    if partial ~= "" and (p.needle == "" or partial:find(p.needle, 1, true)) then
+    if st.count + (st.counted[i] and 0 or 1) >= p.times and partial ~= ""
+        and (p.needle == "" or partial:find(p.needle, 1, true)) then
       local m = line_matches(p, partial, not cut, true, deadline)
       if m == false then return false, too_costly(p, partial) end
       if m then svc.ready_match = m return true, m end
     end
+  end
+  if p.times > 1 then
+    return false, string.format("%d of %d matching lines so far", st.count, p.times)
   end
   return false, "no matching line yet"
 end
@@ -195,7 +210,9 @@ end
 local KINDS = {}
 
 KINDS.output = {
-  describe = function(p) return string.format("output %q on %s", p.banner, p.stream) end,
+  describe = function(p)
+    return string.format("output %q on %s%s", p.banner, p.stream, p.times > 1 and (" (" .. p.times .. " times)") or "")
+  end,
   attach = function(p, svc) return output_attach(p, svc, false) end,
   check = output_check,
   fds = function(_, st) return st.watch and { st.watch:fd() } end,
