@@ -611,6 +611,73 @@ describe("probes", function()
     end)
   end)
 
+  ------------------------------------------------------------ any
+  describe("mk.probe.any", function()
+    it("is ready when the first member passes: an event member, while a polling one fails", function()
+      local port = mk.free_port() -- nobody listens
+      local svc <close> = exe { FX, "--sleep", 0.2, "--print", "ready at last", "--forever",
+        ready = mk.probe.any { mk.probe.tcp { port = port }, mk.probe.output { banner = "^ready" } } }:start()
+      assert.equal("ready at last", svc.ready_match.line)
+    end)
+
+    it("exposes its event members' fds: a slow polling member does not hold the wait", function()
+      -- the exec member costs 0.5 s an attempt, so its next one is 25 s
+      -- (50 times that) away: the file's inotify wakes the loop before
+      -- that, unless nothing but the exec's pace can
+      local dir = mk.tmpdir()
+      local flag, count = dir .. "/flag", dir .. "/count"
+      local svc <close> = exe { FX, "--sleep", 1, "--touch", flag, "--forever", interval = 3600, timeout = 60,
+        ready = mk.probe.any { mk.probe.exec { "sh", "-c", "echo x >> " .. count .. "; sleep 0.5; exit 1" },
+          mk.probe.file { path = flag } } }:start()
+      assert.is_true(svc:running())
+      assert.is_true(exists(flag))
+      assert.equal("x\n", H.slurp(count))
+    end)
+
+    it("exposes its polling members' pace: a function member is retried without any event", function()
+      local dir = mk.tmpdir()
+      local calls = 0
+      local svc <close> = exe { FX, "--forever", timeout = 20,
+        ready = mk.probe.any { mk.probe.file { path = dir .. "/never" },
+          function() calls = calls + 1 return calls >= 3 end } }:start()
+      assert.equal(3, calls)
+      assert.is_true(svc:running())
+    end)
+
+    it("mixes notify (its NOTIFY_SOCKET is set) and http", function()
+      local port = mk.free_port()
+      local svc <close> = exe { FX, "--sleep", 0.1, "--notify", "--forever",
+        ready = mk.probe.any { mk.probe.http { url = url(port) }, mk.probe.notify {} } }:start()
+      assert.is_true(svc:running())
+    end)
+
+    it("describe() says any of (...); a timeout names it and each member's last result", function()
+      local port = mk.free_port()
+      local p = mk.probe.any { mk.probe.tcp { port = port }, mk.probe.output { banner = "up" } }
+      assert.equal(string.format('any of (tcp 127.0.0.1:%d, output "up" on any)', port), p:describe())
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--print", "down", "--forever", timeout = 0.4, ready = p }:start()
+      end)
+      assert.matches("any of (tcp 127.0.0.1:" .. port, e.message, 1, true)
+      assert.matches("no matching line yet", e.message, 1, true)
+    end)
+
+    it("an empty list or a member that is not a probe is a ConfigError", function()
+      expect_error("ConfigError", function() mk.probe.any {} end)
+      local e = expect_error("ConfigError", function() mk.probe.any { mk.probe.notify {}, 42 } end)
+      assert.matches("[2]", e.message, 1, true)
+      expect_error("ConfigError", function() mk.probe.any { { mk.probe.notify {} } } end)
+      expect_error("ConfigError", function() mk.probe.any { "port 80" } end)
+      expect_error("ConfigError", function() mk.probe.any "x" end)
+      expect_error("ConfigError", function() mk.probe.any { mk.probe.notify {}, timeout = 1 } end)
+      -- an output member needs its stream captured, as on its own
+      e = expect_error("ConfigError", function()
+        exe { FX, stdout = "null", ready = mk.probe.any { mk.probe.output { banner = "x", stream = "stdout" } } }
+      end)
+      assert.matches("stdout", e.message, 1, true)
+    end)
+  end)
+
   ------------------------------------------------------------ lists
   describe("a list of probes", function()
     it("is ready only when all pass", function()

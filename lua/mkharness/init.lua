@@ -17,6 +17,7 @@ M.probe.http = function(t) return P.http(t) end
 M.probe.file = P.file
 M.probe.notify = P.notify
 M.probe.exec = P.exec
+M.probe.any = P.any
 
 -- The default polling pace. The pause between two attempts of a polling
 -- probe adapts to what an attempt costs: 50x its duration (so probing uses
@@ -183,7 +184,7 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   if probes_of then
     for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
   end
-  for _, p in ipairs(probes) do
+  for _, p in ipairs(P.leaves(probes)) do
     if p.kind == "output" then
       local need = p.stream == "any" and { "stdout", "stderr" } or { p.stream }
       local ok = false
@@ -264,6 +265,7 @@ end
 local function pause_for(cost, interval)
   return math.min(interval, math.max(MIN_PAUSE, cost * COST_FACTOR))
 end
+P.pause_for = pause_for -- mk.probe.any paces its polling members the same way
 
 local function probe_summary(w)
   local parts = {}
@@ -360,6 +362,7 @@ local function wait_all(waiters)
           for _, p in ipairs(w.probes) do
             if not p.done then
               if p.probe.poll then wake = math.min(wake, p.next_at) end
+              wake = math.min(wake, p.probe:wake(p.st) or math.huge)
               for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
             end
           end

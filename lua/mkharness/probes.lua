@@ -11,6 +11,8 @@ local O = require "mkharness.options"
 local T = O.types
 
 local P = {}
+-- the pause after a polling attempt that cost `cost` seconds (init.lua's)
+P.pause_for = function(_, interval) return interval end
 local Probe = {}
 Probe.__index = Probe
 Probe.__name = "mkharness.probe"
@@ -373,6 +375,97 @@ KINDS["function"] = {
   end,
 }
 
+-- any{ p1, p2, ... }: ready when the first of its members passes. To the
+-- wait loop it is an event probe (checked on every wake-up) that also
+-- says when it wants the next one (probe:wake): its event members' fds
+-- wake the loop, and its polling members are each tried at their own
+-- pace, as the loop would try them (P.pause_for, set by init.lua).
+function P.any(t)
+  local ctx = "mk.probe.any"
+  if type(t) ~= "table" or getmetatable(t) ~= nil then
+    O.fail(ctx, "probes", "must be a list of probes (mk.probe.*) or functions", t)
+  end
+  O.check(ctx, t, {})
+  local members = {}
+  for i, x in ipairs(t) do
+    if is_probe(x) then members[i] = x
+    elseif type(x) == "function" then members[i] = P.fn(x)
+    else O.fail(ctx, "[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
+  end
+  for k in pairs(t) do
+    if math.type(k) == "integer" and not members[k] then
+      O.fail(ctx, "[" .. k .. "]", "leaves a hole in the list")
+    end
+  end
+  if #members == 0 then O.fail(ctx, "probes", "is an empty list: give at least one probe") end
+  return new("any", { members = members })
+end
+
+local function any_interval(svc)
+  return svc and svc.interval or 0.1
+end
+
+KINDS.any = {
+  describe = function(p)
+    local parts = {}
+    for i, m in ipairs(p.members) do parts[i] = m:describe() end
+    return "any of (" .. table.concat(parts, ", ") .. ")"
+  end,
+  attach = function(p, svc)
+    local st = { sub = {}, next_at = {}, interval = any_interval(svc), env = {} }
+    for i, m in ipairs(p.members) do
+      local ok, sub = pcall(m.attach, m, svc)
+      if not ok then
+        for j = 1, i - 1 do p.members[j]:detach(st.sub[j]) end
+        error(sub, 0)
+      end
+      st.sub[i], st.next_at[i] = sub, 0
+      for k, v in pairs(sub.env or {}) do st.env[k] = v end
+    end
+    return st
+  end,
+  check = function(p, st, svc, deadline)
+    local why = {}
+    local now = core.now()
+    for i, m in ipairs(p.members) do
+      if not m.poll or now >= st.next_at[i] then
+        local t0 = core.now()
+        local ok, detail = m:check(st.sub[i], svc, deadline)
+        local after = core.now()
+        if ok then return true, detail end
+        if m.poll then st.next_at[i] = after + P.pause_for(after - t0, st.interval) end
+        st.last = st.last or {}
+        st.last[i] = detail
+      end
+      why[#why + 1] = m.kind .. ": " .. tostring(st.last and st.last[i] or "not tried yet")
+    end
+    return false, table.concat(why, "; ")
+  end,
+  fds = function(p, st)
+    local fds = {}
+    for i, m in ipairs(p.members) do
+      for _, fd in ipairs(m:fds(st.sub[i]) or {}) do fds[#fds + 1] = fd end
+    end
+    return fds
+  end,
+  wake = function(p, st)
+    local at
+    for i, m in ipairs(p.members) do
+      if m.poll then at = math.min(at or math.huge, st.next_at[i]) end
+    end
+    return at
+  end,
+  detach = function(p, st)
+    for i, m in ipairs(p.members) do m:detach(st.sub[i]) end
+  end,
+  precheck = function(p, svc)
+    for _, m in ipairs(p.members) do
+      local yes, who = m:precheck(svc)
+      if yes then return true, who end
+    end
+  end,
+}
+
 local function status_matcher(ctx, v)
   local function code(x)
     if math.type(x) ~= "integer" or x < 100 or x > 599 then
@@ -474,9 +567,20 @@ function Probe:attach(svc) local f = KINDS[self.kind].attach return f and f(self
 function Probe:check(st, svc, deadline) return KINDS[self.kind].check(self, st, svc, deadline) end
 function Probe:fds(st) local f = KINDS[self.kind].fds return f and f(self, st) end
 function Probe:detach(st) local f = KINDS[self.kind].detach if f then f(self, st) end end
+-- when the wait loop must wake for this probe at the latest (nil: events only)
+function Probe:wake(st) local f = KINDS[self.kind].wake return f and f(self, st) end
 function Probe:precheck(svc)
   local f = KINDS[self.kind].precheck
   if f then return f(self, svc) end
+end
+
+-- The probes in a list, with the members of any{} in place of it.
+function P.leaves(list, out)
+  out = out or {}
+  for _, p in ipairs(list) do
+    if p.kind == "any" then P.leaves(p.members, out) else out[#out + 1] = p end
+  end
+  return out
 end
 
 -- Normalize a `ready` value: a probe, a function, or a list of them.
