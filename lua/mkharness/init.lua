@@ -845,9 +845,40 @@ function Group:start()
     wait_all(waiters)
   end)
   if not ok then
-    for _, svc in ipairs(launched) do pcall(Service.kill, svc) end
+    -- say what happened to each other member, as it happened
+    local fates = {}
+    for _, svc in ipairs(launched) do
+      local fate
+      if svc._adopted then
+        fate = "was already running (adopted, left alone)"
+      elseif not svc._proc or svc._stopped then
+        fate = "was not running"
+      else
+        local before, sig = svc._proc:poll(), svc.kill_signal
+        -- also one that exited: kill() sweeps what it left (a daemon)
+        local kok = pcall(Service.kill, svc)
+        local code = svc._proc:poll()
+        if before then
+          fate = "had already exited (" .. describe_code(before) .. ")"
+        elseif not code then
+          fate = "could not be killed (still running" .. (kok and "" or ", kill() failed") .. ")"
+        elseif code == -sig then
+          fate = "killed"
+        else
+          fate = "killed (" .. describe_code(code) .. ")"
+        end
+      end
+      fates[svc] = fate
+    end
     if Error.is(err) and err.name then
-      err.message = err.message .. " (in a group of " .. #self.members .. "; the others were stopped)"
+      local others = {}
+      for _, svc in ipairs(self.members) do
+        if svc.name ~= err.name then
+          others[#others + 1] = svc.name .. " " .. (fates[svc] or "not started")
+        end
+      end
+      err.message = err.message .. " (in a group of " .. #self.members
+        .. (#others > 0 and ("; other members: " .. table.concat(others, ", ")) or "") .. ")"
     end
     error(err, 0)
   end
