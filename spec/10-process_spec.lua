@@ -47,16 +47,41 @@ local function proc_state(pid)
   return s:match("%) (%a)")
 end
 
-local function wait_state(pid, want)
-  mk.wait_until(function() return proc_state(pid) == want end,
-    { timeout = 5, message = "pid " .. pid .. " in state " .. want })
+-- Whether pid's cgroup (v2) is frozen; nil when it has no freezer (the
+-- root cgroup, or no cgroup v2 mounted).
+local function cg_frozen(pid)
+  local mnt
+  for line in io.lines("/proc/self/mountinfo") do
+    local m, fstype = line:match("^%S+ %S+ %S+ %S+ (%S+) .- %- (%S+) ")
+    if fstype == "cgroup2" then mnt = m break end
+  end
+  local f = io.open("/proc/" .. pid .. "/cgroup")
+  local cg = f and f:read("a"):match("0::([^\n]*)")
+  if f then f:close() end
+  if not mnt or not cg or cg == "/" then return nil end
+  local ev = io.open(mnt .. cg .. "/cgroup.events")
+  local frozen = ev and ev:read("a"):match("frozen (%d)")
+  if ev then ev:close() end
+  if frozen then return frozen == "1" end
 end
 
--- Paused: stopped (T). A shell caught inside vfork() waits for its stopped
--- child uninterruptibly (D) and stops only once the child execs or dies.
+-- Paused: frozen by the cgroup freezer (the state stays S), or stopped (T).
+-- A shell caught inside vfork() waits for its stopped child
+-- uninterruptibly (D) and stops only once the child execs or dies.
+local function is_paused(pid)
+  local st = proc_state(pid)
+  return st == "T" or st == "t" or st == "D" or cg_frozen(pid) == true
+end
+
+-- Running again: neither stopped nor frozen.
+local function is_resumed(pid)
+  local st = proc_state(pid)
+  return st ~= nil and st ~= "T" and st ~= "t" and cg_frozen(pid) ~= true
+end
+
+-- pause() returns once the service is paused: no waiting here
 local function wait_paused(pid)
-  mk.wait_until(function() local st = proc_state(pid) return st == "T" or st == "D" end,
-    { timeout = 5, message = "pid " .. pid .. " paused" })
+  assert(is_paused(pid), "pid " .. pid .. " not paused (state " .. tostring(proc_state(pid)) .. ")")
 end
 
 local function file_exists(path)
@@ -577,6 +602,98 @@ describe("mk.process", function()
       assert.equal(-15, s:exit_code())
     end)
 
+    it("stop() and kill() of a paused service that handles the signal: it sees the signal", function()
+      local s = mk.process { shell = "trap 'exit 3' TERM; trap 'exit 4' USR1; echo up; while :; do sleep 0.05; done",
+        stop_timeout = 5 }:start()
+      s:wait_output("up")
+      s:pause()
+      s:stop { expected_returncode = 3 }
+      assert.equal(3, s:exit_code())
+      s:start()
+      s:wait_output("up")
+      s:pause()
+      s:kill { signal = "USR1" }
+      assert.equal(4, s:exit_code())
+    end)
+
+    it("pause() returns once every process of the service is paused, resume() once all run", function()
+      local dir = mk.tmpdir()
+      local s <close> = mk.process { FX, "--fork-tree", dir, "--touch", dir .. "/done", "--forever",
+        stop_timeout = 0.2 }:start()
+      mk.wait_until(function() return file_exists(dir .. "/done") end, { timeout = 20 })
+      local cgroup = cg_frozen(s:pid()) ~= nil
+      -- with a cgroup every descendant is the service's; without one, its
+      -- process group is what SIGSTOP reaches
+      local pids = { s:pid() }
+      for pid, kind in mk.run { shell = "cat " .. dir .. "/*.pid" }.stdout:gmatch("(%d+) (%S+)") do
+        if cgroup or kind == "child" or kind == "middle" then pids[#pids + 1] = tonumber(pid) end
+      end
+      assert.is_true(#pids >= 3)
+      for _ = 1, 3 do
+        s:pause()
+        for _, pid in ipairs(pids) do assert.is_true(is_paused(pid), "pid " .. pid .. " not paused") end
+        s:resume()
+        for _, pid in ipairs(pids) do assert.is_true(is_resumed(pid), "pid " .. pid .. " still paused") end
+      end
+      s:pause()
+      s:kill() -- a paused service is killed too
+      assert.equal(-9, s:exit_code())
+    end)
+
+    it("pause()/resume() without cgroups: SIGSTOP/SIGCONT, checked for every process of the group", function()
+      local r = H.scenario([[
+        local function state(pid)
+          local f = io.open("/proc/" .. pid .. "/stat")
+          local st = f and f:read("a"):match("%) (%a)")
+          if f then f:close() end
+          return st
+        end
+        local function group(pgid)
+          local out = {}
+          for line in mk.run { "ps", "-e", "-o", "pid=,pgid=" }.stdout:gmatch("[^\n]+") do
+            local pid, pg = line:match("(%d+)%s+(%d+)")
+            if tonumber(pg) == pgid then out[#out + 1] = tonumber(pid) end
+          end
+          return out
+        end
+        local s = mk.process { shell = "sleep 100 & sleep 100 & echo up; wait", stop_timeout = 2 }:start()
+        s:wait_output("up")
+        local pids
+        mk.wait_until(function() pids = group(s:pid()) return #pids == 3 end, { timeout = 10 })
+        for round = 1, 3 do
+          s:pause()
+          for _, pid in ipairs(pids) do
+            local st = state(pid)
+            assert(st == "T" or st == "D", "after pause(): pid " .. pid .. " in state " .. tostring(st))
+          end
+          s:resume()
+          for _, pid in ipairs(pids) do
+            local st = state(pid)
+            assert(st ~= "T", "after resume(): pid " .. pid .. " in state " .. tostring(st))
+          end
+        end
+        s:pause()
+        s:stop()
+        print("EXIT " .. s:exit_code())
+      ]], { env = { MKHARNESS_CGROUP = "0", MKHARNESS_TMPDIR = mk.tmpdir() }, timeout = 60 })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("EXIT -15", r.stdout, 1, true)
+    end)
+
+    it("teardown stops a paused service gracefully (it sees the stop signal)", function()
+      local dir = mk.tmpdir()
+      local r = H.scenario([[
+        local s = mk.process { shell = "trap 'echo bye > " .. arg[1] .. "/bye; exit 0' TERM; echo up; "
+          .. "while :; do sleep 0.05; done", stop_timeout = 5 }:start()
+        s:wait_output("up")
+        s:pause()
+        print("PAUSED")
+      ]], { args = { dir }, env = { MKHARNESS_TMPDIR = mk.tmpdir() }, timeout = 60 })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("PAUSED", r.stdout, 1, true)
+      assert.equal("bye\n", H.slurp(dir .. "/bye"))
+    end)
+
     it("stopped(fn) stops, calls fn, starts again and returns fn's results", function()
       local s <close> = mk.process { FX, "--print", "up", "--forever" }:start()
       local pid = s:pid()
@@ -640,22 +757,22 @@ describe("mk.process", function()
       local s <close> = mk.process { FX, "--forever" }:start()
       local pid = s:pid()
       local x, y = s:paused(function(svc)
-        wait_state(pid, "T")
+        assert.is_true(is_paused(pid))
         assert.is_true(svc:running())
         return "x", 2
       end)
       assert.equal("x", x)
       assert.equal(2, y)
-      wait_state(pid, "S")
-      local ok, e = pcall(s.paused, s, function() wait_state(pid, "T"); error("oops", 0) end)
+      assert.is_true(is_resumed(pid))
+      local ok, e = pcall(s.paused, s, function() assert(is_paused(pid)); error("oops", 0) end)
       assert.is_false(ok)
       assert.equal("oops", e)
-      wait_state(pid, "S")
+      assert.is_true(is_resumed(pid))
       do
         local _ <close> = s:paused()
-        wait_state(pid, "T")
+        assert.is_true(is_paused(pid))
       end
-      wait_state(pid, "S")
+      assert.is_true(is_resumed(pid))
       assert.equal(pid, s:pid())
       local n = mk.process { FX }
       raises("ExecutorError", n.paused, n, function() end)

@@ -232,6 +232,106 @@ describe("probes", function()
     end)
   end)
 
+  ------------------------------------------------------------ marks
+  describe("svc:mark() and wait_output{ since = MARK }", function()
+    local RELOADER = "trap 'echo reloaded' HUP; echo up; while :; do sleep 0.01; done"
+
+    it("sees a line written after the mark, even before wait_output is called", function()
+      local svc <close> = mk.process { shell = RELOADER }:start()
+      svc:wait_output("^up$")
+      local m = svc:mark()
+      svc:signal("HUP")
+      -- the line is there before the wait begins: "now" misses it, the mark does not
+      mk.wait_until(function() return svc:output():find("reloaded", 1, true) end, { timeout = 10 })
+      expect_error("TimeoutExpired", function() svc:wait_output("^reloaded$", { since = "now", timeout = 0.2 }) end)
+      assert.equal("reloaded", (svc:wait_output("^reloaded$", { since = m, timeout = 10 })))
+      -- and only what came after it: the first reload is not the second
+      local m2 = svc:mark()
+      expect_error("TimeoutExpired", function() svc:wait_output("^reloaded$", { since = m2, timeout = 0.2 }) end)
+      svc:signal("HUP")
+      assert.equal("reloaded", (svc:wait_output("^reloaded$", { since = m2, timeout = 10 })))
+      assert.equal("reloaded", (svc:wait_output("reloaded", { since = m, times = 2, timeout = 10 })))
+    end)
+
+    it("a mark inside a line: ^ does not match the rest of that line", function()
+      local dir = mk.tmpdir()
+      local svc <close> = mk.process { FX, "--write", "abc", "--touch", dir .. "/half", "--sleep", 0.3,
+        "--print", "def", "--print", "def", "--forever" }:start()
+      mk.wait_until(function() return exists(dir .. "/half") end, { timeout = 10 })
+      local m = svc:mark()
+      local line = svc:wait_output("^def$", { since = m, timeout = 10 })
+      assert.equal("def", line)
+      assert.matches("abcdef\ndef\n", svc:output(), 1, true)
+      expect_error("TimeoutExpired", function() svc:wait_output("^def$", { since = m, times = 2, timeout = 0.3 }) end)
+      expect_error("TimeoutExpired", function() svc:wait_output("cdef", { since = m, plain = true, timeout = 0.2 }) end)
+    end)
+
+    it("per stream: a mark covers stderr too", function()
+      local svc <close> = mk.process { FX, "--eprint", "warn 1", "--print", "up", "--forever" }:start()
+      svc:wait_output("^up$")
+      local m = svc:mark()
+      assert.equal(#"up\n", m.stdout)
+      assert.equal(#"warn 1\n", m.stderr)
+      expect_error("TimeoutExpired", function() svc:wait_output("warn", { since = m, timeout = 0.2 }) end)
+    end)
+
+    it("a mark of another service, or from before a restart, is a ConfigError naming since", function()
+      local a <close> = mk.process { FX, "--print", "up", "--forever", name = "mark-a" }:start()
+      local b <close> = mk.process { FX, "--print", "up", "--forever", name = "mark-b" }:start()
+      local mb = b:mark()
+      local e = expect_error("ConfigError", function() a:wait_output("up", { since = mb }) end)
+      assert.matches("since", e.message, 1, true)
+      assert.matches("mark-b", e.message, 1, true)
+      local ma = a:mark()
+      a:restart()
+      e = expect_error("ConfigError", function() a:wait_output("up", { since = ma }) end)
+      assert.matches("since", e.message, 1, true)
+      assert.matches("restarted", e.message, 1, true)
+      e = expect_error("ConfigError", function() a:wait_output("up", { since = { stdout = 0 } }) end)
+      assert.matches("since", e.message, 1, true)
+      expect_error("ConfigError", function() a:wait_output("up", { since = 3 }) end)
+      assert.equal("up", (a:wait_output("up", { since = "start" })))
+      local n = mk.process { FX, "--forever" }
+      expect_error("ExecutorError", function() n:mark() end)
+    end)
+  end)
+
+  ------------------------------------------------------------ times
+  describe("times = N", function()
+    it("mk.output: ready at the N-th matching line", function()
+      local svc <close> = mk.output { FX, "--print", "ready", "--sleep", 0.2, "--print", "ready", "--forever",
+        banner = "^ready$", times = 2, timeout = 10 }:start()
+      local _, n = svc:output():gsub("ready\n", "")
+      assert.equal(2, n)
+    end)
+
+    it("mk.probe.output: ready_match is the N-th line", function()
+      local svc <close> = exe { FX, "--print", "ready 1", "--print", "noise", "--print", "ready 2",
+        "--print", "ready 3", "--forever", ready = mk.probe.output { banner = "^ready (%d)$", times = 2 } }:start()
+      assert.same({ line = "ready 2", "2" }, svc.ready_match)
+      assert.matches("2 times", mk.probe.output { banner = "x", times = 2 }:describe(), 1, true)
+    end)
+
+    it("wait_output{ times = N } counts the lines, not the wake-ups on a partial one", function()
+      local svc <close> = mk.process { FX, "--print", "db> ", "--write", "db> ", "--forever" }:start()
+      local line = svc:wait_output("db>", { times = 2, timeout = 10 })
+      assert.equal("db> ", line)
+      local e = expect_error("TimeoutExpired", function() svc:wait_output("db>", { times = 3, timeout = 0.3 }) end)
+      assert.matches("1 of 3", e.message, 1, true) -- the unfinished line counts once complete
+    end)
+
+    it("N must be an integer >= 1: a ConfigError naming times", function()
+      for _, bad in ipairs { 0, -1, 1.5, "2", true } do
+        local e = expect_error("ConfigError", function() mk.probe.output { banner = "x", times = bad } end)
+        assert.matches("times", e.message, 1, true)
+        expect_error("ConfigError", function() mk.output { FX, banner = "x", times = bad } end)
+      end
+      local svc <close> = mk.process { FX, "--print", "x", "--forever" }:start()
+      local e = expect_error("ConfigError", function() svc:wait_output("x", { times = 0 }) end)
+      assert.matches("times", e.message, 1, true)
+    end)
+  end)
+
   ------------------------------------------------------------ tcp
   describe("tcp", function()
     it("is ready once the port accepts", function()
@@ -531,6 +631,73 @@ describe("probes", function()
         exe { FX, "--forever", timeout = 0.3, ready = function() return false end }:start()
       end)
       assert.matches("function", e.message, 1, true)
+    end)
+  end)
+
+  ------------------------------------------------------------ any
+  describe("mk.probe.any", function()
+    it("is ready when the first member passes: an event member, while a polling one fails", function()
+      local port = mk.free_port() -- nobody listens
+      local svc <close> = exe { FX, "--sleep", 0.2, "--print", "ready at last", "--forever",
+        ready = mk.probe.any { mk.probe.tcp { port = port }, mk.probe.output { banner = "^ready" } } }:start()
+      assert.equal("ready at last", svc.ready_match.line)
+    end)
+
+    it("exposes its event members' fds: a slow polling member does not hold the wait", function()
+      -- the exec member costs 0.5 s an attempt, so its next one is 25 s
+      -- (50 times that) away: the file's inotify wakes the loop before
+      -- that, unless nothing but the exec's pace can
+      local dir = mk.tmpdir()
+      local flag, count = dir .. "/flag", dir .. "/count"
+      local svc <close> = exe { FX, "--sleep", 1, "--touch", flag, "--forever", interval = 3600, timeout = 60,
+        ready = mk.probe.any { mk.probe.exec { "sh", "-c", "echo x >> " .. count .. "; sleep 0.5; exit 1" },
+          mk.probe.file { path = flag } } }:start()
+      assert.is_true(svc:running())
+      assert.is_true(exists(flag))
+      assert.equal("x\n", H.slurp(count))
+    end)
+
+    it("exposes its polling members' pace: a function member is retried without any event", function()
+      local dir = mk.tmpdir()
+      local calls = 0
+      local svc <close> = exe { FX, "--forever", timeout = 20,
+        ready = mk.probe.any { mk.probe.file { path = dir .. "/never" },
+          function() calls = calls + 1 return calls >= 3 end } }:start()
+      assert.equal(3, calls)
+      assert.is_true(svc:running())
+    end)
+
+    it("mixes notify (its NOTIFY_SOCKET is set) and http", function()
+      local port = mk.free_port()
+      local svc <close> = exe { FX, "--sleep", 0.1, "--notify", "--forever",
+        ready = mk.probe.any { mk.probe.http { url = url(port) }, mk.probe.notify {} } }:start()
+      assert.is_true(svc:running())
+    end)
+
+    it("describe() says any of (...); a timeout names it and each member's last result", function()
+      local port = mk.free_port()
+      local p = mk.probe.any { mk.probe.tcp { port = port }, mk.probe.output { banner = "up" } }
+      assert.equal(string.format('any of (tcp 127.0.0.1:%d, output "up" on any)', port), p:describe())
+      local e = expect_error("TimeoutExpired", function()
+        exe { FX, "--print", "down", "--forever", timeout = 0.4, ready = p }:start()
+      end)
+      assert.matches("any of (tcp 127.0.0.1:" .. port, e.message, 1, true)
+      assert.matches("no matching line yet", e.message, 1, true)
+    end)
+
+    it("an empty list or a member that is not a probe is a ConfigError", function()
+      expect_error("ConfigError", function() mk.probe.any {} end)
+      local e = expect_error("ConfigError", function() mk.probe.any { mk.probe.notify {}, 42 } end)
+      assert.matches("[2]", e.message, 1, true)
+      expect_error("ConfigError", function() mk.probe.any { { mk.probe.notify {} } } end)
+      expect_error("ConfigError", function() mk.probe.any { "port 80" } end)
+      expect_error("ConfigError", function() mk.probe.any "x" end)
+      expect_error("ConfigError", function() mk.probe.any { mk.probe.notify {}, timeout = 1 } end)
+      -- an output member needs its stream captured, as on its own
+      e = expect_error("ConfigError", function()
+        exe { FX, stdout = "null", ready = mk.probe.any { mk.probe.output { banner = "x", stream = "stdout" } } }
+      end)
+      assert.matches("stdout", e.message, 1, true)
     end)
   end)
 

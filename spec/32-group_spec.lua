@@ -62,7 +62,31 @@ describe("mk.group", function()
     assert.is_false(a:running())
     assert.is_false(c:running())
     assert.is_false(listening(a.port))
+    assert.matches("in a group of 3; other members: good-a killed, good-c killed)", e.message, 1, true)
     g:stop() -- nothing left to stop: no error
+  end)
+
+  it("the failure says what happened to each other member: killed, had already exited, not started", function()
+    local flag = mk.tmpdir() .. "/quit"
+    local quitter = mk.process { FX, "--touch", flag, "--exit", 1, name = "quitter" }
+    local db = slow_tcp(30, "db")
+    local bad = mk.tcp { shell = "while [ ! -e " .. flag .. " ]; do sleep 0.01; done; sleep 0.2; exit 3",
+      port = mk.free_port(), timeout = 20, name = "flaky" }
+    local e = expect_error("ProcessExitedWithError", function() mk.group { quitter, db, bad }:start() end)
+    assert.equal("flaky", e.name)
+    assert.matches("(in a group of 3; other members: quitter had already exited (exit code 1), db killed)",
+      e.message, 1, true)
+    assert.not_matches("stopped", e.message, 1, true)
+    assert.is_false(db:running())
+
+    local first = slow_tcp(30, "first")
+    local missing = mk.process { "/nonexistent/mkharness-prog", name = "missing" }
+    local never = slow_tcp(0.1, "never")
+    e = expect_error("SpawnError", function() mk.group { first, missing, never }:start() end)
+    assert.equal("missing", e.name)
+    assert.matches("other members: first killed, never not started)", e.message, 1, true)
+    assert.is_false(first:running())
+    assert.is_nil(never:pid())
   end)
 
   it("one member timing out: TimeoutExpired naming it, the others stopped", function()

@@ -300,6 +300,36 @@ static int l_proc_signal(lua_State *L)
     return 1;
 }
 
+/* p:freeze(timeout) -> true once every process of p is paused, or nil,
+ * message (which ones did not stop in time) */
+static int l_proc_freeze(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    double timeout = luaL_checknumber(L, 2);
+    char err[512];
+    if (mkh_proc_freeze(&lp->p, 1, timeout, err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* p:thaw(timeout) -> true once every process of p runs again, or nil,
+ * message. p:thaw() only thaws its cgroup, without waiting: for a stop
+ * signal to be seen. */
+static int l_proc_thaw(lua_State *L)
+{
+    lproc *lp = check_proc(L, 1);
+    if (lua_isnoneornil(L, 2)) {
+        mkh_proc_thaw(&lp->p);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    double timeout = luaL_checknumber(L, 2);
+    char err[512];
+    if (mkh_proc_freeze(&lp->p, 0, timeout, err, sizeof err) != 0) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* p:sweep() -> number of leftover descendants killed */
 static int l_proc_sweep(lua_State *L)
 {
@@ -536,7 +566,11 @@ static int l_scanner(lua_State *L)
 {
     size_t plen;
     const char *path = luaL_checklstring(L, 1, &plen);
-    int from_end = lua_toboolean(L, 2); /* read before the userdata takes slot 2 */
+    /* read before the userdata takes slot 2: true starts at the current
+     * end, an integer at that offset (a mark) */
+    int at_offset = lua_isinteger(L, 2);
+    lua_Integer from = at_offset ? lua_tointeger(L, 2) : 0;
+    int from_end = !at_offset && lua_toboolean(L, 2);
     lscanner *s = lua_newuserdatauv(L, sizeof *s + plen + 1, 0);
     memset(s, 0, sizeof *s);
     s->fd = -1;
@@ -545,6 +579,23 @@ static int l_scanner(lua_State *L)
     if (from_end) { /* start at the current end */
         struct stat st;
         if (stat(path, &st) == 0) s->off = st.st_size;
+    } else if (from > 0) {
+        s->off = (off_t)from;
+    }
+    if (s->off > 0) {
+        /* starting inside a line: keep its last byte before the start as
+         * context (for %f), and say the line's head is cut off, so that `^`
+         * does not match there */
+        char prev = '\n';
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (pread(fd, &prev, 1, s->off - 1) != 1) prev = '\n';
+            close(fd);
+        }
+        if (prev != '\n') {
+            s->off--;
+            s->truncated = 1;
+        }
     }
     return 1;
 }
@@ -1122,7 +1173,7 @@ static int l_interrupted(lua_State *L)
 static const luaL_Reg proc_methods[] = {
     {"pid", l_proc_pid}, {"fd", l_proc_fd}, {"poll", l_proc_poll},
     {"wait", l_proc_wait}, {"signal", l_proc_signal}, {"sweep", l_proc_sweep},
-    {"release", l_proc_release},
+    {"release", l_proc_release}, {"freeze", l_proc_freeze}, {"thaw", l_proc_thaw},
     {NULL, NULL}
 };
 

@@ -122,6 +122,13 @@ int mkh_proc_signal(mkh_proc *p, int sig);
  * service token "MKHARNESS_SERVICE=..."), then reap the leader. Returns how
  * many were killed. */
 int mkh_proc_sweep(mkh_proc *p, const char *token);
+/* Pause (on = 1) or resume (on = 0) every process of p and return once
+ * they all are, within `timeout` seconds: with its cgroup's freezer, else
+ * SIGSTOP/SIGCONT to its process group checked in /proc. 0, or -1 with a
+ * message in err (which processes did not follow). */
+int mkh_proc_freeze(mkh_proc *p, int on, double timeout, char *err, size_t errlen);
+/* Thaw p's cgroup without waiting, so that a stop signal is seen. */
+void mkh_proc_thaw(mkh_proc *p);
 /* Reap p's leader (after its exit); it leaves the live list and the guardian. */
 void mkh_proc_reap(mkh_proc *p);
 /* Wait for our stray zombies that nobody else will wait for: children
@@ -143,6 +150,9 @@ const char *mkh_cg_run(void);            /* the run's cgroup path, or NULL */
 void mkh_cg_path(int id, char *out, size_t len);
 int mkh_cg_create(int id);               /* make cgroup `id`; its cgroup.procs fd or -1 */
 int mkh_cg_kill(const char *cg, double timeout); /* kill all in it, wait, rmdir */
+/* Freeze (on) or thaw cg, waiting for cgroup.events until deadline (<0:
+ * no wait). 1 done, 0 timed out, -1 with errno. */
+int mkh_cg_freeze(const char *cg, int on, double deadline);
 void mkh_cg_teardown(void);
 void mkh_cg_cleanup_host(pid_t host);    /* the supervisor's, after a host died */
 

@@ -391,6 +391,95 @@ int mkh_proc_signal(mkh_proc *p, int sig)
     return kill(p->pid, sig);
 }
 
+/* ---- pause and resume ---- */
+
+/* Members of process group pgrp not yet where pause (on) or resume (!on)
+ * wants them; the first `cap` of them go to out. A shell inside vfork()
+ * waits for its stopped child uninterruptibly (D) and cannot stop before
+ * it: for a pause that counts as stopped, since it runs no code either. */
+static size_t group_late(pid_t pgrp, int on, pid_t *out, size_t cap)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        pid_t pid = (pid_t)atoi(e->d_name);
+        char st; pid_t pp, pg, sd;
+        if (proc_stat(pid, &st, &pp, &pg, &sd) != 0 || pg != pgrp) continue;
+        int late = on ? !strchr("TtDZX", st) : st == 'T';
+        if (late) {
+            if (n < cap) out[n] = pid;
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Without a freezer: signal the group, then watch /proc until every
+ * member is stopped (or none is), bounded by the deadline. */
+static int group_pause(mkh_proc *p, int on, double timeout, char *err, size_t errlen)
+{
+    double deadline = mkh_now() + timeout;
+    if (mkh_proc_signal(p, on ? SIGSTOP : SIGCONT) != 0) {
+        snprintf(err, errlen, "cannot signal process group %d: %s", (int)p->pid, strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        pid_t late[8];
+        size_t n = group_late(p->pid, on, late, 8);
+        if (n == 0) return 0;
+        if (mkh_now() >= deadline) {
+            int len = snprintf(err, errlen, "%zu process%s of group %d still %s after SIG%s for %.2f s (pid",
+                               n, n == 1 ? "" : "es", (int)p->pid, on ? "running" : "stopped",
+                               on ? "STOP" : "CONT", timeout);
+            for (size_t i = 0; i < n && i < 8 && len > 0 && (size_t)len < errlen; i++)
+                len += snprintf(err + len, errlen - (size_t)len, "%s %d", i ? "," : "", (int)late[i]);
+            if (len > 0 && (size_t)len < errlen)
+                snprintf(err + len, errlen - (size_t)len, "%s)", n > 8 ? ", ..." : "");
+            return -1;
+        }
+        mkh_sleep_until(mkh_now() + 0.001);
+    }
+}
+
+int mkh_proc_freeze(mkh_proc *p, int on, double timeout, char *err, size_t errlen)
+{
+    if (p->reaped || mkh_proc_poll(p)) {
+        snprintf(err, errlen, "the process has exited");
+        return -1;
+    }
+    if (p->cg_id) {
+        /* the freezer reaches every process of the service, also those
+         * that left its group or session, and they see no signal */
+        char cg[4200];
+        mkh_cg_path(p->cg_id, cg, sizeof cg);
+        int r = mkh_cg_freeze(cg, on, mkh_now() + timeout);
+        if (r == 1) {
+            /* a resume also ends a stop sent by hand (signal("STOP")) */
+            if (!on) mkh_proc_signal(p, SIGCONT);
+            return 0;
+        }
+        if (r == 0) {
+            snprintf(err, errlen, "cgroup %s not %s after %.2f s (cgroup.events)", cg,
+                     on ? "frozen" : "thawed", timeout);
+            return -1;
+        }
+        /* no freezer in this kernel: signals do it */
+    }
+    return group_pause(p, on, timeout, err, errlen);
+}
+
+void mkh_proc_thaw(mkh_proc *p)
+{
+    if (!p->cg_id || p->reaped) return;
+    char cg[4200];
+    mkh_cg_path(p->cg_id, cg, sizeof cg);
+    mkh_cg_freeze(cg, 0, -1);
+}
+
 static int is_own_kid(pid_t pid)
 {
     for (size_t i = 0; i < nown; i++) if (own_kids[i] == pid) return 1;
@@ -705,7 +794,9 @@ void mkh_teardown(int graceful)
         double now = mkh_now();
         for (mkh_proc *p = live; p; p = p->next) {
             mkh_proc_signal(p, p->stop_sig ? p->stop_sig : SIGTERM);
-            mkh_proc_signal(p, SIGCONT); /* a paused service must see it */
+            /* a paused service must see it: frozen, it would not */
+            mkh_proc_thaw(p);
+            mkh_proc_signal(p, SIGCONT);
         }
         /* wait for all leaders (signalled together), each up to its own
          * stop_timeout (capped when the run is out of time) */

@@ -18,6 +18,7 @@ M.probe.http = function(t) return P.http(t) end
 M.probe.file = P.file
 M.probe.notify = P.notify
 M.probe.exec = P.exec
+M.probe.any = P.any
 
 -- The default polling pace. The pause between two attempts of a polling
 -- probe adapts to what an attempt costs: 50x its duration (so probing uses
@@ -118,7 +119,7 @@ local COMMON = {
   expected_returncode = T.returncode, env = T.env, clear_env = T.boolean,
   cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
   echo = T.boolean, already_running = T.enum("error", "reuse", "ignore"),
-  on_exit = T.enum("fail", "ignore", "restart"), max_restarts = T.count,
+  on_exit = T.enum("fail", "ignore", "restart"), max_restarts = T.natural,
   ready = function(_, _, v) return v end,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
 }
@@ -184,7 +185,7 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   if probes_of then
     for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
   end
-  for _, p in ipairs(probes) do
+  for _, p in ipairs(P.leaves(probes)) do
     if p.kind == "output" then
       local need = p.stream == "any" and { "stdout", "stderr" } or { p.stream }
       local ok = false
@@ -340,6 +341,7 @@ end
 local function pause_for(cost, interval)
   return math.min(interval, math.max(MIN_PAUSE, cost * COST_FACTOR))
 end
+P.pause_for = pause_for -- mk.probe.any paces its polling members the same way
 
 local function probe_summary(w)
   local parts = {}
@@ -450,6 +452,7 @@ local function wait_all(waiters)
           for _, p in ipairs(w.probes) do
             if not p.done then
               if p.probe.poll then wake = math.min(wake, p.next_at) end
+              wake = math.min(wake, p.probe:wake(p.st) or math.huge)
               for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
             end
           end
@@ -548,6 +551,7 @@ function Service:_launch()
   self._proc, self._exit, self._stopped = proc, nil, false
   self._exit_seen, self._crash, self._ending, self._signalled, self._ready_at = nil, nil, nil, nil, nil
   held[self] = true
+  self._starts = (self._starts or 0) + 1 -- marks of earlier starts are void
   if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
     self._echo = {}
     for _, s in ipairs { "stdout", "stderr" } do
@@ -616,7 +620,8 @@ function Service:_stop_begin(opts)
   s.code = proc:poll()
   if not s.code then
     proc:signal(s.sig)
-    proc:signal(core.signum("CONT")) -- a paused service must see the signal now
+    proc:thaw() -- a paused service must see the signal now: frozen or stopped, it would not
+    proc:signal(core.signum("CONT"))
     s.deadline = s.t0 + s.timeout
   end
   return s
@@ -630,6 +635,7 @@ function Service:_stop_finish(s)
     if not code then
       s.escalated = true
       proc:signal(self.kill_signal)
+      proc:thaw()
       proc:signal(core.signum("CONT"))
       code = proc:wait(math.max(s.timeout, 1))
       if not code and self.kill_signal ~= KILL then
@@ -694,7 +700,10 @@ function Service:kill(opts)
   self._ending = true
   if not proc:poll() then
     proc:signal(sig)
-    if sig ~= KILL then proc:signal(core.signum("CONT")) end
+    if sig ~= KILL then
+      proc:thaw()
+      proc:signal(core.signum("CONT"))
+    end
   end
   if o.wait ~= false then
     local code = proc:wait(sig == KILL and 5 or self.stop_timeout)
@@ -752,16 +761,22 @@ function Service:signal(sig)
   return self
 end
 
+-- How long pause()/resume() wait for every process to follow: a loaded
+-- machine may take a while to schedule them, but never this long.
+local PAUSE_WAIT = 5
+
 function Service:pause()
   need_running(self, "pause()")
-  self._proc:signal(core.signum("STOP"))
+  local ok, err = self._proc:freeze(PAUSE_WAIT)
+  if not ok then svc_error(self, "ExecutorError", "pause(): " .. err) end
   events.emit("paused", { service = self.name }, self.name .. ": paused")
   return self
 end
 
 function Service:resume()
   need_running(self, "resume()")
-  self._proc:signal(core.signum("CONT"))
+  local ok, err = self._proc:thaw(PAUSE_WAIT)
+  if not ok then svc_error(self, "ExecutorError", "resume(): " .. err) end
   events.emit("resumed", { service = self.name }, self.name .. ": resumed")
   return self
 end
@@ -813,17 +828,30 @@ end
 function Service:output() return read_stream(self, "stdout") end
 function Service:err_output() return read_stream(self, "stderr") end
 
+-- svc:mark(): where its output ends now, for wait_output{ since = MARK }:
+-- taken before the action that makes it print, so the line cannot be
+-- missed however early it comes.
+function Service:mark()
+  if not self._logs or not self._proc then svc_error(self, "ExecutorError", "mark() needs a started service") end
+  local m = { service = self, name = self.name, start = self._starts }
+  for _, s in ipairs { "stdout", "stderr" } do
+    if self._logs[s] then m[s] = core.size(self._logs[s]) or 0 end
+  end
+  return setmetatable(m, O.Mark)
+end
+
 local WAIT_OUTPUT = {
   timeout = T.timeout, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
-  since = T.enum("start", "now"),
+  since = T.since, times = T.count,
 }
 function Service:wait_output(pat, opts)
   local ctx = "wait_output"
   local o = O.check(ctx, opts, WAIT_OUTPUT)
   if o.plain then T.nonempty(ctx, "pattern", pat) else T.pattern(ctx, "pattern", pat) end
   if not self._logs then svc_error(self, "ExecutorError", "wait_output() needs a started service") end
-  local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false }
-  local st = P.output_attach(probe, self, o.since == "now")
+  if type(o.since) == "table" then O.own_mark(ctx, "since", o.since, self, self._starts) end
+  local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false, times = o.times }
+  local st = P.output_attach(probe, self, o.since == "now" or (type(o.since) == "table" and o.since))
   local saved = self.ready_match
   local timeout = o.timeout == nil and self.timeout or o.timeout
   local w = make_waiter(self, { probe }, { timeout = timeout or nil, states = { st },
@@ -871,10 +899,11 @@ end
 
 M.process = ctor("process", nil, nil, { "ready", "already_running" })
 M.executor = ctor("executor")
-M.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean },
+M.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+  times = T.count },
   function(o, self)
     if o.banner == nil then O.fail("mk.output", "banner", "is required") end
-    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain }, "mk.output") }
+    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
   end)
 M.tcp = ctor("tcp", { host = T.nonempty, port = T.port }, function(o, self)
   if o.port == nil then O.fail("mk.tcp", "port", "is required") end
@@ -930,9 +959,40 @@ function Group:start()
     wait_all(waiters)
   end)
   if not ok then
-    for _, svc in ipairs(launched) do pcall(Service.kill, svc) end
+    -- say what happened to each other member, as it happened
+    local fates = {}
+    for _, svc in ipairs(launched) do
+      local fate
+      if svc._adopted then
+        fate = "was already running (adopted, left alone)"
+      elseif not svc._proc or svc._stopped then
+        fate = "was not running"
+      else
+        local before, sig = svc._proc:poll(), svc.kill_signal
+        -- also one that exited: kill() sweeps what it left (a daemon)
+        local kok = pcall(Service.kill, svc)
+        local code = svc._proc:poll()
+        if before then
+          fate = "had already exited (" .. describe_code(before) .. ")"
+        elseif not code then
+          fate = "could not be killed (still running" .. (kok and "" or ", kill() failed") .. ")"
+        elseif code == -sig then
+          fate = "killed"
+        else
+          fate = "killed (" .. describe_code(code) .. ")"
+        end
+      end
+      fates[svc] = fate
+    end
     if Error.is(err) and err.name then
-      err.message = err.message .. " (in a group of " .. #self.members .. "; the others were stopped)"
+      local others = {}
+      for _, svc in ipairs(self.members) do
+        if svc.name ~= err.name then
+          others[#others + 1] = svc.name .. " " .. (fates[svc] or "not started")
+        end
+      end
+      err.message = err.message .. " (in a group of " .. #self.members
+        .. (#others > 0 and ("; other members: " .. table.concat(others, ", ")) or "") .. ")"
     end
     error(err, 0)
   end

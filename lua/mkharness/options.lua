@@ -108,7 +108,7 @@ function T.returncode(ctx, k, v)
   end
   return v
 end
-function T.count(ctx, k, v)
+function T.natural(ctx, k, v)
   if math.type(v) ~= "integer" or v < 0 then fail(ctx, k, "must be an integer >= 0", v) end
   return v
 end
@@ -139,6 +139,32 @@ function T.port(ctx, k, v)
     fail(ctx, k, "must be an integer port 1-65535", v)
   end
   return v
+end
+function T.count(ctx, k, v)
+  if math.type(v) ~= "integer" and type(v) == "number" and v == math.floor(v) then v = math.tointeger(v) end
+  if math.type(v) ~= "integer" or v < 1 then fail(ctx, k, "must be an integer >= 1", v) end
+  return v
+end
+-- A mark of where a service's output ends (svc:mark()): which service,
+-- which of its starts, and the capture files' sizes then.
+O.Mark = { __name = "mkharness.mark" }
+function O.Mark.__tostring(m)
+  return string.format("mkharness.mark of %s (stdout %s, stderr %s)", m.name, m.stdout or "-", m.stderr or "-")
+end
+function T.since(ctx, k, v)
+  if v == "start" or v == "now" or getmetatable(v) == O.Mark then return v end
+  fail(ctx, k, 'must be "start", "now" or a mark from svc:mark()', v)
+end
+-- A mark is only good for the start of the service it was taken of: a
+-- restart begins the capture files anew.
+function O.own_mark(ctx, k, m, svc, start)
+  if m.service ~= svc then
+    fail(ctx, k, string.format("is a mark of another service (%s), not of %s", m.name, svc.name))
+  end
+  if m.start ~= start then
+    fail(ctx, k, "is a mark of an earlier start (the service was restarted since); take a new one with mark()")
+  end
+  return m
 end
 function T.enum(...)
   local allowed = { ... }

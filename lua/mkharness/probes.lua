@@ -11,6 +11,8 @@ local O = require "mkharness.options"
 local T = O.types
 
 local P = {}
+-- the pause after a polling attempt that cost `cost` seconds (init.lua's)
+P.pause_for = function(_, interval) return interval end
 local Probe = {}
 Probe.__index = Probe
 Probe.__name = "mkharness.probe"
@@ -117,7 +119,7 @@ end
 local function line_matches(p, text, at_start, at_end, deadline)
   local r
   if p.plain then
-    r = table.pack(string.find(text, p.banner, 1, true))
+    r = table.pack(string.find(text, p.banner, at_start and 1 or 2, true))
   else
     if (not at_start and p.banner:sub(1, 1) == "^") or (not at_end and p.dollar) then return nil end
     r = table.pack(core.find(text, p.banner, at_start and 1 or 2, deadline))
@@ -130,7 +132,7 @@ local function line_matches(p, text, at_start, at_end, deadline)
 end
 
 local OUTPUT = {
-  banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+  banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean, times = T.count,
 }
 
 function P.output(t, ctx)
@@ -139,26 +141,25 @@ function P.output(t, ctx)
   if o.banner == nil then O.fail(ctx, "banner", "is required") end
   o.stream = o.stream or "any"
   o.plain = o.plain or false
+  o.times = o.times or 1
   if not o.plain then T.pattern(ctx, "banner", o.banner) end
   o.needle = o.plain and o.banner or needle_of(o.banner)
   o.dollar = not o.plain and ends_anchored(o.banner)
   return new("output", o)
 end
 
-local function output_streams(p, svc)
-  local list = {}
+-- attach: `from` true starts at the current end of the capture
+-- (since="now"), a table at its offset per stream (since=MARK)
+local function output_attach(p, svc, from)
+  local st = { scanners = {}, watch = core.watch(), count = 0 }
   for _, s in ipairs { "stdout", "stderr" } do
-    if (p.stream == "any" or p.stream == s) and svc._logs[s] then list[#list + 1] = svc._logs[s] end
-  end
-  return list
-end
-
--- attach: `from_end` starts at the current end of the capture (since="now")
-local function output_attach(p, svc, from_end)
-  local st = { scanners = {}, watch = core.watch() }
-  for _, path in ipairs(output_streams(p, svc)) do
-    st.scanners[#st.scanners + 1] = core.scanner(path, from_end)
-    if st.watch then st.watch:add(path, "modify") end
+    local path = svc._logs[s]
+    if (p.stream == "any" or p.stream == s) and path then
+      local at = from
+      if type(from) == "table" then at = from[s] or 0 end
+      st.scanners[#st.scanners + 1] = core.scanner(path, at)
+      if st.watch then st.watch:add(path, "modify") end
+    end
   end
   return st
 end
@@ -169,24 +170,40 @@ local function too_costly(p, text)
     .. "finish before the deadline); use plain = true or a simpler pattern", p.banner, #text)
 end
 
+-- With `times`, ready at the N-th matching line: st.count counts the
+-- lines that matched so far. A line too long to keep comes in pieces
+-- (overlapping): st.counted[i] says the line scanner i is in has counted.
 local function output_check(p, st, svc, deadline)
   if st.watch then st.watch:drain() end
-  for _, sc in ipairs(st.scanners) do
+  st.counted = st.counted or {}
+  for i, sc in ipairs(st.scanners) do
     while true do
       local line, at_start, at_end = sc:next(p.needle)
       if not line then break end
       local m = line_matches(p, line, at_start, at_end, deadline)
       if m == false then return false, too_costly(p, line) end
-      if m then svc.ready_match = m return true, m end
+      if at_start then st.counted[i] = nil end
+      if m and not st.counted[i] then
+        st.count = st.count + 1
+        st.counted[i] = true
+        if st.count >= p.times then svc.ready_match = m return true, m end
+      end
+      if at_end then st.counted[i] = nil end
     end
+    -- the unfinished last line is looked at again on every wake-up and
+    -- counted once complete: it can only be the last match needed
     local partial, cut = sc:partial()
     -- the same prefilter as complete lines get: a pattern on a long
     -- unfinished line at every wake-up could cost quadratic time
-    if partial ~= "" and (p.needle == "" or partial:find(p.needle, 1, true)) then
+    if st.count + (st.counted[i] and 0 or 1) >= p.times and partial ~= ""
+        and (p.needle == "" or partial:find(p.needle, 1, true)) then
       local m = line_matches(p, partial, not cut, true, deadline)
       if m == false then return false, too_costly(p, partial) end
       if m then svc.ready_match = m return true, m end
     end
+  end
+  if p.times > 1 then
+    return false, string.format("%d of %d matching lines so far", st.count, p.times)
   end
   return false, "no matching line yet"
 end
@@ -195,7 +212,9 @@ end
 local KINDS = {}
 
 KINDS.output = {
-  describe = function(p) return string.format("output %q on %s", p.banner, p.stream) end,
+  describe = function(p)
+    return string.format("output %q on %s%s", p.banner, p.stream, p.times > 1 and (" (" .. p.times .. " times)") or "")
+  end,
   attach = function(p, svc) return output_attach(p, svc, false) end,
   check = output_check,
   fds = function(_, st) return st.watch and { st.watch:fd() } end,
@@ -356,6 +375,97 @@ KINDS["function"] = {
   end,
 }
 
+-- any{ p1, p2, ... }: ready when the first of its members passes. To the
+-- wait loop it is an event probe (checked on every wake-up) that also
+-- says when it wants the next one (probe:wake): its event members' fds
+-- wake the loop, and its polling members are each tried at their own
+-- pace, as the loop would try them (P.pause_for, set by init.lua).
+function P.any(t)
+  local ctx = "mk.probe.any"
+  if type(t) ~= "table" or getmetatable(t) ~= nil then
+    O.fail(ctx, "probes", "must be a list of probes (mk.probe.*) or functions", t)
+  end
+  O.check(ctx, t, {})
+  local members = {}
+  for i, x in ipairs(t) do
+    if is_probe(x) then members[i] = x
+    elseif type(x) == "function" then members[i] = P.fn(x)
+    else O.fail(ctx, "[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
+  end
+  for k in pairs(t) do
+    if math.type(k) == "integer" and not members[k] then
+      O.fail(ctx, "[" .. k .. "]", "leaves a hole in the list")
+    end
+  end
+  if #members == 0 then O.fail(ctx, "probes", "is an empty list: give at least one probe") end
+  return new("any", { members = members })
+end
+
+local function any_interval(svc)
+  return svc and svc.interval or 0.1
+end
+
+KINDS.any = {
+  describe = function(p)
+    local parts = {}
+    for i, m in ipairs(p.members) do parts[i] = m:describe() end
+    return "any of (" .. table.concat(parts, ", ") .. ")"
+  end,
+  attach = function(p, svc)
+    local st = { sub = {}, next_at = {}, interval = any_interval(svc), env = {} }
+    for i, m in ipairs(p.members) do
+      local ok, sub = pcall(m.attach, m, svc)
+      if not ok then
+        for j = 1, i - 1 do p.members[j]:detach(st.sub[j]) end
+        error(sub, 0)
+      end
+      st.sub[i], st.next_at[i] = sub, 0
+      for k, v in pairs(sub.env or {}) do st.env[k] = v end
+    end
+    return st
+  end,
+  check = function(p, st, svc, deadline)
+    local why = {}
+    local now = core.now()
+    for i, m in ipairs(p.members) do
+      if not m.poll or now >= st.next_at[i] then
+        local t0 = core.now()
+        local ok, detail = m:check(st.sub[i], svc, deadline)
+        local after = core.now()
+        if ok then return true, detail end
+        if m.poll then st.next_at[i] = after + P.pause_for(after - t0, st.interval) end
+        st.last = st.last or {}
+        st.last[i] = detail
+      end
+      why[#why + 1] = m.kind .. ": " .. tostring(st.last and st.last[i] or "not tried yet")
+    end
+    return false, table.concat(why, "; ")
+  end,
+  fds = function(p, st)
+    local fds = {}
+    for i, m in ipairs(p.members) do
+      for _, fd in ipairs(m:fds(st.sub[i]) or {}) do fds[#fds + 1] = fd end
+    end
+    return fds
+  end,
+  wake = function(p, st)
+    local at
+    for i, m in ipairs(p.members) do
+      if m.poll then at = math.min(at or math.huge, st.next_at[i]) end
+    end
+    return at
+  end,
+  detach = function(p, st)
+    for i, m in ipairs(p.members) do m:detach(st.sub[i]) end
+  end,
+  precheck = function(p, svc)
+    for _, m in ipairs(p.members) do
+      local yes, who = m:precheck(svc)
+      if yes then return true, who end
+    end
+  end,
+}
+
 local function status_matcher(ctx, v)
   local function code(x)
     if math.type(x) ~= "integer" or x < 100 or x > 599 then
@@ -457,9 +567,20 @@ function Probe:attach(svc) local f = KINDS[self.kind].attach return f and f(self
 function Probe:check(st, svc, deadline) return KINDS[self.kind].check(self, st, svc, deadline) end
 function Probe:fds(st) local f = KINDS[self.kind].fds return f and f(self, st) end
 function Probe:detach(st) local f = KINDS[self.kind].detach if f then f(self, st) end end
+-- when the wait loop must wake for this probe at the latest (nil: events only)
+function Probe:wake(st) local f = KINDS[self.kind].wake return f and f(self, st) end
 function Probe:precheck(svc)
   local f = KINDS[self.kind].precheck
   if f then return f(self, svc) end
+end
+
+-- The probes in a list, with the members of any{} in place of it.
+function P.leaves(list, out)
+  out = out or {}
+  for _, p in ipairs(list) do
+    if p.kind == "any" then P.leaves(p.members, out) else out[#out + 1] = p end
+  end
+  return out
 end
 
 -- Normalize a `ready` value: a probe, a function, or a list of them.
