@@ -68,7 +68,7 @@ describe("mk.group", function()
 
   it("the failure says what happened to each other member: killed, had already exited, not started", function()
     local flag = mk.tmpdir() .. "/quit"
-    local quitter = mk.process { FX, "--touch", flag, "--exit", 1, name = "quitter" }
+    local quitter = mk.process { FX, "--touch", flag, "--exit", 1, name = "quitter", on_exit = "ignore" }
     local db = slow_tcp(30, "db")
     local bad = mk.tcp { shell = "while [ ! -e " .. flag .. " ]; do sleep 0.01; done; sleep 0.2; exit 3",
       port = mk.free_port(), timeout = 20, name = "flaky" }
