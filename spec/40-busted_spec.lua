@@ -259,7 +259,12 @@ end)
     spec_file(dir, "crash_spec.lua", [[
 local svc
 describe("crash", function()
-  setup(function() svc = mk.process { FX, "--on-signal", "USR1", "3", "--forever", name = "fragile" }:start() end)
+  setup(function()
+    -- ready once its handler is in: a USR1 before it would end it by the
+    -- signal itself, which is the scenario's doing, not a crash
+    svc = mk.output { FX, "--on-signal", "USR1", "3", "--print", "armed", "--forever", banner = "armed",
+      name = "fragile" }:start()
+  end)
   it("the crash happens here", function()
     svc:signal("USR1")
     for _ = 1, 3000 do if not svc:running() then break end mk.core.sleep(0.01) end
