@@ -120,6 +120,12 @@ local COMMON = {
   cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
   echo = T.boolean, already_running = T.enum("error", "reuse", "ignore"),
   on_exit = T.enum("fail", "ignore", "restart"), max_restarts = T.natural,
+  stop_command = function(ctx, k, v)
+    if type(v) == "string" then v = { cmd = v } end
+    if type(v) ~= "table" then O.fail(ctx, k, "must be a command: { \"prog\", \"arg\", ... }, { cmd = \"...\" } or { shell = \"...\" }", v) end
+    O.command(ctx .. " stop_command", v)
+    return v
+  end,
   ready = function(_, _, v) return v end,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
 }
@@ -181,6 +187,7 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   self.already_running = o.already_running or "error"
   self.on_exit = o.on_exit or "fail"
   self.max_restarts = o.max_restarts or 5
+  self.stop_command = o.stop_command
   local probes = P.list(ctx, o.ready)
   if probes_of then
     for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
@@ -619,12 +626,34 @@ function Service:_stop_begin(opts)
   self._ending = true
   s.code = proc:poll()
   if not s.code then
-    proc:signal(s.sig)
-    proc:thaw() -- a paused service must see the signal now: frozen or stopped, it would not
+    proc:thaw() -- a paused service must see the signal or command now: frozen or stopped, it would not
     proc:signal(core.signum("CONT"))
     s.deadline = s.t0 + s.timeout
+    if self.stop_command then
+      -- the service's own way to stop (pg_ctl stop); signals follow only
+      -- if it is still running after stop_timeout
+      local t = { name = self.name .. "-stop", env = self.env, cwd = self.cwd, clear_env = self.clear_env,
+        on_exit = "ignore" }
+      for k, v in pairs(self.stop_command) do t[k] = v end
+      s.command = M.process(t)
+      s.command:start()
+    else
+      proc:signal(s.sig)
+    end
   end
   return s
+end
+
+-- After a stop_command: reap it (killed if it outlived the stop), and say
+-- how it ended.
+local function finish_stop_command(self, s)
+  local cmd = s.command
+  local ok, code = pcall(Service.wait_exit, cmd, { timeout = math.max(0, s.deadline - core.now()) })
+  if not ok then cmd:kill() code = cmd:exit_code() end
+  cmd:stop()
+  services[cmd] = nil
+  events.emit("stop_command", { service = self.name, exit_code = code },
+    string.format("%s: stop_command %s (%s)", self.name, cmd.command, describe_code(code)))
 end
 
 function Service:_stop_finish(s)
@@ -632,6 +661,14 @@ function Service:_stop_finish(s)
   local code = s.code
   if not code then
     code = proc:wait(math.max(0, s.deadline - core.now()))
+    if s.command then
+      finish_stop_command(self, s)
+      if not code then -- the command did not stop it: the signals' turn
+        proc:signal(s.sig)
+        s.deadline = core.now() + s.timeout
+        code = proc:wait(s.timeout)
+      end
+    end
     if not code then
       s.escalated = true
       proc:signal(self.kill_signal)
