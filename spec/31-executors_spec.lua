@@ -88,6 +88,37 @@ describe("executors", function()
       assert.equal(svc:pid(), read_pid(pf))
     end)
 
+    it("mk.pidfile follows the daemon its pid file names: pid, running, signal, pause, stopped, crash, stop", function()
+      local pf = mk.tmpdir() .. "/daemon.pid"
+      local svc = mk.pidfile { FX, "--daemonize", "--pidfile", pf, "--print", "daemon up", "--forever",
+        file = pf, timeout = 10, name = "daemon" }:start()
+      local dpid = read_pid(pf)
+      assert.equal(dpid, svc:pid())
+      assert.is_true(svc:running())
+      assert.matches("pid " .. dpid .. ", running", tostring(svc), 1, true)
+      svc:pause() -- returns once the daemon is stopped or frozen (the pause specs look closer)
+      svc:resume()
+      svc:stopped(function()
+        assert.is_false(H.pid_alive(dpid))
+      end)
+      local again = read_pid(pf)
+      assert.equal(again, svc:pid())
+      -- a crash of the daemon is a crash of the service
+      os.execute("kill -9 " .. again)
+      local e = expect_error("UnexpectedExit", function() mk.sleep(5) end)
+      assert.equal("daemon", e.name)
+      svc:stop()
+      assert.is_false(H.pid_alive(again))
+    end)
+
+    it("mk.pidfile: a pid file naming no running process is an ExecutorError; a stale one is removed before start", function()
+      local pf = mk.tmpdir() .. "/stale.pid"
+      local e = expect_error("ExecutorError", function()
+        mk.pidfile { shell = "echo 999999999 > " .. pf .. "; exec sleep 100", file = pf, timeout = 5 }:start()
+      end)
+      assert.matches("cannot follow the daemon", e.message, 1, true)
+    end)
+
     it("mk.pidfile: a pidfile that never appears times out", function()
       local pf = mk.tmpdir() .. "/never.pid"
       local e = expect_error("TimeoutExpired", function()

@@ -7,6 +7,7 @@
 #include "mkh.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -335,6 +336,45 @@ static int l_proc_sweep(lua_State *L)
 {
     lproc *lp = check_proc(L, 1);
     lua_pushinteger(L, mkh_proc_sweep(&lp->p, lp->token));
+    return 1;
+}
+
+/* core.adopt(pid, from) -> a proc for the daemon `pid` that the service
+ * `from` started (its pid file names it): it takes over from's cgroup and
+ * service token. nil, message when it cannot be followed safely. */
+static int l_adopt(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    lproc *from = check_proc(L, 2);
+    if (pid <= 1 || pid > INT_MAX) return push_fail(L, "not a process id");
+    lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    lp->p.pidfd = -1;
+    lp->p.exited = 1;
+    luaL_setmetatable(L, PROC_MT);
+    char err[256];
+    if (mkh_proc_adopt(&lp->p, (pid_t)pid, &from->p, err, sizeof err) != 0) return push_fail(L, err);
+    snprintf(lp->token, sizeof lp->token, "%s", from->token);
+    return 1;
+}
+
+/* core.alive(pid) -> true when a process with that pid runs (not a zombie) */
+static int l_alive(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    char path[64], buf[512];
+    if (pid <= 0 || pid > INT_MAX) { lua_pushboolean(L, 0); return 1; }
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    ssize_t n = mkh_read_small(path, buf, sizeof buf);
+    const char *p = n > 0 ? strrchr(buf, ')') : NULL;
+    lua_pushboolean(L, p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X');
+    return 1;
+}
+
+/* p:foreign() -> true when p is followed by its pidfd only (not our child) */
+static int l_proc_foreign(lua_State *L)
+{
+    lua_pushboolean(L, check_proc(L, 1)->p.foreign);
     return 1;
 }
 
@@ -1174,6 +1214,7 @@ static const luaL_Reg proc_methods[] = {
     {"pid", l_proc_pid}, {"fd", l_proc_fd}, {"poll", l_proc_poll},
     {"wait", l_proc_wait}, {"signal", l_proc_signal}, {"sweep", l_proc_sweep},
     {"release", l_proc_release}, {"freeze", l_proc_freeze}, {"thaw", l_proc_thaw},
+    {"foreign", l_proc_foreign},
     {NULL, NULL}
 };
 
@@ -1202,7 +1243,7 @@ static const luaL_Reg funcs[] = {
     {"read", l_read}, {"size", l_size}, {"fs_full", l_fs_full}, {"mkdir", l_mkdir}, {"rmtree", l_rmtree},
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
     {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
-    {"own_child", l_own_child}, {"open_file", l_open_file}, {"find", l_find},
+    {"own_child", l_own_child}, {"adopt", l_adopt}, {"alive", l_alive}, {"open_file", l_open_file}, {"find", l_find},
     {NULL, NULL}
 };
 

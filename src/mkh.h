@@ -80,6 +80,7 @@ typedef struct mkh_proc {
     int reaped;            /* 1 once waited for: from then on its pid is not ours */
     int status;            /* wait status once exited */
     unsigned long long start_ticks; /* /proc starttime, to tell it from a pid reuse */
+    int foreign;           /* adopted, not our child: known through its pidfd only, exit status unknown */
     int stop_sig, kill_sig;
     double stop_timeout;
     struct mkh_proc *prev, *next; /* live list, for teardown */
@@ -131,6 +132,11 @@ int mkh_proc_freeze(mkh_proc *p, int on, double timeout, char *err, size_t errle
 void mkh_proc_thaw(mkh_proc *p);
 /* Reap p's leader (after its exit); it leaves the live list and the guardian. */
 void mkh_proc_reap(mkh_proc *p);
+/* Adopt `pid` (a daemon a service started, named by its pid file) as p,
+ * taking over `from`'s cgroup. Our child (reparented to us, the subreaper)
+ * is handled like any service; another process only through its pidfd,
+ * never by a number that may have been reused. 0, or -1 with err. */
+int mkh_proc_adopt(mkh_proc *p, pid_t pid, mkh_proc *from, char *err, size_t errlen);
 /* Wait for our stray zombies that nobody else will wait for: children
  * reparented to us that are not services, the guardian, nor children the
  * process forked itself (popen), which are registered with mkh_own_child. */

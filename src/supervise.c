@@ -301,11 +301,17 @@ static int kill_marked(const watched *set, size_t n, const char *marker, int sig
         if (!isdigit((unsigned char)e->d_name[0])) continue;
         pid_t pid = (pid_t)atoi(e->d_name);
         if (pid == self || pid == guardian_pid || pid == 1) continue;
+        /* pin the process first: what is checked below is then the process
+         * the signal reaches, even if the number is reused meanwhile */
+        int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0 && errno != ENOSYS) continue; /* gone */
         char st; pid_t pp, pg, sd;
-        if (proc_stat(pid, &st, &pp, &pg, &sd) != 0 || st == 'Z' || st == 'X') continue;
-        int hit = in_sessions(sd, set, n) || in_sessions(pg, set, n) ||
-                  (mlen && has_marker(pid, marker, mlen));
-        if (hit && kill(pid, sig) == 0) count++;
+        if (proc_stat(pid, &st, &pp, &pg, &sd) == 0 && st != 'Z' && st != 'X') {
+            int hit = in_sessions(sd, set, n) || in_sessions(pg, set, n) ||
+                      (mlen && has_marker(pid, marker, mlen));
+            if (hit && (fd >= 0 ? syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) : kill(pid, sig)) == 0) count++;
+        }
+        if (fd >= 0) close(fd);
     }
     closedir(d);
     return count;
@@ -324,6 +330,14 @@ static void forget(mkh_proc *p)
 int mkh_proc_poll(mkh_proc *p)
 {
     if (p->exited) return 1;
+    if (p->foreign) { /* its pidfd turns readable when it exits */
+        struct pollfd pf = { p->pidfd, POLLIN, 0 };
+        if (p->pidfd < 0 || poll(&pf, 1, 0) <= 0) return 0;
+        p->exited = 1;
+        span_end(p);
+        p->status = 0;
+        return 1;
+    }
     siginfo_t si;
     memset(&si, 0, sizeof si);
     int r;
@@ -354,8 +368,46 @@ void mkh_proc_reap(mkh_proc *p)
     if (p->reaped) return;
     mkh_guardian_forget(p->pid);
     int st;
-    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {}
+    if (!p->foreign) while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {}
     forget(p);
+}
+
+int mkh_proc_adopt(mkh_proc *p, pid_t pid, mkh_proc *from, char *err, size_t errlen)
+{
+    char st; pid_t pp, pg, sd;
+    unsigned long long ticks = 0;
+    if (pid <= 1 || proc_stat_ex(pid, &st, &pp, &pg, &sd, &ticks) != 0 || st == 'Z' || st == 'X') {
+        snprintf(err, errlen, "pid %d is not running", (int)pid);
+        return -1;
+    }
+    int fd = mkh_have_pidfd() ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    int child = pp == getpid();
+    if (fd < 0 && !child) {
+        snprintf(err, errlen, "pid %d is not our child and pidfd_open is unavailable: cannot follow it safely", (int)pid);
+        return -1;
+    }
+    /* the pid file may name a process that died and whose number was given
+     * to another since: a start time after the service's own is required */
+    if (from && from->start_ticks && ticks < from->start_ticks) {
+        if (fd >= 0) close(fd);
+        snprintf(err, errlen, "pid %d started before the service did: not its daemon", (int)pid);
+        return -1;
+    }
+    memset(p, 0, sizeof *p);
+    p->pid = pid;
+    p->pidfd = fd;
+    p->foreign = !child;
+    p->start_ticks = ticks;
+    if (from) {
+        p->stop_sig = from->stop_sig;
+        p->kill_sig = from->kill_sig;
+        p->stop_timeout = from->stop_timeout;
+        p->cg_id = from->cg_id; /* the daemon lives in the service's cgroup */
+        from->cg_id = 0;
+    }
+    mkh_proc_link(p);
+    if (sd == pid) mkh_guardian_watch(sd, ticks);
+    return 0;
 }
 
 int mkh_proc_wait(mkh_proc *p, double deadline)
@@ -387,6 +439,10 @@ int mkh_proc_wait(mkh_proc *p, double deadline)
 int mkh_proc_signal(mkh_proc *p, int sig)
 {
     if (p->reaped) { errno = ESRCH; return -1; }
+    if (p->foreign) { /* not our child: its group id is not pinned, only the pidfd is safe */
+        if (p->exited) { errno = ESRCH; return -1; }
+        return (int)syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
+    }
     if (kill(-p->pid, sig) == 0) return 0;
     return kill(p->pid, sig);
 }
@@ -591,7 +647,8 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
         killed += mkh_cg_kill(cg, 2.0);
         p->cg_id = 0;
     }
-    if (!p->reaped && kill(-p->pid, SIGKILL) == 0) killed++;
+    if (p->foreign) { if (mkh_proc_signal(p, SIGKILL) == 0) killed++; }
+    else if (!p->reaped && kill(-p->pid, SIGKILL) == 0) killed++;
     if (token[0]) {
         double until = mkh_now() + 2.0;
         for (;;) {

@@ -103,8 +103,9 @@ local function svc_error(svc, kind, message, fields)
   Error.raise(kind, f)
 end
 
-local function describe_code(code)
+local function describe_code(code, svc)
   if code == nil then return "still running" end
+  if svc and svc._proc and svc._proc:foreign() then return "exited (status unknown: not our child)" end
   if code < 0 then
     local name = core.signame(-code)
     return string.format("killed by signal %d%s", -code, name and (" (SIG" .. name .. ")") or "")
@@ -289,14 +290,14 @@ local function notice_exit(svc)
   if svc._ending or (code == 0 and #svc._probes == 0) or
      (sig and (ENDING[sig] or code == -sig or code == 128 + sig)) then
     events.emit("exited", { service = svc.name, exit_code = code },
-      string.format("%s: exited (%s)", svc.name, describe_code(code)))
+      string.format("%s: exited (%s)", svc.name, describe_code(code, svc)))
     return nil
   end
   local now = core.now()
   local c = { code = code, at = now, since_ready = now - svc._ready_at }
   svc._crash = c
   events.emit("crashed", { service = svc.name, exit_code = code, since_ready = c.since_ready },
-    string.format("%s: CRASHED: %s, %s after it was ready", svc.name, describe_code(code), fmt_s(c.since_ready)))
+    string.format("%s: CRASHED: %s, %s after it was ready", svc.name, describe_code(code, svc), fmt_s(c.since_ready)))
   if svc.on_exit == "ignore" then
     c.reported = true
   elseif svc.on_exit == "restart" and (svc._restarts or 0) < svc.max_restarts then
@@ -313,7 +314,7 @@ local function crash_error(svc)
   local c = svc._crash
   c.reported, c.raised = true, true
   svc_error(svc, "UnexpectedExit", string.format("%s while it should have been running (%s after it was ready, %s ago)",
-    describe_code(c.code), fmt_s(c.since_ready), fmt_s(core.now() - c.at)),
+    describe_code(c.code, svc), fmt_s(c.since_ready), fmt_s(core.now() - c.at)),
     { exit_code = c.code, since_ready = c.since_ready, crashed_at = c.at })
 end
 
@@ -502,6 +503,36 @@ local function capture_paths(self)
   return logs
 end
 
+-- mk.pidfile: once ready, the pid in the file is the service's main process
+-- (pid(), running(), signal(), pause(), stopped(), crash detection). The
+-- launcher, exited or not, is cleaned up with it.
+function Service:_adopt_daemon()
+  local text = core.read(self.file) or ""
+  local pid = math.tointeger(tonumber(text:match("^%s*(%d+)%s*$") or ""))
+  if not pid then
+    svc_error(self, "ExecutorError", string.format("the pid file %s holds no pid: %q", self.file, text:sub(1, 40)))
+  end
+  local launcher = self._proc
+  if pid == launcher:pid() then return end
+  local daemon, err = core.adopt(pid, launcher)
+  if not daemon then
+    svc_error(self, "ExecutorError", "cannot follow the daemon named by " .. self.file .. ": " .. err)
+  end
+  if launcher:poll() then launcher:release() end
+  self._launcher, self._proc = launcher, daemon
+  events.emit("adopted_daemon", { service = self.name, pid = pid, launcher = launcher:pid() },
+    string.format("%s: follows its daemon, pid %d (from %s)", self.name, pid, self.file))
+end
+
+-- the launcher of an adopted daemon goes with it
+local function drop_launcher(self)
+  local l = self._launcher
+  if l then
+    self._launcher = nil
+    l:sweep()
+  end
+end
+
 -- Spawn without waiting; returns a waiter for the readiness probes, or nil
 -- when the service is adopted or has none.
 function Service:_launch()
@@ -510,6 +541,12 @@ function Service:_launch()
     -- it ended on its own since the last start: what it left goes now
     self._proc:sweep()
     self._exit, self._stopped = self._proc:poll(), true
+  end
+  -- a pid file left by a daemon that is gone (stopped by us, crashed) would
+  -- read as "already running", then as "ready" at once: it goes first
+  if self.kind == "pidfile" then
+    local pid = math.tointeger(tonumber((core.read(self.file) or ""):match("^%s*(%d+)") or ""))
+    if core.size(self.file) and not (pid and pid >= 1 and core.alive(pid)) then os.remove(self.file) end
   end
   -- already running? (mirakuru's pre-start check)
   if self.already_running ~= "ignore" then
@@ -578,6 +615,7 @@ function Service:_launch()
     on_ready = function(w)
       self._ready_at = core.now()
       for i, p in ipairs(probes) do p:detach(states[i]) end
+      if self.kind == "pidfile" then self:_adopt_daemon() end
       local how = {}
       local attempts = 0
       for _, wp in ipairs(w.probes) do
@@ -689,6 +727,7 @@ function Service:_stop_finish(s)
     end
   end
   proc:sweep()
+  drop_launcher(self)
   self._stopped, self._exit = true, code
   held[self] = nil
   pump_echo(self)
@@ -698,12 +737,12 @@ function Service:_stop_finish(s)
     -- it had ended before stop(): say how, never as if stop() had done it
     events.emit("cleaned", { service = self.name, exit_code = code, crashed = crash and true or nil },
       string.format("%s: was not running at stop() (%s%s); cleaned up", self.name,
-        crash and "crashed: " or "", describe_code(code)))
+        crash and "crashed: " or "", describe_code(code, self)))
     if crash and crash.raised then return end -- already reported as UnexpectedExit
     if crash then crash.reported = true end
   else
     events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
-      string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code),
+      string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code, self),
         s.escalated and string.format(", did not stop on SIG%s within %s: killed", core.signame(s.sig) or s.sig, fmt_s(s.timeout)) or ""))
   end
   if s.forced then
@@ -746,6 +785,7 @@ function Service:kill(opts)
     local code = proc:wait(sig == KILL and 5 or self.stop_timeout)
     if code then
       proc:sweep()
+      drop_launcher(self)
       self._stopped, self._exit = true, code
       held[self] = nil
       pump_echo(self)
