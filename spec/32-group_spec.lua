@@ -155,4 +155,54 @@ describe("mk.group", function()
     expect_error("ConfigError", function() mk.group "svc" end)
     assert.is_nil(svc:pid())
   end)
+
+  describe("with order (after =)", function()
+    local function stamp(path)
+      return mk.wait_until(function() return tonumber(H.slurp(path) or "") end, { timeout = 5 })
+    end
+    -- a member that appends its name to LOG when it gets SIGTERM
+    local function logger(name, log, extra)
+      local t = { shell = "trap 'echo " .. name .. " >> " .. log .. "; exit 0' TERM; echo up; while :; do sleep 0.02; done",
+        banner = "up", name = name }
+      for k, v in pairs(extra or {}) do t[k] = v end
+      return mk.output(t)
+    end
+
+    it("a member starts once what it comes after is ready; the others at once; stop() in reverse", function()
+      local dir = mk.tmpdir()
+      local port = mk.free_port()
+      local db = mk.tcp { H.fx, "--sleep", 0.3, "--stamp", dir .. "/db", "--listen", port, "--serve-tcp",
+        port = port, name = "db" }
+      local api = mk.process { H.fx, "--stamp", dir .. "/api", "--forever", name = "api" }
+      local other = mk.process { H.fx, "--stamp", dir .. "/other", "--forever", name = "other" }
+      local g = mk.group { api, db, other, after = { [api] = { db } } }:start()
+      assert.is_true(stamp(dir .. "/api") > stamp(dir .. "/db"), "api started before db was ready")
+      assert.is_true(stamp(dir .. "/other") < stamp(dir .. "/db"), "other waited for db")
+      g:stop()
+      assert.is_false(db:running() or api:running() or other:running())
+    end)
+
+    it("stop() stops each member before what it comes after; stop{ order = } in the order given", function()
+      local log = mk.tmpdir() .. "/log"
+      local a, b, c = logger("a", log), logger("b", log), logger("c", log)
+      local g = mk.group { a, b, c, after = { [b] = { a }, [c] = { b } } }:start()
+      g:stop()
+      assert.equal("c\nb\na\n", H.slurp(log))
+      os.remove(log)
+      g:start()
+      g:stop { order = { a, c, b } }
+      assert.equal("a\nc\nb\n", H.slurp(log))
+    end)
+
+    it("bad orders are ConfigErrors: a non-member, a cycle", function()
+      local a = mk.process { H.fx, "--forever", name = "ga" }
+      local b = mk.process { H.fx, "--forever", name = "gb" }
+      local stranger = mk.process { H.fx, "--forever" }
+      local e = expect_error("ConfigError", function() mk.group { a, b, after = { [a] = { stranger } } } end)
+      assert.matches("not a member", e.message, 1, true)
+      e = expect_error("ConfigError", function() mk.group { a, b, after = { [a] = { b }, [b] = { a } } } end)
+      assert.matches("cycle", e.message, 1, true)
+      expect_error("ConfigError", function() mk.group { a, b, after = 5 } end)
+    end)
+  end)
 end)
