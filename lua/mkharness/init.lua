@@ -1019,7 +1019,7 @@ local tmp_count = 0
 local TMPDIR = { owner = T.user, mode = T.mode }
 function M.tmpdir(opts)
   local o = O.check("mk.tmpdir", opts, TMPDIR)
-  local ids = o.owner and O.identity("mk.tmpdir", o.owner, nil)
+  local ids = o.owner and O.identity("mk.tmpdir", o.owner, nil, "owner")
   local function raise(msg) Error.raise("ExecutorError", { message = "tmpdir: " .. msg }) end
   local dir, err = core.run_dir()
   if not dir then raise(err) end

@@ -353,11 +353,12 @@ end
 -- Who a service runs as, from the checked `user` and `group` options:
 -- nil when neither is given, else core.ids' answer (uid, gid, groups,
 -- user, group, home) plus `who` for messages and `user_given`. Looked up
--- now, so a name that does not exist fails at construction.
-function O.identity(ctx, user, group)
+-- now, so a name that does not exist fails at construction. `user_key`
+-- names the user's option when it is not "user" (mk.tmpdir's owner).
+function O.identity(ctx, user, group, user_key)
   if user == nil and group == nil then return nil end
   local ids, err, which = core.ids(user, group)
-  if not ids then fail(ctx, which, err, which == "user" and user or group) end
+  if not ids then fail(ctx, which == "user" and user_key or which, err, which == "user" and user or group) end
   ids.user_given = user ~= nil
   ids.who = user and string.format("user '%s'", ids.user ~= "" and ids.user or user) or ""
   if group then
