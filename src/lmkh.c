@@ -1078,7 +1078,8 @@ static int l_ids(lua_State *L)
 }
 
 /* core.chown(path, uid, gid) / core.chmod(path, mode) -> true, or nil,
- * message, errno; never through a symbolic link */
+ * message, errno. chown does not follow a symbolic link (Linux cannot chmod
+ * a link itself: both are for paths the harness made) */
 static int l_chown(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);

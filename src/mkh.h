@@ -88,7 +88,8 @@ typedef struct {
 /* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
  * returns -1 with a human message in err (which step failed and why); no
  * child is left behind. The child: own session, default signal dispositions,
- * empty mask, only fds 0-2, SIGKILL when the harness dies. */
+ * empty mask, only fds 0-2, SIGKILL when the harness dies; with ids, their
+ * groups, gid and uid (set before cwd is entered). */
 int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
 
 /* ---- supervise.c ---- */
