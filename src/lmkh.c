@@ -142,7 +142,7 @@ static int open_stream(lua_State *L, int t, const char *key, int std, int *fd, c
     } else {
         /* a capture file: O_APPEND so that a daemon still writing through an
          * old descriptor after a restart's truncation cannot leave holes */
-        *fd = open(mode, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        *fd = open(mode, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     }
     if (*fd < 0) {
         snprintf(err, errlen, "cannot open %s for %s: %s", mode ? mode : "/dev/null", key, strerror(errno));
@@ -178,8 +178,46 @@ static int stdin_fd(lua_State *L, int t, char *err, size_t errlen)
     return fd;
 }
 
+/* t.groups, a list of gids, as a vector in a userdata left on the stack */
+static gid_t *gid_vector(lua_State *L, int t, size_t *n)
+{
+    lua_getfield(L, t, "groups");
+    luaL_argcheck(L, lua_istable(L, -1), 1, "ids.groups must be a list of gids");
+    lua_Integer len = list_len(L, -1, 1, "ids.groups", 0);
+    gid_t *g = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *g, 0);
+    for (lua_Integer k = 1; k <= len; k++) {
+        lua_rawgeti(L, -2, k);
+        g[k - 1] = (gid_t)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_remove(L, -2);
+    *n = (size_t)len;
+    return g;
+}
+
+/* ids = { uid=, gid=, groups = {...}, who= } from core.ids, into *ids (its
+ * group list in a userdata left on the stack); 0 when absent */
+static int spawn_ids(lua_State *L, int t, mkh_ids *ids, const char **who)
+{
+    if (lua_getfield(L, t, "ids") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    int i = lua_gettop(L);
+    memset(ids, 0, sizeof *ids);
+    lua_getfield(L, i, "uid");
+    ids->uid = (uid_t)luaL_checkinteger(L, -1);
+    lua_getfield(L, i, "gid");
+    ids->gid = (gid_t)luaL_checkinteger(L, -1);
+    lua_getfield(L, i, "who");
+    *who = lua_tostring(L, -1); /* the ids table, kept on the stack, keeps it */
+    lua_pop(L, 3);
+    ids->groups = gid_vector(L, i, &ids->ngroups);
+    return 1;
+}
+
 /* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stderr=,
- *             stop_signal=, kill_signal=, stop_timeout=, token= } */
+ *             stop_signal=, kill_signal=, stop_timeout=, token=, ids= } */
 static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -194,6 +232,8 @@ static int l_spawn(lua_State *L)
     o.cwd = lua_tostring(L, -1);
     lua_getfield(L, 1, "token");
     const char *token = luaL_optstring(L, -1, "");
+    mkh_ids ids;
+    if (spawn_ids(L, 1, &ids, &o.who)) o.ids = &ids;
 
     lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
@@ -1091,6 +1131,62 @@ static int l_mkdir(lua_State *L)
     return 1;
 }
 
+/* core.ids(user, group): either may be nil, a name or a number ->
+ * { uid=, gid=, groups = {...}, user=, group=, home= }, or nil, message,
+ * "user" or "group" (which one is wrong) */
+static int l_ids(lua_State *L)
+{
+    const char *user = lua_isnoneornil(L, 1) ? NULL : luaL_checkstring(L, 1);
+    const char *group = lua_isnoneornil(L, 2) ? NULL : luaL_checkstring(L, 2);
+    mkh_ids ids;
+    const char *which;
+    char err[512];
+    if (mkh_ids_resolve(user, group, &ids, &which, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushstring(L, which);
+        return 3;
+    }
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, ids.uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, ids.gid);
+    lua_setfield(L, -2, "gid");
+    lua_createtable(L, (int)ids.ngroups, 0);
+    for (size_t i = 0; i < ids.ngroups; i++) {
+        lua_pushinteger(L, ids.groups[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "groups");
+    lua_pushstring(L, ids.user);
+    lua_setfield(L, -2, "user");
+    lua_pushstring(L, ids.group);
+    lua_setfield(L, -2, "group");
+    lua_pushstring(L, ids.home);
+    lua_setfield(L, -2, "home");
+    mkh_ids_free(&ids);
+    return 1;
+}
+
+/* core.chown(path, uid, gid) / core.chmod(path, mode) -> true, or nil,
+ * message, errno. chown does not follow a symbolic link (Linux cannot chmod
+ * a link itself: both are for paths the harness made) */
+static int l_chown(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    uid_t uid = (uid_t)luaL_checkinteger(L, 2);
+    gid_t gid = (gid_t)luaL_checkinteger(L, 3);
+    return luaL_fileresult(L, lchown(path, uid, gid) == 0, path);
+}
+
+static int l_chmod(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer mode = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, mode >= 0 && mode <= 07777, 2, "mode must be 0 to 07777");
+    return luaL_fileresult(L, fchmodat(AT_FDCWD, path, (mode_t)mode, 0) == 0, path);
+}
+
 static int l_rmtree(lua_State *L)
 {
     mkh_rmtree(luaL_checkstring(L, 1));
@@ -1176,9 +1272,11 @@ static int file_close(lua_State *L)
     return luaL_fileresult(L, fclose(p->f) == 0, NULL);
 }
 
-/* open_file(path [, "w"|"a"]) -> a Lua file for writing, like io.open but
- * close-on-exec from the open on: io.open's fd would be inherited by every
- * os.execute and io.popen child. Failure: nil, message, errno. */
+/* open_file(path [, "w"|"a" [, perms]]) -> a Lua file for writing, like
+ * io.open but close-on-exec from the open on: io.open's fd would be
+ * inherited by every os.execute and io.popen child. perms (default 0666,
+ * less the umask) apply when the file is created. Failure: nil, message,
+ * errno. */
 static int l_open_file(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -1187,11 +1285,13 @@ static int l_open_file(lua_State *L)
     if (!strcmp(mode, "w")) flags |= O_TRUNC;
     else if (!strcmp(mode, "a")) flags |= O_APPEND;
     else return luaL_argerror(L, 2, "mode must be \"w\" or \"a\"");
+    lua_Integer perms = luaL_optinteger(L, 3, 0666);
+    luaL_argcheck(L, perms >= 0 && perms <= 0777, 3, "perms must be 0 to 0777");
     luaL_Stream *p = (luaL_Stream *)lua_newuserdatauv(L, sizeof *p, 0);
     p->f = NULL;
     p->closef = NULL; /* counts as closed until open: __gc then does nothing */
     luaL_setmetatable(L, LUA_FILEHANDLE);
-    int fd = open(path, flags, 0666);
+    int fd = open(path, flags, (mode_t)perms);
     if (fd < 0) return luaL_fileresult(L, 0, path);
     p->f = fdopen(fd, mode);
     if (!p->f) {
@@ -1244,6 +1344,7 @@ static const luaL_Reg funcs[] = {
     {"interrupted", l_interrupted}, {"dgram", l_dgram},
     {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
     {"own_child", l_own_child}, {"adopt", l_adopt}, {"alive", l_alive}, {"open_file", l_open_file}, {"find", l_find},
+    {"ids", l_ids}, {"chown", l_chown}, {"chmod", l_chmod},
     {NULL, NULL}
 };
 

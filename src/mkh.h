@@ -56,6 +56,23 @@ typedef struct {
  * returns how many assignments were understood. */
 int mkh_parse_notify(const char *buf, size_t len, mkh_notify *n);
 
+/* ---- ids.c ---- */
+typedef struct {
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups;         /* supplementary groups, malloc'd by mkh_ids_resolve */
+    size_t ngroups;
+    char user[256], group[256]; /* names, "" when the database has none */
+    char home[4096];
+} mkh_ids;
+/* Resolve a user (name or decimal uid; NULL: the harness's own) and a group
+ * (name or gid; NULL: the user's primary one) with the user's supplementary
+ * groups as initgroups(3) would set them. -1 with *which ("user" or "group")
+ * and the problem in err. Free with mkh_ids_free. */
+int mkh_ids_resolve(const char *user, const char *group, mkh_ids *ids, const char **which,
+                    char *err, size_t errlen);
+void mkh_ids_free(mkh_ids *ids);
+
 /* ---- spawn.c ---- */
 typedef struct {
     char *const *argv;     /* argv[0] looked up in PATH when it has no '/' */
@@ -64,12 +81,15 @@ typedef struct {
     const char *cwd;       /* NULL: inherit */
     int fd_in, fd_out, fd_err; /* the child's 0, 1, 2 */
     int fd_cgroup;         /* cgroup.procs to join before exec, or -1 */
+    const mkh_ids *ids;    /* NULL: the harness's own user and groups */
+    const char *who;       /* ids as the user gave them, for messages ("user 'nobody'") */
 } mkh_spawn_opts;
 
 /* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
  * returns -1 with a human message in err (which step failed and why); no
  * child is left behind. The child: own session, default signal dispositions,
- * empty mask, only fds 0-2, SIGKILL when the harness dies. */
+ * empty mask, only fds 0-2, SIGKILL when the harness dies; with ids, their
+ * groups, gid and uid (set before cwd is entered). */
 int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
 
 /* ---- supervise.c ---- */

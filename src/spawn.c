@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC };
+enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC, STAGE_SETGROUPS, STAGE_SETGID, STAGE_SETUID };
 
 struct exec_report { int stage; int err; };
 
@@ -34,7 +35,8 @@ static int lift(int fd)
     return fd < 0 ? -1 : fcntl(fd, F_DUPFD, 10);
 }
 
-static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t parent, int rep)
+static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t parent, int rep,
+                  int drop_groups)
 {
     /* A service must not outlive a harness that died without teardown.
      * The guardian handles descendants; this makes the leader go at once. */
@@ -57,6 +59,18 @@ static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t par
     if (rep > 3) syscall(SYS_close_range, 3u, (unsigned)rep - 1, 0u);
     syscall(SYS_close_range, (unsigned)rep + 1, ~0u, 0u);
 
+    /* Groups before the gid and both before the uid: once the uid is
+     * dropped, nothing else may change. */
+    if (o->ids) {
+        if (drop_groups && setgroups(o->ids->ngroups, o->ids->groups) != 0)
+            child_fail(rep, STAGE_SETGROUPS, errno);
+        if (setgid(o->ids->gid) != 0) child_fail(rep, STAGE_SETGID, errno);
+        if (setuid(o->ids->uid) != 0) child_fail(rep, STAGE_SETUID, errno);
+        /* a change of credentials clears the parent-death signal */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    }
+
+    /* after the switch: a directory the service's user cannot enter fails here */
     if (o->cwd && chdir(o->cwd) != 0) child_fail(rep, STAGE_CHDIR, errno);
 
     sigset_t none;
@@ -115,7 +129,19 @@ static void free_candidates(char **c, size_t n)
 static void describe(const mkh_spawn_opts *o, struct exec_report r, char *err, size_t errlen)
 {
     const char *cmd = o->argv[0];
+    const char *step = r.stage == STAGE_SETGROUPS ? "setgroups" : r.stage == STAGE_SETGID ? "setgid" : "setuid";
     switch (r.stage) {
+    case STAGE_SETGROUPS:
+    case STAGE_SETGID:
+    case STAGE_SETUID:
+        if (r.err == EPERM)
+            snprintf(err, errlen, "cannot run as %s: operation not permitted (%s); only root can run a "
+                     "service as another user or group (this harness runs as uid %d)",
+                     o->who ? o->who : "another user", step, (int)geteuid());
+        else
+            snprintf(err, errlen, "cannot run as %s: %s: %s", o->who ? o->who : "another user", step,
+                     strerror(r.err));
+        break;
     case STAGE_CHDIR:
         snprintf(err, errlen, "cannot change directory to '%s': %s", o->cwd, strerror(r.err));
         break;
@@ -140,6 +166,30 @@ static void describe(const mkh_spawn_opts *o, struct exec_report r, char *err, s
     }
 }
 
+/* Are ids' groups exactly the ones we hold (as sets)? */
+static int same_groups(const mkh_ids *ids)
+{
+    int n = getgroups(0, NULL);
+    if (n < 0) return 0;
+    gid_t *have = malloc(((size_t)n + 1) * sizeof *have);
+    if (!have) return 0;
+    n = getgroups(n, have);
+    int same = n >= 0;
+    for (size_t i = 0; same && i < ids->ngroups; i++) {
+        int found = 0;
+        for (int j = 0; j < n && !found; j++) found = have[j] == ids->groups[i];
+        /* the kernel may leave the primary group out of the list */
+        same = found || ids->groups[i] == getegid();
+    }
+    for (int j = 0; same && j < n; j++) {
+        int found = 0;
+        for (size_t i = 0; i < ids->ngroups && !found; i++) found = have[j] == ids->groups[i];
+        same = found;
+    }
+    free(have);
+    return same;
+}
+
 int mkh_have_pidfd(void)
 {
     static int have = -1;
@@ -156,6 +206,9 @@ int mkh_have_pidfd(void)
 int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err, size_t errlen)
 {
     mkh_have_pidfd();
+    /* setgroups needs privilege even to set the list we have: a harness
+     * that is not root and asks for its own identity keeps its groups */
+    int drop_groups = o->ids && !(geteuid() != 0 && same_groups(o->ids));
     size_t ncand;
     char **cands = candidates(o->argv[0], o->path, &ncand);
     if (!cands) {
@@ -176,7 +229,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
     pid_t pid = fork();
     if (pid == 0) {
         close(rep[0]);
-        child(o, cands, ncand, parent, rep[1]);
+        child(o, cands, ncand, parent, rep[1], drop_groups);
     }
     int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);

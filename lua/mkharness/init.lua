@@ -127,6 +127,7 @@ local COMMON = {
     O.command(ctx .. " stop_command", v)
     return v
   end,
+  user = T.user, group = T.group,
   ready = function(_, _, v) return v end,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
 }
@@ -189,6 +190,8 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   self.on_exit = o.on_exit or "fail"
   self.max_restarts = o.max_restarts or 5
   self.stop_command = o.stop_command
+  self._ids = O.identity(ctx, o.user, o.group)
+  self.user, self.group = o.user, o.group
   local probes = P.list(ctx, o.ready)
   if probes_of then
     for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
@@ -233,6 +236,13 @@ local function build_env(self, extra)
   end
   if not self.clear_env then
     for _, kv in ipairs(core.environ()) do set(kv) end
+  end
+  -- another user's own variables, as login(1) sets them; env = may override
+  local ids = self._ids
+  if ids and ids.user_given then
+    set("HOME=" .. ids.home)
+    set("USER=" .. ids.user)
+    set("LOGNAME=" .. ids.user)
   end
   for k, v in pairs(self.env) do
     if v == false then vars[k] = nil else set(k .. "=" .. v) end
@@ -491,6 +501,15 @@ local function make_waiter(svc, probes, opts)
 end
 
 ---------------------------------------------------------------- start
+-- A service running as another user must reach what it is handed by path
+-- (its notify socket, an mk.tmpdir given to it): the run directory becomes
+-- traversable (0711) but not listable; what is in it stays private unless
+-- given to that user.
+local function share_run_dir(raise)
+  local dir, err = core.run_dir()
+  if dir then dir, err = core.chmod(dir, 457) end -- 0711
+  if not dir then raise("cannot make the run directory traversable for another user: " .. err) end
+end
 local function capture_paths(self)
   local dir, err = core.run_dir()
   if not dir then svc_error(self, "SpawnError", "cannot create the run directory: " .. err) end
@@ -498,7 +517,10 @@ local function capture_paths(self)
   for _, s in ipairs { "stdout", "stderr" } do
     if self[s] == "capture" then
       logs[s] = string.format("%s/%s.%s.log", dir, self.name, s)
-      local f = io.open(logs[s], "w") -- created now so inotify can watch it
+      -- created now so inotify can watch it; private (0600) even in a run
+      -- directory others may traverse: the service writes through the fd
+      -- it is handed and never needs the path
+      local f = core.open_file(logs[s], "w", 384)
       if f then f:close() end
     end
   end
@@ -567,6 +589,7 @@ function Service:_launch()
   end
   self._adopted = nil
   self._logs = capture_paths(self)
+  if self._ids then share_run_dir(function(e) svc_error(self, "SpawnError", e) end) end
   self.ready_match = nil
   local states, extra = {}, {
     MKHARNESS_RUN = core.run_id(),
@@ -588,7 +611,7 @@ function Service:_launch()
     argv = self.argv, env = env, path = path, cwd = self.cwd, stdin = self.stdin,
     stdout = self._logs.stdout or self.stdout, stderr = self._logs.stderr or self.stderr,
     stop_signal = self.stop_signal, kill_signal = self.kill_signal, stop_timeout = self.stop_timeout,
-    token = "MKHARNESS_SERVICE=" .. extra.MKHARNESS_SERVICE,
+    token = "MKHARNESS_SERVICE=" .. extra.MKHARNESS_SERVICE, ids = self._ids,
   }
   if not proc then
     for i, p in ipairs(self._probes) do p:detach(states[i]) end
@@ -673,7 +696,7 @@ function Service:_stop_begin(opts)
       -- the service's own way to stop (pg_ctl stop); signals follow only
       -- if it is still running after stop_timeout
       local t = { name = self.name .. "-stop", env = self.env, cwd = self.cwd, clear_env = self.clear_env,
-        on_exit = "ignore" }
+        user = self.user, group = self.group, on_exit = "ignore" }
       for k, v in pairs(self.stop_command) do t[k] = v end
       s.command = M.process(t)
       s.command:start()
@@ -1239,22 +1262,40 @@ function M.free_port()
 end
 
 local tmp_count = 0
-function M.tmpdir()
+local TMPDIR = { owner = T.user, mode = T.mode }
+function M.tmpdir(opts)
+  local o = O.check("mk.tmpdir", opts, TMPDIR)
+  local ids = o.owner and O.identity("mk.tmpdir", o.owner, nil, "owner")
+  local function raise(msg) Error.raise("ExecutorError", { message = "tmpdir: " .. msg }) end
   local dir, err = core.run_dir()
-  if not dir then Error.raise("ExecutorError", { message = "tmpdir: " .. err }) end
+  if not dir then raise(err) end
   tmp_count = tmp_count + 1
   local path = string.format("%s/tmp-%d", dir, tmp_count)
   local ok, e2 = core.mkdir(path)
-  if not ok then Error.raise("ExecutorError", { message = "tmpdir: " .. e2 }) end
+  if not ok then raise(e2) end
+  if ids then
+    share_run_dir(raise)
+    local done, e3, errno = core.chown(path, ids.uid, ids.gid)
+    if not done then
+      raise(string.format("cannot give %s to user '%s': %s%s", path, ids.user, e3,
+        errno == 1 and " (only root can give a directory to another user)" or ""))
+    end
+  end
+  -- chmod after chown: chown may clear the set-id bits
+  if o.mode then
+    local done, e4 = core.chmod(path, o.mode)
+    if not done then raise(e4) end
+  end
   return path
 end
 
 local RUN = { timeout = T.timeout, stdin = T.string, env = T.env, cwd = T.nonempty, clear_env = T.boolean,
-  cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
+  user = T.user, group = T.group, cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
 function M.run(t)
   local o = O.check("mk.run", t, RUN)
+  O.identity("mk.run", o.user, o.group) -- named as mk.run's when they do not exist
   t = t or {}
-  local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env,
+  local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env, user = o.user, group = o.group,
     cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
   -- the argv by its keys, as O.command reads it: ipairs would follow an
   -- __index for ever

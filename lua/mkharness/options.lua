@@ -127,6 +127,45 @@ function T.env(ctx, k, v)
   end
   return out
 end
+-- A user or group: a name, or a number (uid/gid). Whether it exists is
+-- O.identity's question.
+local function id_checker(what)
+  return function(ctx, k, v)
+    if math.type(v) == "float" and v == math.floor(v) then v = math.tointeger(v) end
+    if math.type(v) == "integer" then
+      if v < 0 or v >= 0xffffffff then fail(ctx, k, "must be a " .. what .. " name or a number 0-4294967294", v) end
+      return tostring(v)
+    end
+    if type(v) ~= "string" or v == "" or v:find("[%z:/\n]") then
+      fail(ctx, k, "must be a " .. what .. " name or a number", v)
+    end
+    return v
+  end
+end
+T.user = id_checker("user")
+T.group = id_checker("group")
+
+-- A file mode: an octal string ("755", "0755", "1777") or a number. Lua has
+-- no octal literals, so 755 would be the decimal 755 (01363): a number must
+-- be a plain permission set (at most 511, i.e. 0777); other bits, by string.
+function T.mode(ctx, k, v)
+  if type(v) == "string" then
+    local digits = v:match("^0?o?([0-7]+)$")
+    local n = digits and #digits <= 5 and tonumber(digits, 8)
+    if not n or n > 4095 then fail(ctx, k, "must be an octal mode like \"755\" (at most \"7777\")", v) end
+    return n
+  end
+  if math.type(v) == "float" and v == math.floor(v) then v = math.tointeger(v) end
+  if math.type(v) ~= "integer" or v < 0 then
+    fail(ctx, k, "must be an octal string like \"755\" or a number", v)
+  end
+  if v > 511 then
+    fail(ctx, k, string.format("is more than 511 (0777): Lua has no octal literals, so %d is decimal; " ..
+      "give the mode as a string (mode = \"%d\") or as tonumber(\"%d\", 8)", v, v, v), v)
+  end
+  return v
+end
+
 function T.stream(ctx, k, v)
   if v ~= "capture" and v ~= "inherit" and v ~= "null" then
     fail(ctx, k, 'must be "capture", "inherit" or "null"', v)
@@ -335,6 +374,24 @@ function O.command(ctx, t)
     T.nonempty(ctx, "shell", t.shell)
     return { "/bin/sh", "-c", t.shell }, t.shell
   end
+end
+
+-- Who a service runs as, from the checked `user` and `group` options:
+-- nil when neither is given, else core.ids' answer (uid, gid, groups,
+-- user, group, home) plus `who` for messages and `user_given`. Looked up
+-- now, so a name that does not exist fails at construction. `user_key`
+-- names the user's option when it is not "user" (mk.tmpdir's owner).
+function O.identity(ctx, user, group, user_key)
+  if user == nil and group == nil then return nil end
+  local ids, err, which = core.ids(user, group)
+  if not ids then fail(ctx, which == "user" and user_key or which, err, which == "user" and user or group) end
+  ids.user_given = user ~= nil
+  ids.who = user and string.format("user '%s'", ids.user ~= "" and ids.user or user) or ""
+  if group then
+    local g = string.format("group '%s'", ids.group ~= "" and ids.group or group)
+    ids.who = user and (ids.who .. " and " .. g) or g
+  end
+  return ids
 end
 
 -- URL: scheme, host, port (default 80/443), path with query (C parser,

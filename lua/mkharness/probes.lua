@@ -317,6 +317,17 @@ KINDS.notify = {
     local path = string.format("%s/%s.notify", dir, svc.name)
     local sock, err = core.dgram(path)
     if not sock then error(err, 0) end
+    -- sending to a unix socket needs write permission on it: a service
+    -- running as another user gets it as its own. Refused (not root), the
+    -- spawn says why, better than this would.
+    local ids = svc._ids
+    if ids then
+      local ok, e2, errno = core.chown(path, ids.uid, ids.gid)
+      if not ok and errno ~= 1 then
+        sock:close()
+        error("cannot give the notify socket to " .. ids.who .. ": " .. e2, 0)
+      end
+    end
     return { sock = sock, env = { NOTIFY_SOCKET = path } }
   end,
   check = function(_, st, svc)
