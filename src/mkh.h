@@ -92,7 +92,44 @@ typedef struct {
  * groups, gid and uid (set before cwd is entered). */
 int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
 
-/* ---- supervise.c ---- */
+/* ---- run.c ---- */
+const char *mkh_run_id(void);
+/* The run directory, created on first use; NULL with err on failure. */
+const char *mkh_run_dir(char *err, size_t errlen);
+const char *mkh_run_dir_if_made(void);   /* without creating it */
+void mkh_set_run_dir_keep(int keep);
+int mkh_run_dir_keep(void);
+void mkh_run_dir_finish(void);           /* remove it unless it is kept */
+
+/* ---- procfs.c: reading /proc ---- */
+/* Fields of /proc/PID/stat: state, ppid, pgrp, session and (ticks not NULL)
+ * the start time. 0, or -1 when the process is gone. */
+int mkh_proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp, pid_t *sid,
+                  unsigned long long *ticks);
+/* A process's start time in clock ticks since boot, 0 if gone. */
+unsigned long long mkh_start_ticks(pid_t pid);
+unsigned long long mkh_ticks_now(void);  /* the same clock, now */
+/* Whether PID's environment carries the marker "KEY=VALUE" (also through a
+ * nested run's MKHARNESS_OUTER chain): MKH_ENV_MATCH; some other run's
+ * marker: MKH_ENV_OTHER; none at all (a scrubbed environment): MKH_ENV_NONE. */
+enum { MKH_ENV_NONE, MKH_ENV_OTHER, MKH_ENV_MATCH };
+int mkh_env_match(pid_t pid, const char *marker, size_t mlen);
+int mkh_has_marker(pid_t pid, const char *marker, size_t mlen);
+size_t mkh_children(pid_t *out, size_t cap); /* this process's children */
+
+/* ---- guardian.c ---- */
+/* The host's supervisor (its parent), for the guardian to watch: once it
+ * is gone, a host that has not ended within a grace is killed. */
+void mkh_set_supervisor(pid_t pid);
+/* Tell the guardian about a new service session (forking it on first use),
+ * with its leader's start time so that a reused session id is told apart;
+ * forget it before its leader is reaped. */
+void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks);
+void mkh_guardian_forget(pid_t sid);
+pid_t mkh_guardian_pid(void);            /* 0 when there is none */
+void mkh_guardian_stop(void);            /* goodbye: the run ended normally */
+
+/* ---- proc.c: the processes of a run ---- */
 typedef struct mkh_proc {
     pid_t pid;
     int pidfd;             /* -1 once reaped, or without pidfd support */
@@ -108,26 +145,10 @@ typedef struct mkh_proc {
     int cg_id;             /* its cgroup under the run's (cgroup.c), 0: none */
 } mkh_proc;
 
-const char *mkh_run_id(void);
-/* The run directory, created on first use; NULL with err on failure. */
-const char *mkh_run_dir(char *err, size_t errlen);
-const char *mkh_run_dir_if_made(void);   /* without creating it */
-void mkh_set_run_dir_keep(int keep);
-int mkh_run_dir_keep(void);
-/* The host's supervisor (its parent), for the guardian to watch: once it
- * is gone, a host that has not ended within a grace is killed. */
-void mkh_set_supervisor(pid_t pid);
 /* Become a child subreaper (idempotent). */
 void mkh_supervise_init(void);
 void mkh_proc_link(mkh_proc *p);
 void mkh_proc_unlink(mkh_proc *p);
-/* Tell the guardian about a new service session (forking it on first use),
- * with its leader's start time so that a reused session id is told apart;
- * forget it before its leader is reaped. */
-void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks);
-void mkh_guardian_forget(pid_t sid);
-/* A process's start time in clock ticks since boot (/proc/PID/stat), 0 if gone. */
-unsigned long long mkh_start_ticks(pid_t pid);
 /* A service's leader is never reaped before its group is swept: while it
  * is an unreaped zombie, neither its pid nor its process group id can be
  * given to another process, so signalling them cannot reach a stranger. */
@@ -182,7 +203,7 @@ int mkh_cg_freeze(const char *cg, int on, double deadline);
 void mkh_cg_teardown(void);
 void mkh_cg_cleanup_host(pid_t host);    /* the supervisor's, after a host died */
 
-/* ---- watch.c ---- */
+/* ---- interrupt.c ---- */
 /* Interrupt plumbing: the host installs signal handlers that call
  * mkh_interrupt(sig); waits return early when it is set. */
 void mkh_interrupt(int sig);

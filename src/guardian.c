@@ -1,0 +1,224 @@
+/* The guardian: a child of the host, in its own session, holding a pipe
+ * from it. The host tells it each service session it starts (with its
+ * leader's start time) and each it has reaped. When the pipe closes
+ * without a goodbye, the host died abnormally: the guardian kills the
+ * run's cgroup and every process of the sessions it still holds (while
+ * their leader is the one started) or carrying the run's marker, each
+ * pinned by a pidfd before it is checked. It also watches the host's
+ * supervisor: a host that outlives it by a few seconds (stuck where no
+ * signal reaches Lua) is killed, then cleaned up after. */
+#define _GNU_SOURCE
+#include "mkh.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static pid_t guardian_pid;
+static int guardian_fd = -1;    /* write end; -1 when none */
+static pid_t supervisor_pid;
+
+void mkh_set_supervisor(pid_t pid) { supervisor_pid = pid; }
+pid_t mkh_guardian_pid(void) { return guardian_pid; }
+
+typedef struct { pid_t sid; unsigned long long ticks; } watched;
+
+/* Is v one of the watched sessions, and is it still the session we
+ * started? A session id outlives its leader only while members remain;
+ * once the leader is gone a stranger may have the same number, so
+ * without the leader's start time to compare, the session proves nothing. */
+static int in_sessions(pid_t v, const watched *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (set[i].sid == v) return set[i].ticks && mkh_start_ticks(v) == set[i].ticks;
+    return 0;
+}
+
+/* The guardian's net, once the harness is dead: every process of the
+ * sessions / process groups we started (while their leader is the one we
+ * started), or carrying our marker. Returns how many were signalled. */
+static int kill_marked(const watched *set, size_t n, const char *marker, int sig)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    pid_t self = getpid();
+    size_t mlen = marker ? strlen(marker) : 0;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid == self || pid == mkh_guardian_pid() || pid == 1) continue;
+        /* pin the process first: what is checked below is then the process
+         * the signal reaches, even if the number is reused meanwhile */
+        int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0 && errno != ENOSYS) continue; /* gone */
+        char st; pid_t pp, pg, sd;
+        if (mkh_proc_stat(pid, &st, &pp, &pg, &sd, NULL) == 0 && st != 'Z' && st != 'X') {
+            int hit = in_sessions(sd, set, n) || in_sessions(pg, set, n) ||
+                      (mlen && mkh_has_marker(pid, marker, mlen));
+            if (hit && (fd >= 0 ? syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) : kill(pid, sig)) == 0) count++;
+        }
+        if (fd >= 0) close(fd);
+    }
+    closedir(d);
+    return count;
+}
+
+/* Seconds a host may take to end once its supervisor is gone; its own
+ * teardown then has no grace left (parent-death signal), so this is ample. */
+#define ORPHANED_HOST_GRACE 5.0
+
+static void guardian_main(int fd, const char *marker, int host_fd, int sup_fd)
+{
+    watched *set = NULL;
+    size_t n = 0, cap = 0;
+    char buf[4096];
+    size_t have = 0;
+    int goodbye = 0;
+    char cg[4096] = "";
+    double host_deadline = -1;
+    for (;;) {
+        struct pollfd pf[2] = { { fd, POLLIN, 0 }, { sup_fd, POLLIN, 0 } };
+        int ms = host_deadline < 0 ? -1 : (int)((host_deadline - mkh_now()) * 1000.0) + 1;
+        if (host_deadline >= 0 && ms <= 0) {
+            /* the host outlived its supervisor, stuck where no signal
+             * reaches it (in C, a blocking call): end it, then clean up */
+            if (host_fd >= 0) syscall(SYS_pidfd_send_signal, host_fd, SIGKILL, NULL, 0);
+            break;
+        }
+        if (poll(pf, sup_fd >= 0 ? 2 : 1, ms) < 0 && errno != EINTR) break;
+        if (sup_fd >= 0 && pf[1].revents) {
+            close(sup_fd);
+            sup_fd = -1;
+            host_deadline = mkh_now() + ORPHANED_HOST_GRACE;
+        }
+        if (!pf[0].revents) continue;
+        ssize_t r = read(fd, buf + have, sizeof buf - have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        have += (size_t)r;
+        char *nl;
+        while ((nl = memchr(buf, '\n', have)) != NULL) {
+            *nl = '\0';
+            if (buf[0] == 'Q') goodbye = 1;
+            else if (buf[0] == 'C') snprintf(cg, sizeof cg, "%s", buf + 2);
+            else if (buf[0] == 'S') {
+                void *arr = set;
+                if (mkh_grow(&arr, &cap, n + 1, sizeof *set) != 0) _exit(1);
+                set = arr;
+                unsigned long long ticks = 0;
+                int sid = 0;
+                if (sscanf(buf + 2, "%d %llu", &sid, &ticks) == 2) set[n++] = (watched){ sid, ticks };
+            } else if (buf[0] == 'D') { /* reaped: its id may be anybody's now */
+                pid_t sid = (pid_t)atoi(buf + 2);
+                for (size_t i = 0; i < n; i++)
+                    if (set[i].sid == sid) { set[i] = set[--n]; break; }
+            }
+            size_t used = (size_t)(nl - buf) + 1;
+            memmove(buf, buf + used, have - used);
+            have -= used;
+        }
+        if (goodbye) _exit(0);
+    }
+    /* The harness is gone without saying goodbye: kill what it started.
+     * Repeat until a pass finds nothing, since forks may race the scan. */
+    if (cg[0]) mkh_cg_kill(cg, 5.0);
+    double until = mkh_now() + 5.0;
+    while (mkh_now() < until) {
+        if (kill_marked(set, n, marker, SIGKILL) == 0) break;
+        mkh_sleep_until(mkh_now() + 0.01);
+    }
+    _exit(0);
+}
+
+static void guardian_start(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return;
+    char marker[128];
+    snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
+    pid_t host = getpid(), sup = supervisor_pid;
+    pid_t pid = fork();
+    if (pid < 0) { close(p[0]); close(p[1]); return; }
+    if (pid == 0) {
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGQUIT, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_NAME, "mkh-guardian");
+        /* its own session: a kill of the harness's process group (a CI
+         * runner's timeout) must not take the guardian with it */
+        setsid();
+        int fd = p[0];
+        /* keep stderr for diagnostics; nothing else of the host */
+        if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
+        syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u);
+        /* pidfds pin who the host and its supervisor are; the supervisor
+         * counts only while it is still the host's parent */
+        int host_fd = (int)syscall(SYS_pidfd_open, host, 0);
+        if (host_fd >= 0 && getppid() != host) { close(host_fd); host_fd = -1; }
+        int sup_fd = -1;
+        if (sup > 0 && host_fd >= 0) {
+            sup_fd = (int)syscall(SYS_pidfd_open, sup, 0);
+            char st; pid_t pp = 0, pg, sd;
+            if (sup_fd >= 0 && (mkh_proc_stat(host, &st, &pp, &pg, &sd, NULL) != 0 || pp != sup)) {
+                close(sup_fd);
+                sup_fd = -1;
+            }
+        }
+        guardian_main(fd, marker, host_fd, sup_fd);
+    }
+    close(p[0]);
+    guardian_pid = pid;
+    guardian_fd = p[1];
+    const char *cg = mkh_cg_run();
+    if (cg) {
+        char line[4200];
+        int len = snprintf(line, sizeof line, "C %s\n", cg);
+        if (write(guardian_fd, line, (size_t)len) < 0) { /* guardian gone */ }
+    }
+}
+
+void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
+{
+    if (guardian_fd < 0 && guardian_pid == 0) guardian_start();
+    if (guardian_fd < 0) return;
+    char line[64];
+    int len = snprintf(line, sizeof line, "S %d %llu\n", (int)sid, start_ticks);
+    if (write(guardian_fd, line, (size_t)len) < 0) { /* guardian gone: nothing to do */ }
+}
+
+void mkh_guardian_forget(pid_t sid)
+{
+    if (guardian_fd < 0) return;
+    char line[32];
+    int len = snprintf(line, sizeof line, "D %d\n", (int)sid);
+    if (write(guardian_fd, line, (size_t)len) < 0) { /* guardian gone: nothing to do */ }
+}
+
+void mkh_guardian_stop(void)
+{
+    if (guardian_fd < 0) return;
+    if (write(guardian_fd, "Q\n", 2) < 0) { /* already gone */ }
+    close(guardian_fd);
+    guardian_fd = -1;
+    int st;
+    while (waitpid(guardian_pid, &st, 0) < 0 && errno == EINTR) {}
+    guardian_pid = 0;
+}
+
