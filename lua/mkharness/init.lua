@@ -236,23 +236,16 @@ local function build_env(self, extra)
   return list, path
 end
 
--- Echo: copy new complete lines of captured output to our stderr.
+-- Echo: the echo thread (src/echo.c) copies new complete lines of captured
+-- output to our stderr as they are written; a flush puts out what is
+-- complete now, a close all of it (the service is gone).
 local function pump_echo(self)
-  if not self._echo then return end
-  for _, sc in pairs(self._echo) do
-    while true do
-      local line, _, at_end = sc:next("")
-      if not line then break end
-      -- a piece of a line too long to keep is not echoed: the line's tail is
-      if at_end then io.stderr:write("[", self.name, "] ", line, "\n") end
-    end
-  end
+  for _, e in pairs(self._echo or {}) do e:flush() end
 end
 
--- only the services that echo: the wait loop calls this on every pass
-local echoing = setmetatable({}, { __mode = "k" })
-local function pump_all_echo()
-  for svc in pairs(echoing) do pump_echo(svc) end
+local function echo_close(self)
+  for _, e in pairs(self._echo or {}) do e:close() end
+  self._echo = nil
 end
 
 ---------------------------------------------------------------- waiting
@@ -367,7 +360,6 @@ local function wait_all(waiters)
       end
     end
     if not pending then return end
-    pump_all_echo()
     local left = wake == math.huge and -1 or math.max(0, wake - core.now())
     core.poll(fds, left)
   end
@@ -427,6 +419,7 @@ function Service:_launch()
     end
   end
   self._adopted = nil
+  echo_close(self) -- the last run's lines, before its files are truncated
   self._logs = capture_paths(self)
   self.ready_match = nil
   local states, extra = {}, {
@@ -459,12 +452,11 @@ function Service:_launch()
   if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
     self._echo = {}
     for _, s in ipairs { "stdout", "stderr" } do
-      if self._logs[s] then self._echo[s] = core.scanner(self._logs[s]) end
+      if self._logs[s] then
+        local e, err = core.echo(self._logs[s], self.name, s == "stderr")
+        if e then self._echo[s] = e else io.stderr:write("mkharness: " .. err .. "\n") end
+      end
     end
-    echoing[self] = true
-  else
-    self._echo = nil
-    echoing[self] = nil
   end
   events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
@@ -551,7 +543,7 @@ function Service:_stop_finish(s)
   end
   proc:sweep()
   self._stopped, self._exit = true, code
-  pump_echo(self)
+  echo_close(self)
   local took = core.now() - s.t0
   events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
     string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code),
@@ -594,7 +586,7 @@ function Service:kill(opts)
     if code then
       proc:sweep()
       self._stopped, self._exit = true, code
-      pump_echo(self)
+      echo_close(self)
       events.emit("killed", { service = self.name, signal = sig, exit_code = code },
         string.format("%s: killed with SIG%s (%s)", self.name, core.signame(sig) or sig, describe_code(code)))
     end
@@ -859,9 +851,7 @@ end
 
 function M.sleep(s)
   T.seconds("mk.sleep", "seconds", s)
-  pump_all_echo()
   core.sleep(s)
-  pump_all_echo()
 end
 
 M.now = core.now
@@ -903,6 +893,7 @@ function M.run(t)
   end
   svc._proc:sweep()
   svc._stopped = true
+  echo_close(svc)
   local res = { code = code, stdout = svc:output(), stderr = svc:err_output() }
   for _, path in pairs(svc._logs) do os.remove(path) end
   services[svc] = nil
@@ -969,7 +960,7 @@ function M._teardown()
       svc._exit = svc._proc:poll()
     end
   end
-  pump_all_echo()
+  core.echo_shutdown() -- what they printed last; the thread is joined
 end
 
 return M
