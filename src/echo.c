@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define ECHO_LINE_MAX (64 << 10) /* longer lines are cut, memory stays bounded */
@@ -125,26 +126,70 @@ static void feed(mkh_echo *e, const char *p, size_t n)
     }
 }
 
-/* Read what is new, at most `limit` bytes; 1 when more may be waiting. */
-static int drain(mkh_echo *e, size_t limit)
+/* Read up to `end` (at most ECHO_PASS bytes); 1 when more is waiting. */
+static int drain(mkh_echo *e, off_t end)
 {
     static char chunk[64 << 10];
-    size_t got = 0;
-    while (got < limit) {
-        ssize_t r = pread(e->fd, chunk, sizeof chunk, e->off);
+    if (end > e->off + ECHO_PASS) end = e->off + ECHO_PASS;
+    while (e->off < end) {
+        size_t want = (size_t)(end - e->off) < sizeof chunk ? (size_t)(end - e->off) : sizeof chunk;
+        ssize_t r = pread(e->fd, chunk, want, e->off);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return 0;
         e->off += r;
-        got += (size_t)r;
         feed(e, chunk, (size_t)r);
     }
-    return 1;
+    struct stat st;
+    return fstat(e->fd, &st) == 0 && st.st_size > e->off;
+}
+
+/* Read the inotify queue; streams with news get the rank of their first
+ * event (streams left over from a pass rank first: theirs is older). */
+static int read_events(int *seq)
+{
+    static char ev[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int got = 0;
+    for (;;) {
+        ssize_t n = read(ino, ev, sizeof ev);
+        if (n <= 0) return got;
+        for (char *p = ev; p < ev + n; ) {
+            struct inotify_event *ie = (struct inotify_event *)p;
+            for (mkh_echo *e = streams; e; e = e->next)
+                if ((e->wd == ie->wd || (ie->mask & IN_Q_OVERFLOW)) && !e->rank) e->rank = ++*seq;
+            got = 1;
+            p += sizeof *ie + ie->len;
+        }
+    }
+}
+
+/* Under mu: one pass over what was written, in the order inotify saw the
+ * streams change. The sizes are a consistent snapshot (no write came while
+ * taking them: the queue stayed empty), so a line is never put out before
+ * one written earlier to a stream that ranks before it. 1 when a stream
+ * has more than a pass takes. */
+static int pass(void)
+{
+    int seq = 0;
+    for (mkh_echo *e = streams; e; e = e->next) e->rank = e->more ? ++seq : 0;
+    read_events(&seq);
+    for (int tries = 0; tries < 8; tries++) {
+        for (mkh_echo *e = streams; e; e = e->next) {
+            struct stat st;
+            e->snap = fstat(e->fd, &st) == 0 ? st.st_size : e->off;
+            if (e->snap > e->off && !e->rank) e->rank = ++seq; /* a missed event */
+        }
+        if (!read_events(&seq)) break;
+    }
+    int more = 0;
+    for (int r = 1; r <= seq; r++)
+        for (mkh_echo *e = streams; e; e = e->next)
+            if (e->rank == r) more |= e->more = drain(e, e->snap);
+    return more;
 }
 
 static void *echo_main(void *arg)
 {
     (void)arg;
-    char ev[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
     int more = 0;
     for (;;) {
         struct pollfd pf[2] = { { ino, POLLIN, 0 }, { wake, POLLIN, 0 } };
@@ -158,27 +203,22 @@ static void *echo_main(void *arg)
             pthread_mutex_unlock(&mu);
             return NULL;
         }
-        /* in queue order: the order in which services wrote, as near as
-         * the thread can tell */
-        for (;;) {
-            ssize_t n = read(ino, ev, sizeof ev);
-            if (n <= 0) break;
-            for (char *p = ev; p < ev + n; ) {
-                struct inotify_event *ie = (struct inotify_event *)p;
-                if (ie->mask & IN_Q_OVERFLOW) /* events lost: look at every file */
-                    for (mkh_echo *e = streams; e; e = e->next) e->more = 1;
-                for (mkh_echo *e = streams; e; e = e->next)
-                    if (e->wd == ie->wd && !e->more) e->more = drain(e, ECHO_PASS);
-                p += sizeof *ie + ie->len;
-            }
-        }
-        /* floods take turns, a pass each */
-        more = 0;
-        for (mkh_echo *e = streams; e; e = e->next) {
-            if (e->more) e->more = drain(e, ECHO_PASS);
-            more |= e->more;
-        }
+        more = pass(); /* floods take turns, a pass each */
         pthread_mutex_unlock(&mu);
+    }
+}
+
+/* Under mu: every stream up to its size now, in order. */
+static void catch_up(void)
+{
+    for (mkh_echo *e = streams; e; e = e->next) {
+        struct stat st;
+        e->target = fstat(e->fd, &st) == 0 ? st.st_size : e->off;
+    }
+    for (int left = 1; left; ) {
+        pass();
+        left = 0;
+        for (mkh_echo *e = streams; e; e = e->next) left |= e->off < e->target && e->more;
     }
 }
 
@@ -223,11 +263,13 @@ int mkh_echo_open(mkh_echo *e, const char *path, const char *name, int is_err, c
     e->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (e->fd < 0) { snprintf(err, errlen, "echo: cannot open %s: %s", path, strerror(errno)); goto out; }
     e->open = 1;
-    e->next = streams;
-    if (streams) streams->prev = e;
-    streams = e;
-    e->more = drain(e, ECHO_PASS);
-    if (e->more) { /* let the thread take the rest, in turns */
+    /* at the tail: streams that tie in a pass go in the order they came */
+    mkh_echo **tail = &streams;
+    while (*tail) { e->prev = *tail; tail = &(*tail)->next; }
+    *tail = e;
+    struct stat st;
+    if (fstat(e->fd, &st) == 0 && st.st_size > 0) {
+        e->more = 1; /* what the file holds already: the thread's next pass */
         uint64_t one = 1;
         (void)!write(wake, &one, sizeof one);
     }
@@ -246,19 +288,19 @@ out:
     return r;
 }
 
+/* Every stream, not only e: lines of others written before e's come first. */
 void mkh_echo_flush(mkh_echo *e)
 {
-    pthread_mutex_lock(&mu);
-    if (e->open) while (drain(e, ECHO_PASS)) {}
-    e->more = 0;
-    pthread_mutex_unlock(&mu);
+    (void)e;
+    mkh_echo_flush_all();
 }
 
 /* Under mu: all of it, the unterminated last line too (nothing follows). */
 static void close_locked(mkh_echo *e)
 {
     if (!e->open) return;
-    while (drain(e, ECHO_PASS)) {}
+    catch_up();
+    while (drain(e, e->off + ECHO_PASS)) {}
     if (e->len && !e->cut) emit(e, 0);
     e->open = 0;
     if (e->prev) e->prev->next = e->next;
@@ -285,10 +327,7 @@ void mkh_echo_close(mkh_echo *e)
 void mkh_echo_flush_all(void)
 {
     pthread_mutex_lock(&mu);
-    for (mkh_echo *e = streams; e; e = e->next) {
-        while (drain(e, ECHO_PASS)) {}
-        e->more = 0;
-    }
+    catch_up();
     pthread_mutex_unlock(&mu);
 }
 

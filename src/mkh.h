@@ -171,6 +171,8 @@ typedef struct mkh_echo {
     size_t len;
     int cut;                /* dropping the rest of an over-long line */
     int more;               /* unread bytes left after a pass */
+    int rank;               /* in a pass: the order of its first change */
+    off_t snap, target;     /* sizes seen by a pass, by a flush */
     char name[256];
     struct mkh_echo *prev, *next;
 } mkh_echo;

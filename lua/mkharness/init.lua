@@ -436,6 +436,16 @@ function Service:_launch()
     states[i] = st
     for k, v in pairs(st.env or {}) do extra[k] = v end
   end
+  -- before the spawn: the echo thread's watches see every write, in order
+  if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
+    self._echo = {}
+    for _, s in ipairs { "stdout", "stderr" } do
+      if self._logs[s] then
+        local e, err = core.echo(self._logs[s], self.name, s == "stderr")
+        if e then self._echo[s] = e else io.stderr:write("mkharness: " .. err .. "\n") end
+      end
+    end
+  end
   local env, path = build_env(self, extra)
   local t0 = core.now()
   local proc, err = core.spawn {
@@ -446,18 +456,10 @@ function Service:_launch()
   }
   if not proc then
     for i, p in ipairs(self._probes) do p:detach(states[i]) end
+    echo_close(self)
     svc_error(self, "SpawnError", err, { log_tail = "" })
   end
   self._proc, self._exit, self._stopped = proc, nil, false
-  if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
-    self._echo = {}
-    for _, s in ipairs { "stdout", "stderr" } do
-      if self._logs[s] then
-        local e, err = core.echo(self._logs[s], self.name, s == "stderr")
-        if e then self._echo[s] = e else io.stderr:write("mkharness: " .. err .. "\n") end
-      end
-    end
-  end
   events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
   if #self._probes == 0 then return nil end
