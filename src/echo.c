@@ -242,6 +242,7 @@ static int start_thread(char *err, size_t errlen)
         snprintf(err, errlen, "echo: cannot start its thread: %s", strerror(r));
         return -1;
     }
+    pthread_setname_np(thread, "mkh-echo"); /* to tell it in ps and /proc */
     running = 1;
     return 0;
 }
