@@ -477,6 +477,191 @@ end) end)
     end)
   end)
 
+  describe("live echo (-v)", function()
+    -- The host's stderr goes to a file the scenario can read (arg[1]):
+    -- services and scenario wait for lines to be echoed there.
+    local function run_echo(code, host_args, opts)
+      opts = opts or {}
+      local dir = mk.tmpdir()
+      local path = write(dir .. "/scenario.lua",
+        "local mk = require 'mkharness'\nlocal FX, F = " .. string.format("%q", H.fx) .. ", arg[1]\n" ..
+        -- whole lines: the -v spawned line holds the command, hence the text
+        "local function seen(text) return (io.open(F):read('a'):find('\\n' .. text .. '\\n', 1, true)) ~= nil end\n" ..
+        "local function after(text) return string.format(\"until grep -qxF '%s' %s; do sleep 0.01; done; \", text, F) end\n" ..
+        code)
+      local err = dir .. "/stderr"
+      local cmd = { H.host }
+      for _, a in ipairs(host_args or { "-v" }) do cmd[#cmd + 1] = a end
+      cmd[#cmd + 1] = path
+      cmd[#cmd + 1] = err
+      local words = {}
+      for i, a in ipairs(cmd) do words[i] = "'" .. a .. "'" end
+      local r = mk.run { shell = "exec " .. table.concat(words, " ") .. " 2>" .. err,
+        env = tmp_env(opts.env), timeout = 60 }
+      r.stderr = H.slurp(err) or ""
+      return r, dir
+    end
+
+    local function echoed(text)
+      local lines = {}
+      for l in text:gmatch("[^\n]+") do
+        if l:match("^%[[%w-]+!?%] ") then lines[#lines + 1] = l end
+      end
+      return lines
+    end
+
+    it("merges services' stdout and stderr lines in the order they were written", function()
+      -- each line is printed only once the other service's previous line
+      -- was echoed: grouped or batched echo would deadlock (wait_exit times out)
+      local r = run_echo([[
+        local A = mk.process { name = "A", shell = "echo a1; " .. after("[B] b1") ..
+          "echo a2 >&2; " .. after("[B!] b2") .. "echo a3" }:start()
+        local B = mk.process { name = "B", shell = after("[A] a1") .. "echo b1; " ..
+          after("[A!] a2") .. "echo b2 >&2; " .. after("[A] a3") .. "echo b3" }:start()
+        A:wait_exit { timeout = 10 }
+        B:wait_exit { timeout = 10 }
+        A:stop() B:stop()
+      ]])
+      assert.equal(0, r.code, r.stderr)
+      assert.same({ "[A] a1", "[B] b1", "[A!] a2", "[B!] b2", "[A] a3", "[B] b3" }, echoed(r.stderr))
+    end)
+
+    it("echoes during os.execute, pure Lua code, mk.get and mk.run", function()
+      local port = mk.free_port()
+      local r = run_echo(string.format([[
+        local function line_soon(n) -- printed 0.2 s after its start
+          return mk.process { FX, "--sleep", "0.2", "--print", "line-" .. n, "--forever", name = "p" .. n }:start()
+        end
+        local http = mk.http { FX, "--listen", %d, "--http-delay", "1", "--serve-http", "200",
+          url = "http://127.0.0.1:%d/", name = "slow" }:start()
+        local p1 = line_soon(1)
+        assert(os.execute("timeout 10 sh -c \"" .. after("[p1] line-1"):gsub("; $", "") .. "\""),
+          "not echoed during os.execute")
+        local p2 = line_soon(2)
+        local t = mk.now()
+        while not seen("[p2] line-2") do assert(mk.now() - t < 10, "not echoed during Lua code") end
+        local p3 = line_soon(3)
+        mk.get("http://127.0.0.1:%d/") -- 1 s
+        assert(seen("[p3] line-3"), "not echoed during mk.get")
+        local p4 = line_soon(4)
+        mk.run { "sleep", "1" }
+        assert(seen("[p4] line-4"), "not echoed during mk.run")
+        for _, s in ipairs { p1, p2, p3, p4, http } do s:stop() end
+      ]], port, port, port))
+      assert.equal(0, r.code, r.stderr)
+    end)
+
+    it("during mk.sleep(1), a ticker's lines are echoed within 50 ms of their write", function()
+      -- The ticker writes its CLOCK_MONOTONIC instant in each line; -t
+      -- stamps each echoed line when the echo thread writes it, in seconds
+      -- since the report's start event (same clock: mk.now()). So
+      -- start.t + stamp - written is the echo's latency, to the ms (-t's
+      -- precision). Measured on a shared 2-core host at load 3.5: p50
+      -- 0.08 ms, p99 0.65 ms, max 1.2 ms over 200 lines; 50 ms is 40 times
+      -- the worst seen, room for a busier machine and ASan.
+      local dir = mk.tmpdir()
+      local report = dir .. "/report.jsonl"
+      local r = run_echo([[
+        local s = mk.process { FX, "--ticks", "9", "0.1", "--forever", name = "ticker" }:start()
+        io.stdout:write("sleep ", mk.now(), "\n")
+        mk.sleep(1)
+        io.stdout:write("woke ", mk.now(), "\n")
+        s:stop()
+      ]], { "-v", "-t", "--report", report })
+      assert.equal(0, r.code, r.stderr)
+      local t0 = json_lines(H.slurp(report))[1]
+      assert.equal("start", t0.event)
+      t0 = t0.t
+      local slept = tonumber(r.stdout:match("sleep ([%d.]+)"))
+      local woke = tonumber(r.stdout:match("woke ([%d.]+)"))
+      local during = 0
+      for stamp, i, written in r.stderr:gmatch("%+([%d.]+)s %[ticker%] tick (%d+) ([%d.]+)\n") do
+        local seen, w = t0 + tonumber(stamp), tonumber(written)
+        if w > slept and w < woke - 0.05 then
+          during = during + 1
+          local latency = seen - w
+          assert(latency > -0.001, "tick " .. i .. " echoed before it was written?")
+          assert(latency <= 0.050, string.format("tick %s echoed %.1f ms after its write", i, latency * 1000))
+          assert(seen < woke, "tick " .. i .. " echoed only after mk.sleep returned")
+        end
+      end
+      assert(during >= 7, "only " .. during .. " ticks during the sleep:\n" .. r.stderr)
+      -- -t also stamps the harness's own event lines
+      assert.matches("\n?%+%d+%.%d%d%ds mkharness: ticker: spawned pid", r.stderr)
+    end)
+
+    it("a service's last line without newline comes out when it stops, lines before the failure report", function()
+      local r = run_echo([[
+        local s = mk.process { FX, "--print", "before-report", "--write", "no-newline-tail", "--forever", name = "w" }:start()
+        s:wait_output("no%-newline")
+        s:stop()
+        local f = mk.process { FX, "--print", "last-words", "--forever", name = "f" }:start()
+        f:wait_output("last")
+        error("scenario-failed-4242")
+      ]])
+      assert.equal(1, r.code, r.stderr)
+      assert.matches("[w] no-newline-tail\n", r.stderr, 1, true)
+      local words = r.stderr:find("[f] last-words\n", 1, true)
+      assert.truthy(words, r.stderr)
+      assert.truthy(words < r.stderr:find("FAILED: ", 1, true), r.stderr)
+    end)
+
+    local ESC = "\27["
+    local COLOR_SCENARIO = [[
+      local s = mk.process { FX, "--print", "out-line", "--eprint", "err-line", name = "web" }:start()
+      s:wait_exit { timeout = 10 }
+      s:stop()
+    ]]
+
+    it("--color=always colours each service by its name, the same every run, and marks stderr lines", function()
+      local r1 = run_echo(COLOR_SCENARIO, { "-v", "--color=always" })
+      local r2 = run_echo(COLOR_SCENARIO, { "-v", "--color", "always" }, { env = { NO_COLOR = "1" } })
+      assert.equal(0, r1.code, r1.stderr)
+      assert.equal(0, r2.code, r2.stderr)
+      local c1 = r1.stderr:match("\27%[(%d+)m%[web%]\27%[0m out%-line\n")
+      assert.truthy(c1, r1.stderr)
+      assert.equal(c1, r2.stderr:match("\27%[(%d+)m%[web%]\27%[0m out%-line\n"))
+      assert.matches("\27[" .. c1 .. "m[web\27[1;31m!\27[0;" .. c1 .. "m]\27[0m err-line\n", r1.stderr, 1, true)
+      -- another name, another colour (these two differ in the palette)
+      local r3 = run_echo(COLOR_SCENARIO:gsub('"web"', '"cache"'), { "-v", "--color=always" })
+      local c3 = r3.stderr:match("\27%[(%d+)m%[cache%]\27%[0m out%-line\n")
+      assert.truthy(c3, r3.stderr)
+      assert.not_equal(c1, c3)
+    end)
+
+    it("no colour when stderr is a file; on a terminal unless NO_COLOR is set (--color overrides)", function()
+      local r = run_echo(COLOR_SCENARIO, { "-v" })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("[web] out-line\n[web!] err-line\n", r.stderr, 1, true)
+      assert.not_matches(ESC, r.stderr, 1, true)
+      -- on a pseudo-terminal (script(1)); its output is the terminal's
+      local dir = mk.tmpdir()
+      local path = write(dir .. "/color.lua", "local mk = require 'mkharness'\nlocal FX = " ..
+        string.format("%q", H.fx) .. "\n" .. COLOR_SCENARIO)
+      local function on_tty(args, no_color)
+        local res = mk.run { "script", "-qec", H.host .. " " .. args .. " " .. path, "/dev/null",
+          env = tmp_env { NO_COLOR = no_color or false }, timeout = 60 }
+        assert.equal(0, res.code, res.stdout .. res.stderr)
+        assert.matches("out-line", res.stdout, 1, true)
+        return res.stdout:find(ESC, 1, true) ~= nil
+      end
+      assert.is_true(on_tty("-v"))
+      assert.is_true(on_tty("-v", ""))
+      assert.is_false(on_tty("-v", "1"))
+      assert.is_false(on_tty("-v --color=auto", "1"))
+      assert.is_true(on_tty("-v --color=always", "1"))
+      assert.is_false(on_tty("-v --color=never"))
+    end)
+
+    it("--color=bogus and a --color without value are usage errors (exit 2)", function()
+      local r = host { "--color=bogus", "-e", "" }
+      assert.equal(2, r.code)
+      assert.matches("--color takes auto, always or never, got: bogus", r.stderr, 1, true)
+      assert.equal(2, host({ "--color" }).code)
+      assert.equal(0, host({ "--color", "never", "-t", "-e", "" }).code)
+    end)
+  end)
+
   describe("install", function()
     local prefix
     setup(function()

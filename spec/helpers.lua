@@ -42,10 +42,15 @@ function H.describe_pids(pids)
   return table.concat(out, "; ")
 end
 
--- The harness's permanent fds (the guardian's pipe) exist from the first
--- spawn on, and libcurl is loaded on the first HTTP request: make both
+-- The harness's permanent fds (the guardian's pipe, the echo thread's) exist
+-- from their first use on, and libcurl is loaded on the first HTTP request: make both
 -- happen before any test measures.
 mk.run { "true" }
+do -- the echo thread's inotify and wake-up fds: with the first echoing service
+  local s = mk.process { "true", echo = true, name = "warm-echo" }:start()
+  s:wait_exit()
+  s:stop()
+end
 pcall(mk.get, "http://127.0.0.1:1/", { timeout = 1 })
 
 -- Run fn, expect a harness error of `kind`; return it.

@@ -36,7 +36,12 @@ static const char usage[] =
     "       mkharness [options] -e CODE             run a chunk\n"
     "options:\n"
     "  -v, --verbose     events (spawned, ready after N ms via which probe, stopped)\n"
-    "                    and the services' output, prefixed [name]\n"
+    "                    and the services' output live, in arrival order, prefixed\n"
+    "                    [name] (stderr lines [name!])\n"
+    "  -t, --timestamps  prefix echoed and event lines with +S.mmms, seconds since\n"
+    "                    the run started (the --report clock)\n"
+    "  --color WHEN      auto (default: when stderr is a terminal and NO_COLOR is\n"
+    "                    unset or empty), always or never; --color=WHEN too\n"
     "  -q, --quiet       only failures\n"
     "  --timeout S       whole-run limit; on expiry tear down and exit 124\n"
     "  --keep            keep the run directory even on success\n"
@@ -152,6 +157,16 @@ static void set_lua_path(lua_State *L)
     lua_pop(L, 2);
 }
 
+/* --color: auto is on for a terminal, unless NO_COLOR is set and not empty
+ * (no-color.org) */
+static int use_color(const char *when)
+{
+    if (!strcmp(when, "always")) return 1;
+    if (!strcmp(when, "never")) return 0;
+    const char *no = getenv("NO_COLOR");
+    return isatty(2) && !(no && no[0]);
+}
+
 static int bad_usage(const char *msg, const char *what)
 {
     fprintf(stderr, "mkharness: %s%s%s\n%s", msg, what ? ": " : "", what ? what : "", usage);
@@ -160,7 +175,8 @@ static int bad_usage(const char *msg, const char *what)
 
 int main(int argc, char **argv)
 {
-    int verbose = 0, keep = 0;
+    int verbose = 0, keep = 0, stamps = 0;
+    const char *color = "auto";
     double timeout = 0;
     const char *report = NULL;
     const char *codes[64];
@@ -171,6 +187,14 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose++;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--keep")) keep = 1;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--timestamps")) stamps = 1;
+        else if (!strcmp(a, "--color") || !strncmp(a, "--color=", 8)) {
+            if (a[7] == '=') color = a + 8;
+            else if (++i >= argc) return bad_usage("--color needs auto, always or never", NULL);
+            else color = argv[i];
+            if (strcmp(color, "auto") && strcmp(color, "always") && strcmp(color, "never"))
+                return bad_usage("--color takes auto, always or never, got", color);
+        }
         else if (!strcmp(a, "--version")) { printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0; }
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage, stdout); return 0; }
         else if (!strcmp(a, "--timeout")) {
@@ -226,6 +250,8 @@ int main(int argc, char **argv)
     lua_pushinteger(L, verbose); lua_setfield(L, -2, "verbose");
     lua_pushboolean(L, quiet); lua_setfield(L, -2, "quiet");
     lua_pushboolean(L, keep); lua_setfield(L, -2, "keep");
+    lua_pushboolean(L, stamps); lua_setfield(L, -2, "timestamps");
+    lua_pushboolean(L, use_color(color)); lua_setfield(L, -2, "color");
     if (report) { lua_pushstring(L, report); lua_setfield(L, -2, "report"); }
     if (timeout > 0) { lua_pushnumber(L, timeout); lua_setfield(L, -2, "timeout"); }
     lua_pushstring(L, argv[0]); lua_setfield(L, -2, "progname");

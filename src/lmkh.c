@@ -31,6 +31,7 @@
 #define WATCH_MT "mkharness.watch"
 #define SCANNER_MT "mkharness.scanner"
 #define DGRAM_MT "mkharness.dgram"
+#define ECHO_MT "mkharness.echo"
 
 extern char **environ;
 
@@ -869,6 +870,57 @@ static int l_dgram_close(lua_State *L)
     return 0;
 }
 
+/* ----------------------------------------------------------------- echo */
+
+/* core.echo(path, name, is_stderr) -> a capture file echoed live by the echo
+ * thread (echo.c), or nil, err. e:flush() echoes every complete line before
+ * it returns; e:close() (also __gc) all of it and stops. */
+static int l_echo(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    int is_err = lua_toboolean(L, 3);
+    mkh_echo *e = lua_newuserdatauv(L, sizeof *e, 0);
+    memset(e, 0, sizeof *e); /* closed until open: __gc does nothing */
+    luaL_setmetatable(L, ECHO_MT);
+    char err[512];
+    if (mkh_echo_open(e, path, name, is_err, err, sizeof err) != 0) return push_fail(L, err);
+    return 1;
+}
+
+static int l_echo_flush(lua_State *L)
+{
+    mkh_echo_flush((mkh_echo *)luaL_checkudata(L, 1, ECHO_MT));
+    return 0;
+}
+
+static int l_echo_close(lua_State *L)
+{
+    mkh_echo_close((mkh_echo *)luaL_checkudata(L, 1, ECHO_MT));
+    return 0;
+}
+
+/* core.echo_setup(color, stamps, t0): how lines look, for every stream */
+static int l_echo_setup(lua_State *L)
+{
+    mkh_echo_setup(lua_toboolean(L, 1), lua_toboolean(L, 2), luaL_optnumber(L, 3, mkh_now()));
+    return 0;
+}
+
+static int l_echo_flush_all(lua_State *L)
+{
+    (void)L;
+    mkh_echo_flush_all();
+    return 0;
+}
+
+static int l_echo_shutdown(lua_State *L)
+{
+    (void)L;
+    mkh_echo_shutdown();
+    return 0;
+}
+
 /* ------------------------------------------------------------ utilities */
 
 static int l_signum(lua_State *L)
@@ -1328,6 +1380,10 @@ static const luaL_Reg scanner_methods[] = {
     {NULL, NULL}
 };
 
+static const luaL_Reg echo_methods[] = {
+    {"flush", l_echo_flush}, {"close", l_echo_close}, {NULL, NULL}
+};
+
 static const luaL_Reg dgram_methods[] = {
     {"fd", l_dgram_fd}, {"recv", l_dgram_recv}, {"close", l_dgram_close}, {NULL, NULL}
 };
@@ -1345,6 +1401,8 @@ static const luaL_Reg funcs[] = {
     {"leftovers", l_leftovers}, {"fds", l_fds}, {"children", l_children},
     {"own_child", l_own_child}, {"adopt", l_adopt}, {"alive", l_alive}, {"open_file", l_open_file}, {"find", l_find},
     {"ids", l_ids}, {"chown", l_chown}, {"chmod", l_chmod},
+    {"echo", l_echo}, {"echo_setup", l_echo_setup}, {"echo_flush_all", l_echo_flush_all},
+    {"echo_shutdown", l_echo_shutdown},
     {NULL, NULL}
 };
 
@@ -1368,6 +1426,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 static void at_exit(void)
 {
     mkh_teardown(0);
+    mkh_echo_shutdown(); /* what the services printed last, then join */
 }
 
 int luaopen_mkharness_core(lua_State *L)
@@ -1383,6 +1442,7 @@ int luaopen_mkharness_core(lua_State *L)
     new_class(L, WATCH_MT, watch_methods, l_watch_close);
     new_class(L, SCANNER_MT, scanner_methods, l_scanner_gc);
     new_class(L, DGRAM_MT, dgram_methods, l_dgram_close);
+    new_class(L, ECHO_MT, echo_methods, l_echo_close);
     luaL_newlib(L, funcs);
     lua_pushstring(L, MKH_VERSION);
     lua_setfield(L, -2, "version");

@@ -218,6 +218,32 @@ void mkh_exit_fd_drain(void);
 /* Does this kernel (or valgrind) support pidfd_open? */
 int mkh_have_pidfd(void);
 
+/* ---- echo.c: live copy of capture files to our stderr ---- */
+/* One capture file being echoed; the caller owns the memory, echo.c the
+ * rest (between mkh_echo_open and mkh_echo_close). */
+typedef struct mkh_echo {
+    int open, fd, wd, is_err;
+    off_t off;              /* read so far */
+    char *buf;              /* the incomplete last line */
+    size_t len;
+    int cut;                /* dropping the rest of an over-long line */
+    int more;               /* unread bytes left after a pass */
+    int rank;               /* in a pass: the order of its first change */
+    off_t snap, target;     /* sizes seen by a pass, by a flush */
+    char name[256];
+    struct mkh_echo *prev, *next;
+} mkh_echo;
+/* Colour (ANSI), "+S.mmms " time stamps on the clock mkh_now() - t0. */
+void mkh_echo_setup(int color, int stamps, double t0);
+/* Echo `path` from its start as lines of service `name` ("[name] ", or
+ * "[name!] " when is_err); the thread starts on first use. 0, or -1 with err. */
+int mkh_echo_open(mkh_echo *e, const char *path, const char *name, int is_err, char *err, size_t errlen);
+void mkh_echo_flush(mkh_echo *e);   /* every complete line, out before it returns */
+void mkh_echo_close(mkh_echo *e);   /* all of it, the last unterminated line too; idempotent */
+void mkh_echo_flush_all(void);
+/* Close every stream and join the thread (started again on the next open). */
+void mkh_echo_shutdown(void);
+
 /* ---- net.c ---- */
 /* getaddrinfo for a stream socket, bounded by `timeout` seconds and by an
  * interrupt ("cannot resolve 'NAME' within 1.00 s"). The first address, or

@@ -62,6 +62,7 @@ local function finish(code, failure, err)
   local keep = opts.keep or code ~= 0
   core.keep(keep)
   local dir = core.run_dir(nil, true) -- only if the run made one
+  core.echo_flush_all() -- the services' lines so far come before the report
   if failure then
     io.stderr:write(failure)
     local report = service_report(err)
@@ -135,7 +136,8 @@ end
 
 function H.main(o)
   opts = o
-  events.configure { verbose = o.verbose, quiet = o.quiet, report = o.report }
+  events.configure { verbose = o.verbose, quiet = o.quiet, report = o.report,
+    color = o.color, timestamps = o.timestamps }
   os.exit = exit_wrapper
   events.emit("start", { mode = o.mode, run = core.run_id() })
   local fn, err

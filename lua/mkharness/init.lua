@@ -256,23 +256,16 @@ local function build_env(self, extra)
   return list, path
 end
 
--- Echo: copy new complete lines of captured output to our stderr.
+-- Echo: the echo thread (src/echo.c) copies new complete lines of captured
+-- output to our stderr as they are written; a flush puts out what is
+-- complete now, a close all of it (the service is gone).
 local function pump_echo(self)
-  if not self._echo then return end
-  for _, sc in pairs(self._echo) do
-    while true do
-      local line, _, at_end = sc:next("")
-      if not line then break end
-      -- a piece of a line too long to keep is not echoed: the line's tail is
-      if at_end then io.stderr:write("[", self.name, "] ", line, "\n") end
-    end
-  end
+  for _, e in pairs(self._echo or {}) do e:flush() end
 end
 
--- only the services that echo: the wait loop calls this on every pass
-local echoing = setmetatable({}, { __mode = "k" })
-local function pump_all_echo()
-  for svc in pairs(echoing) do pump_echo(svc) end
+local function echo_close(self)
+  for _, e in pairs(self._echo or {}) do e:close() end
+  self._echo = nil
 end
 
 ---------------------------------------------------------------- crashes
@@ -480,7 +473,6 @@ local function wait_all(waiters)
       end
     end
     if not pending or (waiters.any and progressed) then return end
-    pump_all_echo()
     local left = wake == math.huge and -1 or math.max(0, wake - core.now())
     core.poll(crash_fds(fds), left)
   end
@@ -588,6 +580,7 @@ function Service:_launch()
     end
   end
   self._adopted = nil
+  echo_close(self) -- the last run's lines, before its files are truncated
   self._logs = capture_paths(self)
   if self._ids then share_run_dir(function(e) svc_error(self, "SpawnError", e) end) end
   self.ready_match = nil
@@ -605,6 +598,16 @@ function Service:_launch()
     states[i] = st
     for k, v in pairs(st.env or {}) do extra[k] = v end
   end
+  -- before the spawn: the echo thread's watches see every write, in order
+  if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
+    self._echo = {}
+    for _, s in ipairs { "stdout", "stderr" } do
+      if self._logs[s] then
+        local e, err = core.echo(self._logs[s], self.name, s == "stderr")
+        if e then self._echo[s] = e else io.stderr:write("mkharness: " .. err .. "\n") end
+      end
+    end
+  end
   local env, path = build_env(self, extra)
   local t0 = core.now()
   local proc, err = core.spawn {
@@ -615,22 +618,13 @@ function Service:_launch()
   }
   if not proc then
     for i, p in ipairs(self._probes) do p:detach(states[i]) end
+    echo_close(self)
     svc_error(self, "SpawnError", err, { log_tail = "" })
   end
   self._proc, self._exit, self._stopped = proc, nil, false
   self._exit_seen, self._crash, self._ending, self._signalled, self._ready_at = nil, nil, nil, nil, nil
   held[self] = true
   self._starts = (self._starts or 0) + 1 -- marks of earlier starts are void
-  if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
-    self._echo = {}
-    for _, s in ipairs { "stdout", "stderr" } do
-      if self._logs[s] then self._echo[s] = core.scanner(self._logs[s]) end
-    end
-    echoing[self] = true
-  else
-    self._echo = nil
-    echoing[self] = nil
-  end
   events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
   if #self._probes == 0 then self._ready_at = core.now() return nil end
@@ -755,7 +749,7 @@ function Service:_stop_finish(s)
   drop_launcher(self)
   self._stopped, self._exit = true, code
   held[self] = nil
-  pump_echo(self)
+  echo_close(self)
   local took = core.now() - s.t0
   local crash = self._crash
   if s.code then
@@ -813,7 +807,7 @@ function Service:kill(opts)
       drop_launcher(self)
       self._stopped, self._exit = true, code
       held[self] = nil
-      pump_echo(self)
+      echo_close(self)
       events.emit("killed", { service = self.name, signal = sig, exit_code = code },
         string.format("%s: killed with SIG%s (%s)", self.name, core.signame(sig) or sig, describe_code(code)))
     end
@@ -1246,11 +1240,9 @@ function M.sleep(s)
   local deadline = core.now() + s
   repeat
     check_crashes()
-    pump_all_echo()
     core.poll(crash_fds {}, math.max(0, deadline - core.now()))
   until core.now() >= deadline
   check_crashes()
-  pump_all_echo()
 end
 
 M.now = core.now
@@ -1311,6 +1303,7 @@ function M.run(t)
   svc._proc:sweep()
   svc._stopped = true
   held[svc] = nil
+  echo_close(svc)
   local res = { code = code, stdout = svc:output(), stderr = svc:err_output() }
   for _, path in pairs(svc._logs) do os.remove(path) end
   services[svc] = nil
@@ -1386,7 +1379,7 @@ function M._teardown()
     end
     held[svc] = nil
   end
-  pump_all_echo()
+  core.echo_shutdown() -- what they printed last; the thread is joined
 end
 
 return M
