@@ -100,6 +100,30 @@ static void scope_field(lua_State *L, mkh_proxy_faults *f, int i, const char *na
     lua_pop(L, 1);
 }
 
+/* p:faults(latency_s, jitter_s, bytes_per_s, blackhole): the short form,
+ * each fault both ways on every connection (0 / false: off) */
+static int faults_plain(lua_State *L, mkh_proxy *p)
+{
+    mkh_proxy_faults f = { 0 };
+    f.latency = luaL_checknumber(L, 2);
+    f.jitter = luaL_checknumber(L, 3);
+    f.bandwidth = luaL_checknumber(L, 4);
+    /* the proxy thread turns these into deadlines and poll timeouts */
+    luaL_argcheck(L, f.latency >= 0 && f.latency <= 86400, 2, "latency must be 0 to 86400 seconds");
+    luaL_argcheck(L, f.jitter >= 0 && f.jitter <= 86400, 3, "jitter must be 0 to 86400 seconds");
+    luaL_argcheck(L, f.bandwidth >= 0 && f.bandwidth <= DBL_MAX, 4, "bandwidth must be a finite number >= 0");
+    int on[MKH_F_COUNT] = { 0 };
+    on[MKH_F_LATENCY] = f.latency > 0 || f.jitter > 0;
+    on[MKH_F_BANDWIDTH] = f.bandwidth > 0;
+    on[MKH_F_BLACKHOLE] = lua_toboolean(L, 5);
+    for (int i = 0; i < MKH_F_COUNT; i++) {
+        f.scope[i].dirs = on[i] ? MKH_DIR_UP | MKH_DIR_DOWN : 0;
+        f.scope[i].probability = 1;
+    }
+    mkh_proxy_set_faults(p, &f);
+    return 0;
+}
+
 /* p:faults{ latency = { dirs =, probability =, seconds =, jitter = },
  *           bandwidth = { dirs =, probability =, rate = }, blackhole = { dirs =, probability = },
  *           slicer = { dirs =, probability =, size =, variation =, delay = },
@@ -107,8 +131,8 @@ static void scope_field(lua_State *L, mkh_proxy_faults *f, int i, const char *na
 static int l_faults(lua_State *L)
 {
     mkh_proxy *p = check_proxy(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
     mkh_proxy_faults f = { 0 };
+    if (!lua_istable(L, 2)) return faults_plain(L, p);
     static const char *const names[MKH_F_COUNT] = { "latency", "bandwidth", "blackhole", "slicer", "limit" };
     for (int i = 0; i < MKH_F_COUNT; i++) scope_field(L, &f, i, names[i]);
     /* the proxy thread turns these into deadlines and poll timeouts */
