@@ -3,7 +3,7 @@
  * One thread per running proxy, edge-triggered epoll. A connection is two
  * directions (client -> upstream "up", upstream -> client "down"); each moves
  * its bytes one of two ways:
- *   - no latency: splice(2) socket -> pipe -> socket, zero-copy, up to 256 KiB
+ *   - no latency, no slicer: splice(2) socket -> pipe -> socket, zero-copy, up to 256 KiB
  *     in flight (the fast path, >= 1 GB/s on loopback);
  *   - latency or slicer (or no pipe could be made): recv() into chunks
  *     stamped with a due time, sent in order once due, at most QUEUE_CAP

@@ -199,7 +199,7 @@ local function apply(self)
   return self
 end
 
--- Record fault `name` (nil settings: off), emit its event, apply.
+-- Record fault `name` with its settings, emit its event, apply.
 local function set_fault(self, name, o, text)
   self._faults[name] = o
   local fields = {}
