@@ -1,5 +1,7 @@
--- The fault proxy with no fault, against a direct connection (DESIGN §4:
--- ">= 1 GB/s on loopback, <= 100 µs added p50 latency"). Standalone:
+-- The fault proxy with no fault, against a direct connection (the targets:
+-- >= 1 GB/s on loopback, <= 100 µs added p50 latency); then with a fault set
+-- that lets every byte through (limit_data never reached, slicer without a
+-- delay), against the same proxy with no fault. Standalone:
 --   ./build/mkharness bench/proxy.lua [--quick] [--mb N] [--rounds N]
 -- Prints one table; never fails on speed (exit 0 unless something crashed).
 --
@@ -22,6 +24,12 @@
 --   HTTP request     mk.get (libcurl, a new connection each time) against
 --                    `fx_svc --serve-http`: what a scenario sees per request,
 --                    upstream connect included.
+--   with a fault     the throughput client→upstream run and the echo round
+--                    trip again, interleaved: the proxy with no fault, with
+--                    limit_data (a budget never reached: still the splice
+--                    path, plus the count) and with slicer (pieces of 16 KiB
+--                    for throughput, 64 B for the echo, no delay: the copying
+--                    path, one send() per piece).
 -- Throughput columns are GB/s (1e9 bytes/s) computed from run times: median,
 -- p90 and max run time, so "p90" and "max" are the slow tail.
 local mk = require "mkharness"
@@ -60,7 +68,7 @@ do
   TCK = tonumber(r.stdout) or 100
 end
 
-local rows = {}
+local rows, fault_rows = {}, {}
 local function row(what, unit, proxied, direct, note)
   rows[#rows + 1] = { what = what, unit = unit, proxied = proxied, direct = direct, note = note }
 end
@@ -215,31 +223,112 @@ local function http_latency()
   row("HTTP request, new connection each (mk.get)", "s", L.stats(s.proxied), L.stats(s.direct))
 end
 
+---------------------------------------------------------------- with a fault
+-- Faults that let everything through, so each run moves the same bytes.
+local FAULTS = {
+  { name = "no fault", set = function(p) p:clear() end },
+  { name = "limit_data, not reached", set = function(p, bytes) p:clear():limit_data(bytes * 1000) end },
+  { name = "slicer", set = function(p, _, piece) p:clear():slicer { size = piece } end },
+}
+
+local function fault_throughput()
+  if not have("bash") or not have("dd") then return end
+  local bytes = opts.mb * 1048576
+  local sink <close>, sport = tcp_service { "--serve-tcp" }
+  local p <close> = mk.proxy { upstream = sport }:start()
+  local times = {}
+  for _, f in ipairs(FAULTS) do times[f.name] = {} end
+  for i = 1, opts.rounds do
+    local line = {}
+    for _, f in ipairs(FAULTS) do
+      f.set(p, bytes, 16384)
+      local base = p:stats().bytes_up
+      local t0 = mk.now()
+      local r = mk.run { "bash", "-c", string.format("dd if=/dev/zero bs=1M count=%d 2>/dev/null > /dev/tcp/127.0.0.1/%d",
+        opts.mb, p.port), timeout = 600 }
+      assert(r.code == 0, "dd failed: " .. r.stderr)
+      mk.wait_until(function() return p:stats().bytes_up - base >= bytes end, { timeout = 120, interval = 0.001 })
+      local dt = mk.now() - t0
+      local t = times[f.name]
+      t[#t + 1] = dt
+      line[#line + 1] = string.format("%s %.2f GB/s", f.name, bytes / dt / 1e9)
+    end
+    say("with a fault, throughput up round %d: %s", i, table.concat(line, ", "))
+  end
+  local none = L.stats(times["no fault"])
+  for k = 2, #FAULTS do
+    local f = FAULTS[k]
+    local what = f.name == "slicer" and "slicer{ size = 16384 }" or "limit_data(" .. bytes * 1000 .. ")"
+    fault_rows[#fault_rows + 1] = { what = string.format("throughput client→upstream, %s", what), unit = "GB/s",
+      proxied = L.stats(times[f.name]), direct = none, note = { bytes = bytes } }
+  end
+end
+
+local function fault_echo()
+  if not have("perl") then return end
+  local port = mk.free_port()
+  local srv <close> = mk.tcp { "perl", "-e", ECHO_SERVER, port, port = port, timeout = 10, name = "echo" }:start()
+  local p <close> = mk.proxy { upstream = port }:start()
+  local per = math.max(1, opts.echo // opts.rounds)
+  local s = {}
+  for _, f in ipairs(FAULTS) do s[f.name] = {} end
+  for i = 1, opts.rounds do
+    for _, f in ipairs(FAULTS) do
+      f.set(p, 1e9, 64)
+      local r = mk.run { "perl", "-e", ECHO_CLIENT, p.port, per, timeout = 120 }
+      assert(r.code == 0, "echo client failed: " .. r.stderr)
+      local t = s[f.name]
+      for ns in r.stdout:gmatch("%d+") do t[#t + 1] = tonumber(ns) / 1e9 end
+    end
+    say("with a fault, echo round trip round %d: %d samples each", i, per)
+  end
+  local none = L.stats(s["no fault"])
+  for k = 2, #FAULTS do
+    local f = FAULTS[k]
+    local what = f.name == "slicer" and "slicer{ size = 64 }" or "limit_data(1e12)"
+    fault_rows[#fault_rows + 1] = { what = string.format("echo round trip (64 B), %s", what), unit = "s",
+      proxied = L.stats(s[f.name]), direct = none }
+  end
+end
+
 ---------------------------------------------------------------- run + table
-local sections = { throughput, echo_latency, http_latency }
+local sections = { throughput, echo_latency, http_latency, fault_throughput, fault_echo }
 for _, fn in ipairs(sections) do
   local ok, err = pcall(fn)
   if not ok then say("section failed: %s", tostring(err)) end
 end
 
 local function gbps(bytes, t) return t and string.format("%.2f", bytes / t / 1e9) or "-" end
-local out = {}
-for _, r in ipairs(rows) do
-  local p, d = r.proxied, r.direct
-  if r.unit == "GB/s" then
-    local b = r.note.bytes
-    out[#out + 1] = { r.what, tostring(p.n), gbps(b, p.median), gbps(b, p.p90), gbps(b, p.max),
-      gbps(b, d.median), string.format("%.0f %%", d.median / p.median * 100), "≥ 1 GB/s" }
-  elseif r.unit == "cpu" then
-    out[#out + 1] = { r.what, "-", string.format("%.2f", p.median), "", "", "", "", "GB/s per core" }
-  else
-    out[#out + 1] = { r.what, tostring(p.n), L.fmt(p.median, "s"), L.fmt(p.p90, "s"), L.fmt(p.max, "s"),
-      L.fmt(d.median, "s"), "+" .. L.fmt(p.median - d.median, "s") .. " p50, +" ..
-      L.fmt(p.p90 - d.p90, "s") .. " p90", "≤ 100 µs added p50" }
+local function signed(v) return (v < 0 and "-" or "+") .. L.fmt(math.abs(v), "s") end
+local function table_of(rows)
+  local out = {}
+  for _, r in ipairs(rows) do
+    local p, d = r.proxied, r.direct
+    if r.unit == "GB/s" then
+      local b = r.note.bytes
+      out[#out + 1] = { r.what, tostring(p.n), gbps(b, p.median), gbps(b, p.p90), gbps(b, p.max),
+        gbps(b, d.median), string.format("%.0f %%", d.median / p.median * 100), "≥ 1 GB/s" }
+    elseif r.unit == "cpu" then
+      out[#out + 1] = { r.what, "-", string.format("%.2f", p.median), "", "", "", "", "GB/s per core" }
+    else
+      out[#out + 1] = { r.what, tostring(p.n), L.fmt(p.median, "s"), L.fmt(p.p90, "s"), L.fmt(p.max, "s"),
+        L.fmt(d.median, "s"), signed(p.median - d.median) .. " p50, " ..
+        signed(p.p90 - d.p90) .. " p90", "≤ 100 µs added p50" }
+    end
   end
+  return out
 end
+local out = table_of(rows)
 io.write(string.format("\nmkharness fault proxy, no fault, vs a direct connection (%s, %s CPUs)\n",
   "loopback", (mk.run { "nproc" }.stdout:gsub("%s+", ""))))
 io.write(L.table({ "what", "n", "median", "p90", "max", "direct median", "proxied vs direct", "target" }, out,
   { false, true, true, true, true, true, true, false }))
 io.write("throughput in GB/s (1e9 B/s) from run times: p90/max are the slow runs\n")
+if #fault_rows > 0 then
+  for _, r in ipairs(fault_rows) do r.note = r.note or {} end
+  out = table_of(fault_rows)
+  for _, o in ipairs(out) do o[#o] = "" end
+  io.write("\nwith a fault that lets every byte through, vs the same proxy with no fault\n")
+  io.write(L.table({ "what", "n", "median", "p90", "max", "no-fault median", "vs no fault", "" }, out,
+    { false, true, true, true, true, true, true, false }))
+end

@@ -3,15 +3,22 @@
  * One thread per running proxy, edge-triggered epoll. A connection is two
  * directions (client -> upstream "up", upstream -> client "down"); each moves
  * its bytes one of two ways:
- *   - no latency: splice(2) socket -> pipe -> socket, zero-copy, up to 256 KiB
+ *   - no latency, no slicer: splice(2) socket -> pipe -> socket, zero-copy, up to 256 KiB
  *     in flight (the fast path, >= 1 GB/s on loopback);
- *   - latency (or no pipe could be made): recv() into chunks stamped with a
- *     due time, sent in order once due, at most QUEUE_CAP queued.
+ *   - latency or slicer (or no pipe could be made): recv() into chunks
+ *     stamped with a due time, sent in order once due, at most QUEUE_CAP
+ *     queued; the slicer cuts what it sends into pieces with pauses between.
  * At most one of the pipe and the queue holds bytes at any time (reading
  * into one waits until the other is empty), so switching faults never
  * reorders a stream. Bandwidth is a token bucket per direction, taken when
- * reading, so TCP back-pressure reaches the sender. Blackhole stops both
- * directions without closing anything.
+ * reading, so TCP back-pressure reaches the sender. Blackhole stops a
+ * direction without closing anything. limit_data is a budget of bytes read
+ * from the source; once what was read is delivered, the connection closes.
+ *
+ * Faults are per direction and per connection: each connection rolls once
+ * per fault (its probability) when it opens, and each direction keeps the
+ * resulting settings in dir_t.f, so a fault that is off costs a test of a
+ * field that is zero.
  *
  * Waiting: EAGAIN means epoll will call again (edge-triggered, so every
  * path either drains to EAGAIN or sets a timer: c->due, or c->again when a
@@ -44,7 +51,17 @@
 #define ROUNDS 16               /* read/write rounds per direction per wake */
 #define MAX_EVENTS 64
 
+#define DRAIN_ROUNDS 16        /* recv()s discarding input before a clean close */
+
 enum { CMD_NONE, CMD_FAULTS, CMD_DOWN, CMD_UP, CMD_RESET, CMD_STOP };
+
+/* One direction's share of the faults, for this connection. */
+typedef struct {
+    double latency, jitter, bandwidth, slice_delay;
+    size_t slice_size, slice_variation;  /* slice_size 0: no slicer */
+    int blackhole;
+    int delayed;        /* latency, jitter or slicer: the queued path */
+} dir_faults;
 
 typedef struct chunk {
     struct chunk *next;
@@ -67,6 +84,11 @@ typedef struct {
     double tokens, refilled;
     int nopipe;         /* pipe2() failed once: do not retry */
     int eof, shut;
+    dir_faults f;
+    size_t piece_left;  /* slicer: bytes left in the piece being sent */
+    double next_piece;  /* slicer: when the next piece may start */
+    int limited;        /* limit_data applies: `budget` more bytes may be read */
+    unsigned long long budget;
 } dir_t;
 
 typedef struct conn {
@@ -74,6 +96,7 @@ typedef struct conn {
     int cfd, ufd;
     int connecting, dead;
     int again;          /* has more to move without a new event */
+    unsigned on;        /* bit per fault: this connection drew it */
     double due;         /* next timer, 0: none */
     dir_t d[2];         /* d[0]: up, d[1]: down */
 } conn;
@@ -99,8 +122,9 @@ struct mkh_proxy {
     pthread_cond_t cv;
     mkh_proxy_faults faults;   /* under mu */
     int cmd, cmd_arg;          /* under mu */
+    double cmd_p;              /* under mu: reset's probability */
     unsigned long seq, done;   /* under mu */
-    atomic_ullong n_conns, n_active, n_up, n_down, n_uperr, n_resets;
+    atomic_ullong n_conns, n_active, n_up, n_down, n_uperr, n_resets, n_limited;
 };
 
 /* ------------------------------------------------------------ addresses */
@@ -223,10 +247,24 @@ static void conn_kill(mkh_proxy *p, conn *c, int rst) { conn_kill_counted(p, c, 
 
 static int dir_pipe(dir_t *d);
 
-/* Move what can move in one direction. 0, or -1: the connection failed. */
+/* The slicer's next piece size: size +- variation, at least 1. */
+static size_t piece_size(mkh_proxy *p, const dir_faults *f)
+{
+    size_t n = f->slice_size;
+    if (f->slice_variation) {
+        size_t span = 2 * f->slice_variation + 1;
+        size_t r = (size_t)(rnd(p) * (double)span);
+        if (r >= span) r = span - 1;
+        n = n - f->slice_variation + r;
+    }
+    return n ? n : 1;
+}
+
+/* Move what can move in one direction. 0; -1: the connection failed; 1:
+ * limit_data's budget is used up and delivered, close the connection. */
 static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
 {
-    const mkh_proxy_faults *f = &p->cur;
+    const dir_faults *f = &d->f;
     if (f->blackhole) return 0;
     for (int round = 0;; round++) {
         while (d->in_pipe) { /* older bytes first: the pipe */
@@ -245,7 +283,15 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
         }
         while (d->head && d->head->due <= now) { /* then due chunks */
             chunk *k = d->head;
-            ssize_t n = send(d->dst, k->data + k->off, k->len - k->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            size_t len = k->len - k->off;
+            if (f->slice_size) { /* one piece per send(): TCP_NODELAY makes it a segment */
+                if (!d->piece_left) {
+                    if (now < d->next_piece) break;
+                    d->piece_left = piece_size(p, f);
+                }
+                if (len > d->piece_left) len = d->piece_left;
+            }
+            ssize_t n = send(d->dst, k->data + k->off, len, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return 0;
@@ -253,6 +299,10 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
             }
             k->off += (size_t)n;
             count(p, d, (size_t)n);
+            if (f->slice_size) {
+                d->piece_left -= (size_t)n;
+                if (!d->piece_left) d->next_piece = now + f->slice_delay;
+            }
             if (k->off == k->len) {
                 d->head = k->next;
                 if (!d->head) d->tail = NULL;
@@ -260,7 +310,8 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
                 free(k);
             }
         }
-        if (d->head) set_due(c, d->head->due);
+        /* next_piece is 0 unless the slicer is pausing */
+        if (d->head) set_due(c, d->head->due > d->next_piece ? d->head->due : d->next_piece);
         if (d->eof) {
             if (!d->in_pipe && !d->head && !d->shut) {
                 shutdown(d->dst, SHUT_WR);
@@ -272,7 +323,9 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
             c->again = 1;
             return 0;
         }
-        int queued = f->latency > 0 || f->jitter > 0 || dir_pipe(d) != 0;
+        if (d->limited && d->budget == 0) /* close once every allowed byte is out */
+            return d->in_pipe || d->head ? 0 : 1;
+        int queued = f->delayed || dir_pipe(d) != 0;
         size_t want;
         if (queued) {
             if (d->queued >= QUEUE_CAP) return 0; /* a due chunk's timer comes back */
@@ -281,6 +334,7 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
             if (d->head) return 0; /* delayed bytes from before clear() go first */
             want = d->pipe_cap;
         }
+        if (d->limited && want > d->budget) want = (size_t)d->budget;
         if (f->bandwidth > 0) {
             bucket_fill(d, f->bandwidth, now);
             if (d->tokens < 1) {
@@ -319,6 +373,7 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
         }
         if (n > 0) {
             if (f->bandwidth > 0) d->tokens -= (double)n;
+            if (d->limited) d->budget -= (unsigned long long)n;
             continue;
         }
         if (n == 0) {
@@ -329,6 +384,22 @@ static int dir_pump(mkh_proxy *p, conn *c, dir_t *d, double now)
         if (errno == EAGAIN) return 0; /* EPOLLIN on src */
         return -1;
     }
+}
+
+/* limit_data: a plain close. Unread input would turn close() into an RST
+ * (and could cost the peer bytes it has not read yet), so read it away
+ * first, a bounded number of times. */
+static void limit_close(mkh_proxy *p, conn *c)
+{
+    int fds[2] = { c->cfd, c->ufd };
+    for (int i = 0; i < 2; i++) {
+        shutdown(fds[i], SHUT_WR);
+        for (int r = 0; r < DRAIN_ROUNDS; r++) {
+            ssize_t n = recv(fds[i], p->rbuf, sizeof p->rbuf, MSG_DONTWAIT);
+            if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+        }
+    }
+    conn_kill_counted(p, c, 0, &p->n_limited);
 }
 
 static void note_timers(mkh_proxy *p, conn *c)
@@ -344,8 +415,13 @@ static void pump(mkh_proxy *p, conn *c, double now)
     c->again = 0;
     c->due = 0;
     for (int k = 0; k < 2; k++) {
-        if (dir_pump(p, c, &c->d[k], now) < 0) {
+        int r = dir_pump(p, c, &c->d[k], now);
+        if (r < 0) {
             conn_kill(p, c, 1); /* pass a reset on: RST the other side too */
+            return;
+        }
+        if (r > 0) {
+            limit_close(p, c);
             return;
         }
     }
@@ -361,7 +437,7 @@ static void upstream_failed(mkh_proxy *p, conn *c)
     conn_kill_counted(p, c, 0, &p->n_uperr);
 }
 
-static void dir_init(mkh_proxy *p, conn *c, int up, double now)
+static void dir_init(conn *c, int up)
 {
     dir_t *d = &c->d[up ? 0 : 1];
     d->c = c;
@@ -369,8 +445,78 @@ static void dir_init(mkh_proxy *p, conn *c, int up, double now)
     d->src = up ? c->cfd : c->ufd;
     d->dst = up ? c->ufd : c->cfd;
     d->pipe[0] = d->pipe[1] = -1;
-    d->refilled = now;
-    d->tokens = p->cur.bandwidth > 0 ? bucket_cap(p->cur.bandwidth) : 0;
+}
+
+#define BIT(fault) (1u << (fault))
+#define ALL_FAULTS (BIT(MKH_F_COUNT) - 1)
+
+/* The faults whose settings differ between a and b. */
+static unsigned faults_changed(const mkh_proxy_faults *a, const mkh_proxy_faults *b)
+{
+    unsigned ch = 0;
+    for (int i = 0; i < MKH_F_COUNT; i++)
+        if (a->scope[i].dirs != b->scope[i].dirs || a->scope[i].probability != b->scope[i].probability)
+            ch |= BIT(i);
+    if (a->latency != b->latency || a->jitter != b->jitter) ch |= BIT(MKH_F_LATENCY);
+    if (a->bandwidth != b->bandwidth) ch |= BIT(MKH_F_BANDWIDTH);
+    if (a->slice_size != b->slice_size || a->slice_variation != b->slice_variation ||
+        a->slice_delay != b->slice_delay)
+        ch |= BIT(MKH_F_SLICER);
+    if (a->limit != b->limit) ch |= BIT(MKH_F_LIMIT);
+    return ch;
+}
+
+/* Draw, for each fault in `which`, whether it applies to c. */
+static void roll(mkh_proxy *p, conn *c, unsigned which)
+{
+    for (int i = 0; i < MKH_F_COUNT; i++) {
+        if (!(which & BIT(i))) continue;
+        const mkh_proxy_scope *s = &p->cur.scope[i];
+        int on = s->dirs && (s->probability >= 1 || (s->probability > 0 && rnd(p) < s->probability));
+        c->on = on ? c->on | BIT(i) : c->on & ~BIT(i);
+    }
+}
+
+/* Recompute one direction's faults; restart the state of those in `changed`. */
+static void dir_apply(mkh_proxy *p, conn *c, dir_t *d, unsigned changed, double now)
+{
+    const mkh_proxy_faults *f = &p->cur;
+    int bit = d->up ? MKH_DIR_UP : MKH_DIR_DOWN;
+#define HITS(fault) ((f->scope[fault].dirs & bit) && (c->on & BIT(fault)))
+    dir_faults e = { 0 };
+    if (HITS(MKH_F_LATENCY)) {
+        e.latency = f->latency;
+        e.jitter = f->jitter;
+    }
+    if (HITS(MKH_F_BANDWIDTH)) e.bandwidth = f->bandwidth;
+    e.blackhole = HITS(MKH_F_BLACKHOLE);
+    if (HITS(MKH_F_SLICER) && f->slice_size) {
+        e.slice_size = f->slice_size;
+        e.slice_variation = f->slice_variation < f->slice_size ? f->slice_variation : f->slice_size - 1;
+        e.slice_delay = f->slice_delay;
+    }
+    e.delayed = e.latency > 0 || e.jitter > 0 || e.slice_size > 0;
+    d->f = e;
+    if (changed & BIT(MKH_F_BANDWIDTH)) {
+        d->refilled = now;
+        d->tokens = e.bandwidth > 0 ? bucket_cap(e.bandwidth) : 0;
+    }
+    if (changed & BIT(MKH_F_SLICER)) {
+        d->piece_left = 0;
+        d->next_piece = 0;
+    }
+    if (changed & BIT(MKH_F_LIMIT)) { /* counted from when the fault is set */
+        d->limited = HITS(MKH_F_LIMIT);
+        d->budget = f->limit;
+    }
+#undef HITS
+}
+
+static void conn_apply(mkh_proxy *p, conn *c, unsigned changed, double now)
+{
+    roll(p, c, changed);
+    dir_apply(p, c, &c->d[0], changed, now);
+    dir_apply(p, c, &c->d[1], changed, now);
 }
 
 /* The splice pipe, made when first needed (a blackholed or delayed
@@ -406,8 +552,9 @@ static void conn_new(mkh_proxy *p, int cfd, double now)
     setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->cfd = cfd;
     c->ufd = ufd;
-    dir_init(p, c, 1, now);
-    dir_init(p, c, 0, now);
+    dir_init(c, 1);
+    dir_init(c, 0);
+    conn_apply(p, c, ALL_FAULTS, now);
     c->next = p->conns;
     if (p->conns) p->conns->prev = c;
     p->conns = c;
@@ -448,7 +595,7 @@ static void conn_event(mkh_proxy *p, dir_t *d, uint32_t events, double now)
         }
         if (!(events & EPOLLOUT)) return;
         c->connecting = 0;
-    } else if (p->cur.blackhole && (events & (EPOLLERR | EPOLLHUP))) {
+    } else if ((c->d[0].f.blackhole || c->d[1].f.blackhole) && (events & (EPOLLERR | EPOLLHUP))) {
         conn_kill(p, c, 1); /* one side is gone: nothing could ever pass */
         return;
     }
@@ -493,9 +640,9 @@ static void close_listener(mkh_proxy *p)
     p->lfd = -1;
 }
 
-static void kill_all(mkh_proxy *p, int rst)
+static void kill_all(mkh_proxy *p)
 {
-    while (p->conns) conn_kill_counted(p, p->conns, rst, rst ? &p->n_resets : NULL);
+    while (p->conns) conn_kill(p, p->conns, 0);
 }
 
 static void pump_all(mkh_proxy *p, double now)
@@ -516,31 +663,35 @@ static int control(mkh_proxy *p, double now)
     while (read(p->evfd, &v, sizeof v) < 0 && errno == EINTR) {}
     pthread_mutex_lock(&p->mu);
     int cmd = p->cmd, arg = p->cmd_arg;
+    double prob = p->cmd_p;
     mkh_proxy_faults f = p->faults;
     pthread_mutex_unlock(&p->mu);
     int stop = 0;
     switch (cmd) {
-    case CMD_FAULTS:
+    case CMD_FAULTS: {
+        unsigned changed = faults_changed(&p->cur, &f);
         p->cur = f;
-        for (conn *c = p->conns; c; c = c->next)
-            for (int k = 0; k < 2; k++) {
-                c->d[k].refilled = now;
-                c->d[k].tokens = f.bandwidth > 0 ? bucket_cap(f.bandwidth) : 0;
-            }
+        for (conn *c = p->conns; c; c = c->next) conn_apply(p, c, changed, now);
         pump_all(p, now); /* e.g. out of a blackhole: no event would come */
         break;
+    }
     case CMD_DOWN:
         close_listener(p);
-        kill_all(p, 0);
+        kill_all(p);
         break;
     case CMD_UP:
         listen_on(p, arg);
         break;
-    case CMD_RESET:
-        kill_all(p, 1);
+    case CMD_RESET: {
+        conn *next;
+        for (conn *c = p->conns; c; c = next) {
+            next = c->next;
+            if (prob >= 1 || (prob > 0 && rnd(p) < prob)) conn_kill_counted(p, c, 1, &p->n_resets);
+        }
         break;
+    }
     case CMD_STOP:
-        kill_all(p, 0);
+        kill_all(p);
         close_listener(p);
         stop = 1;
         break;
@@ -614,12 +765,16 @@ static void *proxy_main(void *arg)
 /* ------------------------------------------------------------ the caller's side */
 
 /* Hand a command to the thread and wait until it is done. */
-static void command(mkh_proxy *p, int cmd, int arg)
+static void command_p(mkh_proxy *p, int cmd, int arg, double prob);
+static void command(mkh_proxy *p, int cmd, int arg) { command_p(p, cmd, arg, 1); }
+
+static void command_p(mkh_proxy *p, int cmd, int arg, double prob)
 {
     pthread_mutex_lock(&p->mu);
     while (p->cmd != CMD_NONE) pthread_cond_wait(&p->cv, &p->mu);
     p->cmd = cmd;
     p->cmd_arg = arg;
+    p->cmd_p = prob;
     unsigned long mine = ++p->seq;
     uint64_t one = 1;
     while (write(p->evfd, &one, sizeof one) < 0 && errno == EINTR) {}
@@ -743,9 +898,9 @@ int mkh_proxy_up(mkh_proxy *p, char *err, size_t errlen)
     return 0;
 }
 
-void mkh_proxy_reset(mkh_proxy *p)
+void mkh_proxy_reset(mkh_proxy *p, double probability)
 {
-    if (p->running) command(p, CMD_RESET, 0);
+    if (p->running) command_p(p, CMD_RESET, 0, probability);
 }
 
 void mkh_proxy_get_stats(mkh_proxy *p, mkh_proxy_stats *s)
@@ -756,4 +911,5 @@ void mkh_proxy_get_stats(mkh_proxy *p, mkh_proxy_stats *s)
     s->bytes_down = atomic_load(&p->n_down);
     s->upstream_errors = atomic_load(&p->n_uperr);
     s->resets = atomic_load(&p->n_resets);
+    s->limited = atomic_load(&p->n_limited);
 }

@@ -10,11 +10,29 @@
 
 typedef struct mkh_proxy mkh_proxy;
 
+/* Each fault applies to the directions in `dirs` (bit 0: up, client ->
+ * upstream; bit 1: down, upstream -> client; 0: the fault is off) of a share
+ * `probability` of the connections, rolled once per connection when it opens
+ * (and, for connections already open, when that fault is set). */
+enum { MKH_F_LATENCY, MKH_F_BANDWIDTH, MKH_F_BLACKHOLE, MKH_F_SLICER, MKH_F_LIMIT, MKH_F_COUNT };
+#define MKH_DIR_UP 1
+#define MKH_DIR_DOWN 2
+
 typedef struct {
-    double latency;    /* seconds added to each chunk, each direction */
-    double jitter;     /* +- seconds, uniform; order is preserved */
-    double bandwidth;  /* bytes per second per direction of a connection; 0: unlimited */
-    int blackhole;     /* accept, pass nothing */
+    int dirs;
+    double probability;         /* 0..1 */
+} mkh_proxy_scope;
+
+typedef struct {
+    mkh_proxy_scope scope[MKH_F_COUNT];
+    double latency;             /* seconds added to each chunk */
+    double jitter;              /* +- seconds, uniform; order is preserved */
+    double bandwidth;           /* bytes per second per direction of a connection */
+    /* blackhole: accept, pass nothing (parameters: none) */
+    size_t slice_size;          /* slicer: pieces of about this many bytes (>= 1) */
+    size_t slice_variation;     /* +- bytes, uniform (< slice_size) */
+    double slice_delay;         /* seconds between pieces */
+    unsigned long long limit;   /* limit_data: close after this many bytes */
 } mkh_proxy_faults;
 
 typedef struct {
@@ -24,6 +42,7 @@ typedef struct {
     unsigned long long bytes_down;      /* upstream -> client, delivered */
     unsigned long long upstream_errors; /* connects to upstream that failed */
     unsigned long long resets;          /* connections reset by reset() */
+    unsigned long long limited;         /* connections closed by limit_data */
 } mkh_proxy_stats;
 
 /* Resolve both ends (numeric or by name; IPv4 preferred), each within
@@ -47,8 +66,9 @@ void mkh_proxy_set_faults(mkh_proxy *p, const mkh_proxy_faults *f);
 void mkh_proxy_down(mkh_proxy *p);
 /* Listen again on the same port. 0, or -1 with err (someone took it). */
 int mkh_proxy_up(mkh_proxy *p, char *err, size_t errlen);
-/* RST every open connection (SO_LINGER {1, 0}, then close). */
-void mkh_proxy_reset(mkh_proxy *p);
+/* RST each open connection with the given probability (1: every one;
+ * SO_LINGER {1, 0}, then close). */
+void mkh_proxy_reset(mkh_proxy *p, double probability);
 void mkh_proxy_get_stats(mkh_proxy *p, mkh_proxy_stats *s);
 
 #endif
