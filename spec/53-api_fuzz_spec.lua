@@ -121,7 +121,7 @@ describe("API fuzz", function()
     for _, kind in ipairs { "output", "tcp", "unix", "http", "file", "notify", "exec" } do
       targets[#targets + 1] = { "mk.probe." .. kind, mk.probe[kind] }
     end
-    for _, m in ipairs { "start", "stop", "running", "listening", "latency", "bandwidth", "blackhole",
+    for _, m in ipairs { "start", "stop", "running", "listening", "latency", "bandwidth", "blackhole", "slicer", "limit_data",
       "down", "up", "reset", "clear", "cut", "stats" } do
       targets[#targets + 1] = { "proxy:" .. m, function(...) return proxy[m](proxy, ...) end }
     end
