@@ -424,9 +424,10 @@ static int strike_orphans(const char *token, const mkh_proc *owner)
 int mkh_proc_sweep(mkh_proc *p, const char *token)
 {
     /* Kill what is left of the leader's group while the unreaped leader
-     * keeps the group id ours, then chase descendants that escaped the
-     * group: once their parent is gone they are our children (subreaper),
-     * and the service token tells whose. Reap the leader last. */
+     * keeps the group id ours, reap the leader, then chase what is still
+     * dying: descendants that escaped the group become our children
+     * (subreaper) once their parent is gone, and the service token tells
+     * whose. */
     int killed = 0;
     if (p->cg_id) { /* exact: everything that ever was in its cgroup */
         char cg[4200];
@@ -434,19 +435,23 @@ int mkh_proc_sweep(mkh_proc *p, const char *token)
         killed += mkh_cg_kill(cg, 2.0);
         p->cg_id = 0;
     }
+    int group = !p->foreign && !p->reaped;
     if (p->foreign) { if (mkh_proc_signal(p, SIGKILL) == 0) killed++; }
-    else if (!p->reaped && kill(-p->pid, SIGKILL) == 0) killed++;
+    else if (group && kill(-p->pid, SIGKILL) == 0) killed++;
+    mkh_proc_wait(p, mkh_now() + 2.0);
+    mkh_proc_reap(p);
     if (token[0]) {
         double until = mkh_now() + 2.0;
         for (;;) {
             int found = strike_orphans(token, p);
             killed += found;
-            if (!found || mkh_now() > until) break;
+            /* members of the group still dying keep it in use; signal 0
+             * only asks, so a reused group id could cost time, never harm */
+            int dying = group && kill(-p->pid, 0) == 0;
+            if ((!found && !dying) || mkh_now() > until) break;
             mkh_sleep_until(mkh_now() + 0.0005);
         }
     }
-    mkh_proc_wait(p, mkh_now() + 2.0);
-    mkh_proc_reap(p);
     return killed;
 }
 

@@ -8,6 +8,7 @@
 --   probe:precheck(svc)      -> true, who  when it already passes (AlreadyRunning)
 local core = require "mkharness.core"
 local O = require "mkharness.options"
+local Error = require "mkharness.errors"
 local T = O.types
 
 local P = {}
@@ -353,7 +354,9 @@ end
 KINDS.exec = {
   describe = function(p) return "exec " .. p.shown end,
   check = function(p, _, _, deadline)
-    local run = require("mkharness").run
+    -- mk.run lives in run.lua, which builds on the executors that use
+    -- these probes: looked up when an attempt runs, not when this loads
+    local run = require("mkharness.run").run
     local t = { table.unpack(p.argv) }
     t.timeout = deadline and math.max(0.01, deadline - core.now()) or nil
     local ok, res = pcall(run, t)
@@ -375,7 +378,6 @@ KINDS["function"] = {
   check = function(p, _, svc)
     local ok, v = pcall(p.f, svc)
     if not ok then
-      local Error = require "mkharness.errors"
       -- a mistake in the scenario surfaces; anything else (a refused
       -- mk.get, a failed assert) just means "not ready yet"
       if Error.is(v, "ConfigError") then error(v, 0) end

@@ -1,0 +1,26 @@
+-- Every default of the API, in one place. The C side takes what Lua passes
+-- and keeps no defaults of its own.
+return {
+  timeout = 60,           -- start(): seconds for readiness, all probes together
+  stop_timeout = 10,      -- stop(): seconds after stop_signal before kill_signal
+  stop_signal = "TERM",
+  kill_signal = "KILL",
+  -- The longest pause between attempts of a polling probe. The pause adapts
+  -- to what an attempt costs: 50x its duration (so probing uses about 2% of
+  -- a core), at least 1 ms, and never more than `interval`. The floor bounds
+  -- the wait loop's own cost per pass and keeps readiness latency p50 near
+  -- 1 ms (bench/run.lua measures both); an exec probe that takes 2 ms polls
+  -- every 100 ms.
+  interval = 0.1,
+  min_pause = 0.001,
+  cost_factor = 50,
+  on_exit = "fail",
+  max_restarts = 5,
+  already_running = "error",
+  stream = "capture",     -- stdout, stderr
+  pause_wait = 5,         -- pause()/resume(): seconds for every process to follow
+  wait_until_timeout = 10,
+  run_timeout = 60,       -- mk.run
+  http_timeout = 30,      -- mk.http_request
+  max_body = 64 * 1024 * 1024, -- mk.http_request: an endless body must not take all memory
+}

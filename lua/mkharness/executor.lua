@@ -1,0 +1,508 @@
+-- The Executor class (mirakuru's executors under Lua names): construction
+-- and option checking, launching and start(), what a running service
+-- answers (running, pid, signal, pause), and the constructors. Stopping is
+-- in stop.lua, output and its waits in output.lua: both add methods to
+-- this class.
+local core = require "mkharness.core"
+local Error = require "mkharness.errors"
+local O = require "mkharness.options"
+local P = require "mkharness.probes"
+local events = require "mkharness.events"
+local cleanup = require "mkharness.cleanup"
+local defaults = require "mkharness.defaults"
+local crash = require "mkharness.crash"
+local wait = require "mkharness.wait"
+local D = require "mkharness.describe"
+local T = O.types
+local fmt_ms, svc_error, describe_code, log_tail = D.fmt_ms, D.svc_error, D.describe_code, D.log_tail
+local held, check_crashes = crash.held, crash.check
+local make_waiter, wait_all = wait.waiter, wait.all
+
+local X = {} -- what this file gives the others: the class, its helpers, the constructors
+local KILL = core.signum("KILL")
+
+-- A run inside a service of another run (nested harnesses) hands its
+-- services the tokens of the runs around it, so an outer stop() or
+-- teardown finds them even after the inner harness was killed.
+local OUTER do
+  local outer, svc = os.getenv("MKHARNESS_OUTER"), os.getenv("MKHARNESS_SERVICE")
+  OUTER = svc and (outer and (outer .. " " .. svc) or svc) or outer
+end
+
+local services = setmetatable({}, { __mode = "k" }) -- every executor, for reports
+local used_names = {}
+X.services = services
+function X.forget_name(name) used_names[name] = nil end
+
+local COMMON = {
+  name = T.service_name, timeout = T.timeout, interval = T.interval,
+  stop_timeout = T.seconds, stop_signal = T.signal, kill_signal = T.signal,
+  expected_returncode = T.returncode, env = T.env, clear_env = T.boolean,
+  cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
+  echo = T.boolean, already_running = T.enum("error", "reuse", "ignore"),
+  on_exit = T.enum("fail", "ignore", "restart"), max_restarts = T.natural,
+  stop_command = function(ctx, k, v)
+    if type(v) == "string" then v = { cmd = v } end
+    if type(v) ~= "table" then O.fail(ctx, k, "must be a command: { \"prog\", \"arg\", ... }, { cmd = \"...\" } or { shell = \"...\" }", v) end
+    O.command(ctx .. " stop_command", v)
+    return v
+  end,
+  user = T.user, group = T.group,
+  ready = function(_, _, v) return v end,
+  cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
+}
+
+local function schema(extra, without)
+  local s = {}
+  for k, v in pairs(COMMON) do s[k] = v end
+  for k, v in pairs(extra or {}) do s[k] = v end
+  for _, k in ipairs(without or {}) do s[k] = nil end
+  return s
+end
+
+-- Names are unique in a run (they name log files): a taken name gets the
+-- first free "-N" suffix, whichever way it was taken ("web-2" given by the
+-- user, then "web" twice: web, web-3).
+local function unique_name(base)
+  base = base:gsub("[^%w._-]", "_")
+  if base == "" then base = "service" end
+  local name, n = base, 1
+  while used_names[name] do
+    n = n + 1
+    name = base .. "-" .. n
+  end
+  used_names[name] = true
+  return name
+end
+
+local Executor = { __name = "mkharness.executor" }
+Executor.__index = Executor
+
+local function new_service(kind, ctx, t, extra_schema, probes_of)
+  local argv, shown = O.command(ctx, t)
+  local o = O.check(ctx, t, extra_schema)
+  local self = setmetatable({}, Executor)
+  self.kind = kind
+  self.argv = argv
+  self.command = shown
+  local base = o.name
+  if not base then
+    base = t.shell and (t.shell:match("^%s*([^%s]+)") or "sh") or argv[1]
+    base = (base:match("([^/]+)/*$") or base):sub(1, O.NAME_MAX) -- a derived name is cut, not refused
+  end
+  self.name = o.name and unique_name(o.name) or unique_name(base)
+  self.timeout = o.timeout == nil and defaults.timeout or o.timeout
+  self.interval = o.interval or defaults.interval
+  self.stop_timeout = o.stop_timeout or defaults.stop_timeout
+  self.stop_signal = o.stop_signal or core.signum(defaults.stop_signal)
+  self.kill_signal = o.kill_signal or core.signum(defaults.kill_signal)
+  self.expected_returncode = o.expected_returncode
+  self.env = o.env or {}
+  self.clear_env = o.clear_env or false
+  self.cwd = o.cwd
+  self.stdin = o.stdin
+  self.stdout = o.stdout or defaults.stream
+  self.stderr = o.stderr or defaults.stream
+  self.echo = o.echo
+  self.already_running = o.already_running or defaults.already_running
+  self.on_exit = o.on_exit or defaults.on_exit
+  self.max_restarts = o.max_restarts or defaults.max_restarts
+  self.stop_command = o.stop_command
+  self._ids = O.identity(ctx, o.user, o.group)
+  self.user, self.group = o.user, o.group
+  local probes = P.list(ctx, o.ready)
+  if probes_of then
+    for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
+  end
+  for _, p in ipairs(P.leaves(probes)) do
+    if p.kind == "output" then
+      local need = p.stream == "any" and { "stdout", "stderr" } or { p.stream }
+      local ok = false
+      for _, s in ipairs(need) do ok = ok or self[s] == "capture" end
+      if not ok then
+        O.fail(ctx, p.stream == "any" and "stdout" or p.stream,
+          "must be \"capture\" for an output banner on " .. p.stream, self[p.stream == "any" and "stdout" or p.stream])
+      end
+    end
+  end
+  self._probes = probes
+  services[self] = true
+  return self
+end
+
+function Executor:__tostring()
+  local state
+  if self._proc and not self._proc:poll() then
+    state = string.format("pid %d, running", self._proc:pid())
+  elseif self._adopted then
+    state = "adopted"
+  elseif self._exit ~= nil then
+    state = describe_code(self._exit)
+  else
+    state = "not started"
+  end
+  return string.format("mkharness.%s %q (%s)", self.kind, self.command, state)
+end
+
+local function build_env(self, extra)
+  local vars, order = {}, {}
+  local function set(kv)
+    local k = kv:match("^([^=]*)=")
+    if not k then return end
+    if vars[k] == nil then order[#order + 1] = k end
+    vars[k] = kv
+  end
+  if not self.clear_env then
+    for _, kv in ipairs(core.environ()) do set(kv) end
+  end
+  -- another user's own variables, as login(1) sets them; env = may override
+  local ids = self._ids
+  if ids and ids.user_given then
+    set("HOME=" .. ids.home)
+    set("USER=" .. ids.user)
+    set("LOGNAME=" .. ids.user)
+  end
+  for k, v in pairs(self.env) do
+    if v == false then vars[k] = nil else set(k .. "=" .. v) end
+  end
+  for k, v in pairs(extra) do set(k .. "=" .. v) end
+  local list = {}
+  for _, k in ipairs(order) do
+    if vars[k] then list[#list + 1] = vars[k] end
+  end
+  local path = vars.PATH and vars.PATH:sub(6) or os.getenv("PATH")
+  return list, path
+end
+
+-- Echo: the echo thread (src/echo.c) copies new complete lines of captured
+-- output to our stderr as they are written; a flush puts out what is
+-- complete now, a close all of it (the service is gone).
+local function pump_echo(self)
+  for _, e in pairs(self._echo or {}) do e:flush() end
+end
+
+local function echo_close(self)
+  for _, e in pairs(self._echo or {}) do e:close() end
+  self._echo = nil
+end
+
+X.Executor, X.pump_echo, X.echo_close = Executor, pump_echo, echo_close
+
+-- A service running as another user must reach what it is handed by path
+-- (its notify socket, an mk.tmpdir given to it): the run directory becomes
+-- traversable (0711) but not listable; what is in it stays private unless
+-- given to that user.
+local function share_run_dir(raise)
+  local dir, err = core.run_dir()
+  if dir then dir, err = core.chmod(dir, 457) end -- 0711
+  if not dir then raise("cannot make the run directory traversable for another user: " .. err) end
+end
+local function capture_paths(self)
+  local dir, err = core.run_dir()
+  if not dir then svc_error(self, "SpawnError", "cannot create the run directory: " .. err) end
+  local logs = {}
+  for _, s in ipairs { "stdout", "stderr" } do
+    if self[s] == "capture" then
+      logs[s] = string.format("%s/%s.%s.log", dir, self.name, s)
+      -- created now so inotify can watch it; private (0600) even in a run
+      -- directory others may traverse: the service writes through the fd
+      -- it is handed and never needs the path
+      local f = core.open_file(logs[s], "w", 384)
+      if f then f:close() end
+    end
+  end
+  return logs
+end
+
+-- mk.pidfile: once ready, the pid in the file is the service's main process
+-- (pid(), running(), signal(), pause(), stopped(), crash detection). The
+-- launcher, exited or not, is cleaned up with it.
+function Executor:_adopt_daemon()
+  local text = core.read(self.file) or ""
+  local pid = math.tointeger(tonumber(text:match("^%s*(%d+)%s*$") or ""))
+  if not pid then
+    -- gone again, or not written yet in full: the file said "ready", and
+    -- the launcher stays the process followed
+    events.emit("daemon_unknown", { service = self.name, file = self.file },
+      string.format("%s: ready, but %s names no pid (%q): following the launcher", self.name, self.file, text:sub(1, 40)))
+    return
+  end
+  local launcher = self._proc
+  if pid == launcher:pid() then return end
+  local daemon, err = core.adopt(pid, launcher)
+  if not daemon then
+    svc_error(self, "ExecutorError", "cannot follow the daemon named by " .. self.file .. ": " .. err)
+  end
+  if launcher:poll() then launcher:release() end
+  self._launcher, self._proc = launcher, daemon
+  events.emit("adopted_daemon", { service = self.name, pid = pid, launcher = launcher:pid() },
+    string.format("%s: follows its daemon, pid %d (from %s)", self.name, pid, self.file))
+end
+
+-- the launcher of an adopted daemon goes with it
+local function drop_launcher(self)
+  local l = self._launcher
+  if l then
+    self._launcher = nil
+    l:sweep()
+  end
+end
+
+-- Spawn without waiting; returns a waiter for the readiness probes, or nil
+-- when the service is adopted or has none.
+function Executor:_launch()
+  if self._proc and not self._stopped then
+    if not self._proc:poll() then return nil end -- running: start() is a no-op
+    -- it ended on its own since the last start: what it left goes now
+    self._proc:sweep()
+    self._exit, self._stopped = self._proc:poll(), true
+  end
+  -- a pid file left by a daemon that is gone (stopped by us, crashed) would
+  -- read as "already running", then as "ready" at once: it goes first
+  if self.kind == "pidfile" then
+    local pid = math.tointeger(tonumber((core.read(self.file) or ""):match("^%s*(%d+)") or ""))
+    if core.size(self.file) and not (pid and pid >= 1 and core.alive(pid)) then os.remove(self.file) end
+  end
+  -- already running? (mirakuru's pre-start check)
+  if self.already_running ~= "ignore" then
+    for _, p in ipairs(self._probes) do
+      local yes, who = p:precheck(self)
+      if yes then
+        if self.already_running == "reuse" then
+          self._adopted = true
+          events.emit("adopted", { service = self.name, who = who }, self.name .. ": already running, adopted (" .. who .. ")")
+          return nil
+        end
+        svc_error(self, "AlreadyRunning", who .. "; refusing to start a second one (already_running = \"reuse\" adopts it)",
+          { log_tail = "" })
+      end
+    end
+  end
+  self._adopted = nil
+  echo_close(self) -- the last run's lines, before its files are truncated
+  self._logs = capture_paths(self)
+  if self._ids then share_run_dir(function(e) svc_error(self, "SpawnError", e) end) end
+  self.ready_match = nil
+  local states, extra = {}, {
+    MKHARNESS_RUN = core.run_id(),
+    MKHARNESS_SERVICE = core.run_id() .. "/" .. self.name,
+    MKHARNESS_OUTER = OUTER,
+  }
+  for i, p in ipairs(self._probes) do
+    local ok, st = pcall(p.attach, p, self)
+    if not ok then
+      for j = 1, i - 1 do self._probes[j]:detach(states[j]) end
+      svc_error(self, "SpawnError", "cannot prepare " .. p:describe() .. ": " .. tostring(st))
+    end
+    states[i] = st
+    for k, v in pairs(st.env or {}) do extra[k] = v end
+  end
+  -- before the spawn: the echo thread's watches see every write, in order
+  if self.echo or (self.echo == nil and events.verbose > 0 and not events.quiet) then
+    self._echo = {}
+    for _, s in ipairs { "stdout", "stderr" } do
+      if self._logs[s] then
+        local e, err = core.echo(self._logs[s], self.name, s == "stderr")
+        if e then self._echo[s] = e else io.stderr:write("mkharness: " .. err .. "\n") end
+      end
+    end
+  end
+  local env, path = build_env(self, extra)
+  local t0 = core.now()
+  local proc, err = core.spawn {
+    argv = self.argv, env = env, path = path, cwd = self.cwd, stdin = self.stdin,
+    stdout = self._logs.stdout or self.stdout, stderr = self._logs.stderr or self.stderr,
+    stop_signal = self.stop_signal, kill_signal = self.kill_signal, stop_timeout = self.stop_timeout,
+    token = "MKHARNESS_SERVICE=" .. extra.MKHARNESS_SERVICE, ids = self._ids,
+  }
+  if not proc then
+    for i, p in ipairs(self._probes) do p:detach(states[i]) end
+    echo_close(self)
+    svc_error(self, "SpawnError", err, { log_tail = "" })
+  end
+  self._proc, self._exit, self._stopped = proc, nil, false
+  self._exit_seen, self._crash, self._ending, self._signalled, self._ready_at = nil, nil, nil, nil, nil
+  held[self] = true
+  self._starts = (self._starts or 0) + 1 -- marks of earlier starts are void
+  events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
+    string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
+  if #self._probes == 0 then self._ready_at = core.now() return nil end
+  local probes = self._probes
+  return make_waiter(self, probes, {
+    t0 = t0, timeout = self.timeout or nil, states = states,
+    on_ready = function(w)
+      self._ready_at = core.now()
+      for i, p in ipairs(probes) do p:detach(states[i]) end
+      if self.kind == "pidfile" then self:_adopt_daemon() end
+      local how = {}
+      local attempts = 0
+      for _, wp in ipairs(w.probes) do
+        how[#how + 1] = wp.probe:describe()
+        attempts = attempts + wp.attempts
+      end
+      events.emit("ready", { service = self.name, ms = w.elapsed * 1000, probes = how, attempts = attempts },
+        string.format("%s: ready after %s (%s, %d attempt%s)", self.name, fmt_ms(w.elapsed),
+          table.concat(how, ", "), attempts, attempts == 1 and "" or "s"))
+    end,
+    on_fail = function()
+      for i, p in ipairs(probes) do p:detach(states[i]) end
+      self:kill()
+    end,
+  })
+end
+
+function Executor:start()
+  check_crashes(self)
+  local w = self:_launch()
+  if w then wait_all { w, except = self } end
+  return self
+end
+
+X.share_run_dir, X.drop_launcher = share_run_dir, drop_launcher
+
+function Executor:running()
+  return self._proc ~= nil and not self._stopped and self._proc:poll() == nil
+end
+
+function Executor:pid()
+  if self:running() then return self._proc:pid() end
+  return nil
+end
+
+function Executor:exit_code()
+  if self._proc and not self._stopped then
+    local code = self._proc:poll()
+    if code then self._exit = code end
+  end
+  return self._exit
+end
+
+local function need_running(self, what)
+  if not self:running() then
+    svc_error(self, "ExecutorError", what .. " needs a running service, but it is " ..
+      (self._proc and describe_code(self:exit_code()) or "not started"), { log_tail = log_tail(self, 10) })
+  end
+end
+
+function Executor:signal(sig)
+  local n = T.signal("signal", "sig", sig)
+  check_crashes(self)
+  need_running(self, "signal()")
+  self._signalled = n
+  self._proc:signal(n)
+  return self
+end
+
+-- How long pause()/resume() wait for every process to follow: a loaded
+-- machine may take a while to schedule them, but never this long.
+local PAUSE_WAIT = defaults.pause_wait
+
+function Executor:pause()
+  need_running(self, "pause()")
+  local ok, err = self._proc:freeze(PAUSE_WAIT)
+  if not ok then svc_error(self, "ExecutorError", "pause(): " .. err) end
+  events.emit("paused", { service = self.name }, self.name .. ": paused")
+  return self
+end
+
+function Executor:resume()
+  need_running(self, "resume()")
+  local ok, err = self._proc:thaw(PAUSE_WAIT)
+  if not ok then svc_error(self, "ExecutorError", "resume(): " .. err) end
+  events.emit("resumed", { service = self.name }, self.name .. ": resumed")
+  return self
+end
+
+
+-- stopped(fn) / paused(fn): do, call fn, undo, even when fn raises.
+local function around(self, what, before, after, fn)
+  need_running(self, what .. "()")
+  if fn ~= nil and type(fn) ~= "function" then
+    Error.raise("ConfigError", { message = what .. "(fn): fn must be a function, got " .. O.describe(fn), name = self.name })
+  end
+  before(self)
+  local undoing = (what == "stopped" and "restarting " or "resuming ") .. self.name
+  if fn == nil then return cleanup.guard(after, self, undoing) end
+  return cleanup.around(fn, after, self, undoing)
+end
+
+function Executor:stopped(fn) return around(self, "stopped", Executor.stop, Executor.start, fn) end
+function Executor:paused(fn) return around(self, "paused", Executor.pause, Executor.resume, fn) end
+
+function Executor:wait_for(fn)
+  if type(fn) ~= "function" then
+    Error.raise("ConfigError", { message = "wait_for(fn): fn must be a function, got " .. O.describe(fn), name = self.name })
+  end
+  local w = make_waiter(self, { P.fn(fn) }, { timeout = self.timeout or nil, what_done = "satisfied",
+    on_fail = function() self:kill() end })
+  wait_all { w, except = self }
+  return self
+end
+
+
+function Executor:__close(err) cleanup.close(err, Executor.stop, self, "stop() of " .. self.name) end
+
+
+-- The constructors: mk.process, mk.executor, mk.output, mk.tcp, ...
+local function ctor(kind, extra, probes_of, without)
+  local s = schema(extra, without)
+  return function(t)
+    return new_service(kind, "mk." .. kind, t, s, probes_of)
+  end
+end
+
+X.process = ctor("process", nil, nil, { "ready", "already_running" })
+X.executor = ctor("executor")
+X.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
+  times = T.count },
+  function(o, self)
+    if o.banner == nil then O.fail("mk.output", "banner", "is required") end
+    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
+  end)
+X.tcp = ctor("tcp", { host = T.nonempty, port = T.port }, function(o, self)
+  if o.port == nil then O.fail("mk.tcp", "port", "is required") end
+  self.host, self.port = o.host or "127.0.0.1", o.port
+  return { P.tcp { host = self.host, port = self.port } }
+end)
+X.unix = ctor("unix", { socket = T.nonempty }, function(o, self)
+  if o.socket == nil then O.fail("mk.unix", "socket", "is required") end
+  self.socket = o.socket
+  return { P.unix { socket = o.socket } }
+end)
+X.http = ctor("http", { url = T.nonempty, status = function(_, _, v) return v end, method = T.nonempty,
+  headers = T.table, body = T.string, insecure = T.boolean }, function(o, self)
+  if o.url == nil then O.fail("mk.http", "url", "is required") end
+  local p = P.http({ url = o.url, status = o.status, method = o.method, headers = o.headers,
+    body = o.body, insecure = o.insecure }, "mk.http")
+  self.url, self.host, self.port = o.url, p.parsed.host, p.parsed.port
+  return { p }
+end)
+X.pidfile = ctor("pidfile", { file = T.nonempty }, function(o, self)
+  if o.file == nil then O.fail("mk.pidfile", "file", "is required") end
+  self.file = o.file
+  return { P.file { path = o.file } }
+end)
+X.notify = ctor("notify", nil, function() return { P.notify {} } end)
+
+
+-- Stop every service still running (used at the end of a run).
+-- Crashes not yet seen are events now (never worded as stops).
+function X.teardown()
+  for svc in pairs(held) do crash.notice(svc) end
+  core.teardown(true)
+  for svc in pairs(services) do
+    if svc._proc and not svc._stopped then
+      local was = svc._exit_seen
+      svc._stopped = true
+      svc._exit = svc._proc:poll()
+      if not was then
+        events.emit("torn_down", { service = svc.name, exit_code = svc._exit },
+          string.format("%s: stopped by teardown (%s)", svc.name, describe_code(svc._exit)))
+      end
+    end
+    held[svc] = nil
+  end
+  core.echo_shutdown() -- what they printed last; the thread is joined
+end
+
+return X

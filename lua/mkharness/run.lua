@@ -1,0 +1,97 @@
+-- The run's own helpers: mk.run (a command to completion), mk.tmpdir,
+-- mk.free_port; and children of io.popen registered as the script's own.
+local core = require "mkharness.core"
+local Error = require "mkharness.errors"
+local O = require "mkharness.options"
+local defaults = require "mkharness.defaults"
+local crash = require "mkharness.crash"
+local X = require "mkharness.executor"
+local T = O.types
+local held, check_crashes = crash.held, crash.check
+local Executor = X.Executor
+
+local R = {}
+
+-- Children forked by io.popen are the script's to wait for (its close does):
+-- register them, so that waiting for stray zombies never takes them.
+do
+  local popen = io.popen
+  io.popen = function(...)
+    local before = {}
+    for _, pid in ipairs(core.children()) do before[pid] = true end
+    local f, err, code = popen(...)
+    if f then
+      for _, pid in ipairs(core.children()) do
+        if not before[pid] then core.own_child(pid) end
+      end
+    end
+    return f, err, code
+  end
+end
+
+function R.free_port()
+  local p, err = core.free_port()
+  if not p then Error.raise("ExecutorError", { message = "free_port: " .. err }) end
+  return p
+end
+
+local tmp_count = 0
+local TMPDIR = { owner = T.user, mode = T.mode }
+function R.tmpdir(opts)
+  local o = O.check("mk.tmpdir", opts, TMPDIR)
+  local ids = o.owner and O.identity("mk.tmpdir", o.owner, nil, "owner")
+  local function raise(msg) Error.raise("ExecutorError", { message = "tmpdir: " .. msg }) end
+  local dir, err = core.run_dir()
+  if not dir then raise(err) end
+  tmp_count = tmp_count + 1
+  local path = string.format("%s/tmp-%d", dir, tmp_count)
+  local ok, e2 = core.mkdir(path)
+  if not ok then raise(e2) end
+  if ids then
+    X.share_run_dir(raise)
+    local done, e3, errno = core.chown(path, ids.uid, ids.gid)
+    if not done then
+      raise(string.format("cannot give %s to user '%s': %s%s", path, ids.user, e3,
+        errno == 1 and " (only root can give a directory to another user)" or ""))
+    end
+  end
+  -- chmod after chown: chown may clear the set-id bits
+  if o.mode then
+    local done, e4 = core.chmod(path, o.mode)
+    if not done then raise(e4) end
+  end
+  return path
+end
+
+local RUN = { timeout = T.timeout, stdin = T.string, env = T.env, cwd = T.nonempty, clear_env = T.boolean,
+  user = T.user, group = T.group, cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
+function R.run(t)
+  local o = O.check("mk.run", t, RUN)
+  O.identity("mk.run", o.user, o.group) -- named as mk.run's when they do not exist
+  t = t or {}
+  local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env, user = o.user, group = o.group,
+    cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
+  -- the argv by its keys, as O.command reads it: ipairs would follow an
+  -- __index for ever
+  for k, a in pairs(t) do if math.type(k) == "integer" then spec[k] = a end end
+  local svc = X.process(spec)
+  svc:start()
+  local ok, code = pcall(Executor.wait_exit, svc, { timeout = o.timeout == nil and defaults.run_timeout or o.timeout })
+  if not ok then
+    svc:kill()
+    if Error.is(code) then code.message = "mk.run: " .. svc.command .. ": " .. code.message end
+    error(code, 0)
+  end
+  svc._proc:sweep()
+  svc._stopped = true
+  held[svc] = nil
+  X.echo_close(svc)
+  local res = { code = code, stdout = svc:output(), stderr = svc:err_output() }
+  for _, path in pairs(svc._logs) do os.remove(path) end
+  X.services[svc] = nil
+  X.forget_name(svc.name)
+  check_crashes()
+  return res
+end
+
+return R

@@ -1,0 +1,191 @@
+-- Waiting: one loop waits for any number of "waiters" (a start, a group
+-- start, wait_output, wait_for, wait_until): it checks what is due, then
+-- sleeps in poll() on every event source (pidfds, inotify, notify sockets)
+-- until the next polling attempt or deadline. Nothing sleeps a fixed time.
+-- Every pass also looks for crashes of the services already running.
+local core = require "mkharness.core"
+local Error = require "mkharness.errors"
+local O = require "mkharness.options"
+local P = require "mkharness.probes"
+local defaults = require "mkharness.defaults"
+local crash = require "mkharness.crash"
+local D = require "mkharness.describe"
+local T = O.types
+local fmt_s, svc_error, describe_code = D.fmt_s, D.svc_error, D.describe_code
+local check_crashes, crash_fds = crash.check, crash.fds
+
+local W = {}
+
+
+local function pause_for(cost, interval)
+  return math.min(interval, math.max(defaults.min_pause, cost * defaults.cost_factor))
+end
+P.pause_for = pause_for -- mk.probe.any paces its polling members the same way
+
+local function probe_summary(w)
+  local parts = {}
+  for _, p in ipairs(w.probes) do
+    if not p.done then
+      parts[#parts + 1] = string.format("%s (%d attempt%s%s)", p.probe:describe(), p.attempts,
+        p.attempts == 1 and "" or "s", p.last and (", last: " .. tostring(p.last)) or "")
+    end
+  end
+  return table.concat(parts, "; ")
+end
+
+-- Check a waiter once; returns true when it is satisfied. Raises on failure.
+local function step(w, now)
+  local svc = w.svc
+  if svc and svc._proc and not w.exited then
+    local code = svc._proc:poll()
+    if code then
+      w.exited = code
+      if code ~= 0 then -- exit 0 before ready: a daemonizing launcher, keep probing
+        -- a last look: the banner may be the last thing it printed
+        for _, p in ipairs(w.probes) do
+          if not p.done and not p.probe.poll then
+            local ok, detail = p.probe:check(p.st, svc, w.deadline)
+            p.done, p.last = ok, detail
+          end
+        end
+        local all = true
+        for _, p in ipairs(w.probes) do all = all and p.done end
+        if not all or #w.probes == 0 then
+          if w.on_fail then w.on_fail(w) end
+          local tried = probe_summary(w)
+          svc_error(svc, "ProcessExitedWithError",
+            string.format("%s before %s (after %s); was waiting for %s", describe_code(code),
+              w.what, fmt_s(now - w.t0), tried ~= "" and tried or "nothing"),
+            { exit_code = code, waited = now - w.t0 })
+        end
+      end
+    end
+  end
+  local all = true
+  for _, p in ipairs(w.probes) do
+    if not p.done then
+      if not p.probe.poll or now >= p.next_at then
+        local t = core.now()
+        local ok, detail, answered = p.probe:check(p.st, svc, w.deadline)
+        local after = core.now()
+        p.attempts = p.attempts + 1
+        if ok then
+          p.done, p.detail = true, detail
+        else
+          -- a polling attempt the deadline cut short (a request given the
+          -- last few ms) says less than the one before
+          if not (p.probe.poll and p.last and w.deadline and after >= w.deadline) then p.last = detail end
+          if p.probe.poll then
+            local pause = pause_for(after - t, w.interval)
+            -- a service that answers but is not ready yet must not see its
+            -- log fill with probe requests: back off towards `interval`
+            if answered then
+              p.backoff = math.min(w.interval, math.max(pause, (p.backoff or defaults.min_pause) * 2))
+              pause = p.backoff
+            else
+              p.backoff = nil
+            end
+            p.next_at = after + pause
+          end
+          all = false
+        end
+      else
+        all = false
+      end
+    end
+  end
+  return all
+end
+
+-- Returns once every waiter is done; with `waiters.any`, as soon as one
+-- more is (a group then starts what depended on it).
+local function wait_all(waiters)
+  while true do
+    check_crashes(waiters.except)
+    local now = core.now()
+    local fds, wake = {}, math.huge
+    local pending, progressed = false, false
+    for _, w in ipairs(waiters) do
+      if not w.done then
+        if step(w, now) then
+          w.done, progressed = true, true
+          w.elapsed = core.now() - w.t0
+          if w.on_ready then w.on_ready(w) end
+        else
+          now = core.now()
+          if w.deadline and now >= w.deadline then
+            if w.on_fail then w.on_fail(w) end
+            local tried = probe_summary(w)
+            local msg = string.format("%snot %s after %s (timeout %s); waited for %s",
+              w.svc and "" or "condition ", w.what_done or "ready", fmt_s(now - w.t0),
+              fmt_s(w.deadline - w.t0), tried)
+            local fields = { timeout = w.deadline - w.t0, waited = now - w.t0, tried = tried }
+            if w.svc then svc_error(w.svc, "TimeoutExpired", msg, fields) end
+            fields.message = w.message and (w.message .. " (" .. msg .. ")") or msg
+            Error.raise("TimeoutExpired", fields)
+          end
+          pending = true
+          if w.deadline then wake = math.min(wake, w.deadline) end
+          if w.svc and w.svc._proc and not w.exited then
+            local fd = w.svc._proc:fd()
+            if fd then fds[#fds + 1] = fd end
+          end
+          for _, p in ipairs(w.probes) do
+            if not p.done then
+              if p.probe.poll then wake = math.min(wake, p.next_at) end
+              wake = math.min(wake, p.probe:wake(p.st) or math.huge)
+              for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
+            end
+          end
+        end
+      end
+    end
+    if not pending or (waiters.any and progressed) then return end
+    local left = wake == math.huge and -1 or math.max(0, wake - core.now())
+    core.poll(crash_fds(fds), left)
+  end
+end
+
+local function make_waiter(svc, probes, opts)
+  local t0 = opts.t0 or core.now()
+  local w = {
+    svc = svc, t0 = t0, probes = {}, interval = opts.interval or (svc and svc.interval) or defaults.interval,
+    deadline = opts.timeout and (t0 + opts.timeout) or nil, what = opts.what or "it was ready",
+    what_done = opts.what_done, on_ready = opts.on_ready, on_fail = opts.on_fail,
+    message = opts.message,
+  }
+  for i, p in ipairs(probes) do
+    w.probes[i] = { probe = p, st = opts.states and opts.states[i] or {}, attempts = 0, next_at = 0 }
+  end
+  return w
+end
+
+
+W.step, W.all, W.waiter = step, wait_all, make_waiter
+
+local WAIT_UNTIL = { timeout = T.timeout, interval = T.interval, message = T.string }
+function W.wait_until(fn, opts)
+  if type(fn) ~= "function" then
+    Error.raise("ConfigError", { message = "mk.wait_until(fn, opts): fn must be a function, got " .. O.describe(fn) })
+  end
+  local o = O.check("mk.wait_until", opts, WAIT_UNTIL)
+  local timeout = o.timeout == nil and defaults.wait_until_timeout or o.timeout
+  local w = make_waiter(nil, { P.fn(fn) }, { timeout = timeout or nil, interval = o.interval,
+    message = o.message, what_done = "true" })
+  wait_all { w }
+  return w.probes[1].detail
+end
+
+-- Sleeps in poll on the held services' pidfds, so a crash is an event
+-- (and an UnexpectedExit) at once, not when the sleep is over.
+function W.sleep(s)
+  T.seconds("mk.sleep", "seconds", s)
+  local deadline = core.now() + s
+  repeat
+    check_crashes()
+    core.poll(crash_fds {}, math.max(0, deadline - core.now()))
+  until core.now() >= deadline
+  check_crashes()
+end
+
+return W
