@@ -73,7 +73,7 @@ function L.fmt(v, unit)
   return fnum(v) .. (unit and (" " .. unit) or "")
 end
 
--- a target in seconds, as DESIGN writes it: "1 ms", "0.3 s"
+-- a target in seconds, as targets are written: "1 ms", "0.3 s"
 function L.fmt_target(v)
   if v >= 1 then return string.format("%g s", v) end
   if v >= 0.1 then return string.format("%g s", v) end

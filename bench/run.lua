@@ -1,4 +1,4 @@
--- mkharness benchmarks (issue 4, DESIGN §4). Run inside the host:
+-- mkharness benchmarks (method and results: bench/README.md). Run inside the host:
 --   ./run bench [--quick] [--only SECTION[,SECTION]] [--json PATH] [--list]
 -- Prints one table and writes the same figures as JSON (default
 -- bench/results.json). Never fails on speed: exit 0 unless something crashed.

@@ -1,6 +1,6 @@
 -- mk.process (mirakuru's SimpleExecutor): command forms, common options,
--- methods, module functions, errors, principles 1 and 5.
--- DESIGN.md sections 1, 2.1, 2.2, 2.5, 2.6, 2.7; issue 2.
+-- methods, module functions, errors; a service never blocks on its output,
+-- and children get a clean slate.
 local H = require "spec.helpers"
 local mk = require "mkharness"
 
@@ -1073,7 +1073,7 @@ describe("mk.process", function()
     end)
   end)
 
-  -------------------------------------------------------------- principle 4: SpawnError
+  -------------------------------------------------------------- SpawnError at once
   describe("SpawnError from start(), at once", function()
     it("command not found (path and PATH lookup)", function()
       for _, prog in ipairs { "/nonexistent/spec10-prog", "spec10-no-such-program" } do
@@ -1115,8 +1115,8 @@ describe("mk.process", function()
     end)
   end)
 
-  -------------------------------------------------------------- principle 1
-  it("principle 1: a service writing 100 MB never blocks while the scenario runs Lua", function()
+  -------------------------------------------------------------- never blocks on output
+  it("a service writing 100 MB never blocks while the scenario runs Lua", function()
     local marker = mk.tmpdir() .. "/flood-done"
     local s <close> = mk.process { FX, "--flood", 100000000, "--eflood", 10000000, "--touch", marker,
       "--print", "done", "--forever" }:start()
@@ -1139,8 +1139,8 @@ describe("mk.process", function()
     collectgarbage()
   end)
 
-  -------------------------------------------------------------- principle 5
-  describe("principle 5: a clean slate", function()
+  -------------------------------------------------------------- a clean slate
+  describe("a clean slate", function()
     local function harness_sigign()
       local st = H.slurp("/proc/self/status")
       return st:match("SigIgn:%s*(%x+)")

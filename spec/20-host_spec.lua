@@ -1,4 +1,4 @@
--- DESIGN §3: the `mkharness` host CLI (arg table, exit statuses, options,
+-- The `mkharness` host CLI (arg table, exit statuses, options,
 -- failure report, --report, `mkharness test`, the installed layout).
 local H = require "spec.helpers"
 local mk = require "mkharness"

@@ -1,4 +1,4 @@
--- DESIGN §1 principle 3: nothing outlives the harness, for every way a run
+-- Nothing outlives the harness, for every way a run
 -- can end. Each scenario starts the same hard-to-kill population:
 --   plain     a --forever service
 --   stubborn  a service that ignores SIGTERM

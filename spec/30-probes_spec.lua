@@ -1,4 +1,4 @@
--- Readiness probes (DESIGN 2.3), each on its own inside mk.executor{ ready = ... },
+-- Readiness probes, each on its own inside mk.executor{ ready = ... },
 -- and lists of probes (all must pass).
 local H = require "spec.helpers"
 local mk = require "mkharness"

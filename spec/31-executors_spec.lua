@@ -1,5 +1,5 @@
--- mirakuru's executors (DESIGN 2.4) and the behaviours mirakuru's own
--- test-suite checks, plus the beyond-mirakuru ones of issue 3.
+-- mirakuru's executors and the behaviours mirakuru's own test-suite
+-- checks, plus the ones beyond mirakuru (adoption, daemon following).
 local H = require "spec.helpers"
 local mk = require "mkharness"
 local core = mk.core

@@ -1,4 +1,4 @@
--- mk.group{...}: parallel start, all-or-nothing, parallel stop (DESIGN 2.6).
+-- mk.group{...}: parallel start, all-or-nothing, parallel stop.
 local H = require "spec.helpers"
 local mk = require "mkharness"
 local core = mk.core

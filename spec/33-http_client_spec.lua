@@ -1,4 +1,4 @@
--- mk.http_request{...} and mk.get(url) (libcurl) (DESIGN 2.6).
+-- mk.http_request{...} and mk.get(url) (libcurl).
 local H = require "spec.helpers"
 local mk = require "mkharness"
 local FX = H.fx

@@ -1,4 +1,4 @@
--- The luassert extensions of mkharness.busted (DESIGN 2.9).
+-- The busted integration: luassert extensions, failing tests' context, scoping.
 local H = require "spec.helpers"
 local mk = require "mkharness.busted"
 

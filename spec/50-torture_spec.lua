@@ -1,5 +1,5 @@
--- The torture suite (issue 5): DESIGN §1 principle 3 ("nothing outlives the
--- harness") and principle 5 ("only fds 0, 1, 2") under abuse.
+-- The torture suite: "nothing outlives the harness" and "children get only
+-- fds 0, 1, 2" under abuse.
 --
 -- Leak torture: batches of short scenarios, each in a fresh `mkharness`
 -- process (four at a time), start a random mix of hostile services and end

@@ -1,4 +1,4 @@
--- Hostile readiness (issue 5, "Torture suite"): services whose readiness
+-- Hostile readiness (part of the torture suite): services whose readiness
 -- endpoint misbehaves. Each case must end within its deadline plus a
 -- generous margin, in a clear harness error of the right kind (or ready,
 -- where the hostility still means "ready"), never in a hang, and without

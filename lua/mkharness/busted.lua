@@ -1,4 +1,4 @@
--- luassert extensions for busted specs (DESIGN 2.9):
+-- luassert extensions for busted specs (docs/api.md, "Busted"):
 --   assert.running(svc)   assert.not_running(svc)
 --   assert.error_kind("TimeoutExpired", fn)
 --   assert.eventually(fn, { timeout =, interval =, message = })

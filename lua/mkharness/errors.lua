@@ -1,5 +1,5 @@
 -- Harness errors: tables with metatable Error, raised with error(e).
--- tostring(e) is the full readable message (principle 6: which service,
+-- tostring(e) is the full readable message (which service,
 -- what was expected, what happened, how long it waited, the output's tail).
 local Error = { __name = "mkharness.Error" }
 Error.__index = Error

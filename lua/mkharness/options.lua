@@ -1,5 +1,6 @@
 -- Option checking: every constructor's table is validated here, in one
--- place, before anything starts (principle 4). Unknown keys are errors.
+-- place, before anything starts (bad input is a ConfigError naming the
+-- option, never a failure later). Unknown keys are errors.
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
 
@@ -332,7 +333,7 @@ function O.check(ctx, t, schema, skip)
   return out
 end
 
--- The command, given in exactly one of three ways (DESIGN 2.1).
+-- The command, given in exactly one of three ways: an argv list, cmd = or shell =.
 -- Returns argv (a list of strings) and its display form.
 function O.command(ctx, t)
   t = options_table(ctx, t)

@@ -1,4 +1,4 @@
--- Readiness probes (DESIGN 2.3). A probe is a plain description; each
+-- Readiness probes (docs/api.md, "Probes"). A probe is a plain description; each
 -- start() attaches it to a service, which gives it per-start state:
 --   probe:attach(svc)        -> st   (before spawn: watches, sockets, env)
 --   probe:check(st, svc, deadline) -> ok, detail
