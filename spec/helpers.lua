@@ -129,4 +129,97 @@ function H.pid_alive(pid)
   return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
+-- For the process specs (10-14): expectations and process states.
+
+-- Call fn, expect it to raise; return the error.
+function H.catch(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert(not ok, "expected an error, but the call succeeded")
+  return e
+end
+
+-- Expect fn(...) to raise a harness error of `kind`; return it.
+function H.raises(kind, fn, ...)
+  local e = H.catch(fn, ...)
+  assert(mk.is_error(e, kind), "expected a " .. kind .. ", got: " .. tostring(e))
+  return e
+end
+
+-- Expect a ConfigError whose message names every string in `names`.
+function H.config_error(names, fn, ...)
+  local e = H.raises("ConfigError", fn, ...)
+  if type(names) == "string" then names = { names } end
+  for _, n in ipairs(names) do
+    assert(e.message:find(n, 1, true), "expected the message to name " .. n .. ": " .. e.message)
+  end
+  return e
+end
+
+function H.lines(s)
+  local t = {}
+  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t
+end
+
+-- /proc/PID/stat state letter (R, S, T, Z, ...) or nil.
+function H.proc_state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s:match("%) (%a)")
+end
+
+-- Whether pid's cgroup (v2) is frozen; nil when it has no freezer (the
+-- root cgroup, or no cgroup v2 mounted).
+function H.cg_frozen(pid)
+  local mnt
+  for line in io.lines("/proc/self/mountinfo") do
+    local m, fstype = line:match("^%S+ %S+ %S+ %S+ (%S+) .- %- (%S+) ")
+    if fstype == "cgroup2" then mnt = m break end
+  end
+  local f = io.open("/proc/" .. pid .. "/cgroup")
+  local cg = f and f:read("a"):match("0::([^\n]*)")
+  if f then f:close() end
+  if not mnt or not cg or cg == "/" then return nil end
+  local ev = io.open(mnt .. cg .. "/cgroup.events")
+  local frozen = ev and ev:read("a"):match("frozen (%d)")
+  if ev then ev:close() end
+  if frozen then return frozen == "1" end
+end
+
+-- Paused: frozen by the cgroup freezer (the state stays S), or stopped (T).
+-- A shell caught inside vfork() waits for its stopped child
+-- uninterruptibly (D) and stops only once the child execs or dies.
+function H.is_paused(pid)
+  local st = H.proc_state(pid)
+  return st == "T" or st == "t" or st == "D" or H.cg_frozen(pid) == true
+end
+
+-- Running again: neither stopped nor frozen.
+function H.is_resumed(pid)
+  local st = H.proc_state(pid)
+  return st ~= nil and st ~= "T" and st ~= "t" and H.cg_frozen(pid) ~= true
+end
+
+-- pause() returns once the service is paused: no waiting here
+function H.wait_paused(pid)
+  assert(H.is_paused(pid), "pid " .. pid .. " not paused (state " .. tostring(H.proc_state(pid)) .. ")")
+end
+
+function H.file_exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+
+function H.write_file(path, data)
+  local f = assert(io.open(path, "w"))
+  f:write(data)
+  f:close()
+end
+
+-- A shell loop printing a counter every 20 ms.
+H.COUNTER = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done"
+
 return H
