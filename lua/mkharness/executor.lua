@@ -218,8 +218,16 @@ end
 -- (pid(), running(), signal(), pause(), stopped(), crash detection). The
 -- launcher, exited or not, is cleaned up with it.
 function Executor:_adopt_daemon()
-  local text = core.read(self.file) or ""
-  local pid = math.tointeger(tonumber(text:match("^%s*(%d+)%s*$") or ""))
+  -- the file appears before its writer has written it (echo PID > FILE):
+  -- a short, bounded wait for the pid
+  local text, pid
+  local until_t = core.now() + 0.5
+  repeat
+    text = core.read(self.file) or ""
+    pid = math.tointeger(tonumber(text:match("^%s*(%d+)%s*$") or ""))
+    if pid or text:find("%S") then break end
+    core.sleep(0.001)
+  until core.now() > until_t
   if not pid then
     -- gone again, or not written yet in full: the file said "ready", and
     -- the launcher stays the process followed
