@@ -192,7 +192,7 @@ int main(int argc, char **argv)
             if (a[7] == '=') color = a + 8;
             else if (++i >= argc) return bad_usage("--color needs auto, always or never", NULL);
             else color = argv[i];
-            if (strcmp(color, "auto") && strcmp(color, "always") && strcmp(color, "never"))
+            if (strcmp(color, "auto") != 0 && strcmp(color, "always") != 0 && strcmp(color, "never") != 0)
                 return bad_usage("--color takes auto, always or never, got", color);
         }
         else if (!strcmp(a, "--version")) { printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0; }

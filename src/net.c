@@ -354,7 +354,8 @@ pid_t mkh_port_owner(int port, char *cmd, size_t cmdlen)
          * spaces or NULs (redis sets one) is trimmed */
         ssize_t o = 0;
         for (ssize_t i = 0; i < n; i++) {
-            char c = buf[i] == '\0' ? ' ' : buf[i];
+            char c = buf[i];
+            if (c == '\0') c = ' ';
             if (c == ' ' && (o == 0 || buf[o - 1] == ' ')) continue;
             buf[o++] = c;
         }

@@ -139,15 +139,15 @@ static const char *pm_balance(pmstate *ms, const char *s, const char *p)
 {
     if (p >= ms->p_end - 1) luaL_error(ms->L, "malformed pattern (missing arguments to '%%b')");
     if (s >= ms->src_end || *s != *p) return NULL;
-    int b = *p, e = *(p + 1), cont = 1;
+    int b = uchar(*p), e = uchar(*(p + 1)), cont = 1;
     const char *s0 = s;
     while (++s < ms->src_end) {
-        if (*s == e) {
+        if (uchar(*s) == e) {
             if (--cont == 0) {
                 pm_tick(ms, (unsigned long)(s - s0));
                 return s + 1;
             }
-        } else if (*s == b) {
+        } else if (uchar(*s) == b) {
             cont++;
         }
     }
@@ -240,7 +240,8 @@ init: /* goto instead of tail recursion */
                 if (*p != '[') luaL_error(ms->L, "missing '[' after '%%f' in pattern");
                 const char *ep = pm_class_end(ms, p);
                 /* at the end the subject's terminating NUL is the next char, as in Lua */
-                char previous = s == ms->src_init ? '\0' : *(s - 1);
+                char previous = '\0';
+                if (s != ms->src_init) previous = *(s - 1);
                 if (!pm_bracket_class(uchar(previous), p, ep - 1) &&
                     pm_bracket_class(uchar(*s), p, ep - 1)) {
                     p = ep;
