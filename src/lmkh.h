@@ -4,14 +4,44 @@
 
 #include <lua.h>
 
+#include <lauxlib.h>
+
 int luaopen_mkharness_core(lua_State *L);
+
+/* The userdata types, one metatable name each. */
+#define PROC_MT "mkharness.proc"
+#define WATCH_MT "mkharness.watch"
+#define SCANNER_MT "mkharness.scanner"
+#define DGRAM_MT "mkharness.dgram"
+#define ECHO_MT "mkharness.echo"
+
+/* Shared by the binding files (lmkh.c). */
+void lmkh_check_interrupt(lua_State *L);   /* after a wait a signal may have cut short */
+int lmkh_push_fail(lua_State *L, const char *msg);   /* nil, msg */
+int lmkh_push_errno(lua_State *L, const char *what); /* nil, "what: strerror" */
+/* The length of the list at idx, refused (argument `arg`, named `what`)
+ * when it is negative, absurd or under `min`. */
+lua_Integer lmkh_list_len(lua_State *L, int idx, int arg, const char *what, lua_Integer min);
+int lmkh_poll_ms(double s);                 /* seconds -> poll() milliseconds, clamped */
+void lmkh_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc);
+
+/* Each adds its functions (and registers its class) into the core table on top. */
+void lmkh_open_proc(lua_State *L);
+void lmkh_open_watch(lua_State *L);
+void lmkh_open_scanner(lua_State *L);
+void lmkh_open_dgram(lua_State *L);
+void lmkh_open_echo(lua_State *L);
+void lmkh_open_run(lua_State *L);
+void lmkh_open_text(lua_State *L);
+void lmkh_open_net(lua_State *L);
+void lmkh_open_file(lua_State *L);
 
 /* The host's reaction to SIGINT/SIGTERM/SIGHUP/--timeout, run in Lua
  * context (a hook or a wait that noticed the signal). Does not return. */
 typedef void (*mkh_interrupt_fn)(lua_State *L, int sig);
 void lmkh_set_interrupt_handler(mkh_interrupt_fn fn);
 
-/* http.c: adds http_request to the core table on top of the stack. */
+/* lhttp.c: adds http_request to the core table on top of the stack. */
 void lmkh_open_http(lua_State *L);
 
 /* lproxy.c: adds the fault proxy's functions to the core table on top. */

@@ -1,0 +1,244 @@
+/* The run: waiting (poll, sleep, now), its id and directory, teardown,
+ * its children, leftovers and fds (for the specs). */
+#define _GNU_SOURCE
+#include "lmkh.h"
+#include "mkh.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+extern char **environ;
+
+
+/* core.poll(fds, timeout) -> set of ready fds (possibly empty).
+ * Returns early when the harness is interrupted. */
+static int l_poll(lua_State *L)
+{
+    mkh_reap_strays(); /* every wait is a chance to wait for strays */
+    lua_Integer len = lua_isnoneornil(L, 1) ? 0 : (luaL_checktype(L, 1, LUA_TTABLE), lmkh_list_len(L, 1, 1, "fds", 0));
+    struct pollfd *pf = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *pf, 0);
+    int n = 0;
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, 1, i);
+        pf[n].fd = (int)luaL_checkinteger(L, -1);
+        pf[n].events = POLLIN;
+        pf[n].revents = 0;
+        n++;
+        lua_pop(L, 1);
+    }
+    int ifd = mkh_interrupt_fd();
+    if (ifd >= 0) {
+        pf[n].fd = ifd;
+        pf[n].events = POLLIN;
+        pf[n].revents = 0;
+        n++;
+    }
+    int r = poll(pf, (nfds_t)n, lmkh_poll_ms(luaL_optnumber(L, 2, -1)));
+    mkh_exit_fd_drain(); /* the SIGCHLD pipe only wakes; everyone re-checks */
+    lmkh_check_interrupt(L);
+    lua_createtable(L, 0, 4);
+    for (int i = 0; r > 0 && i < n; i++) {
+        if (pf[i].revents && pf[i].fd != ifd) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, -2, pf[i].fd);
+        }
+    }
+    return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+    double deadline = mkh_now() + luaL_checknumber(L, 1);
+    mkh_reap_strays();
+    int ifd = mkh_interrupt_fd();
+    for (;;) {
+        double left = deadline - mkh_now();
+        if (!(left > 0)) break; /* NaN too */
+        struct pollfd pf = { ifd, POLLIN, 0 };
+        poll(&pf, ifd >= 0 ? 1 : 0, lmkh_poll_ms(left));
+        lmkh_check_interrupt(L);
+    }
+    return 0;
+}
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, mkh_now());
+    return 1;
+}
+
+
+static int l_environ(lua_State *L)
+{
+    lua_newtable(L);
+    int i = 1;
+    for (char **e = environ; e && *e; e++) {
+        lua_pushstring(L, *e);
+        lua_rawseti(L, -2, i++);
+    }
+    return 1;
+}
+
+
+static int l_run_id(lua_State *L)
+{
+    lua_pushstring(L, mkh_run_id());
+    return 1;
+}
+
+
+/* core.run_dir([keep]) -> path (created on first use), keep flag;
+ * core.run_dir(nil, true) only tells, without creating: path or nil */
+static int l_run_dir(lua_State *L)
+{
+    char err[512];
+    if (lua_toboolean(L, 2)) {
+        const char *made = mkh_run_dir_if_made();
+        if (!made) return 0;
+        lua_pushstring(L, made);
+        return 1;
+    }
+    if (lua_isboolean(L, 1)) mkh_set_run_dir_keep(lua_toboolean(L, 1));
+    const char *d = mkh_run_dir(err, sizeof err);
+    if (!d) return lmkh_push_fail(L, err);
+    lua_pushstring(L, d);
+    lua_pushboolean(L, mkh_run_dir_keep());
+    return 2;
+}
+
+
+static int l_keep(lua_State *L)
+{
+    mkh_set_run_dir_keep(lua_toboolean(L, 1));
+    return 0;
+}
+
+
+static int l_teardown(lua_State *L)
+{
+    mkh_teardown(lua_toboolean(L, 1));
+    return 0;
+}
+
+
+/* core.leftovers() -> list of pids the run started that nothing owns */
+static int l_leftovers(lua_State *L)
+{
+    pid_t pids[256];
+    size_t n = mkh_leftovers(pids, 256);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushinteger(L, pids[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+
+/* core.fds() -> sorted list of this process's open fds, { fd = target } */
+static int l_fds(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return lmkh_push_errno(L, "/proc/self/fd");
+    int self = dirfd(d);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_Integer n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        int fd = atoi(e->d_name);
+        if (fd == self) continue;
+        char link[300], target[512];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        target[len > 0 ? len : 0] = '\0';
+        lua_pushstring(L, target);
+        lua_rawseti(L, -2, fd);
+        lua_pushinteger(L, fd);
+        lua_rawseti(L, -3, ++n);
+    }
+    closedir(d);
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, -4);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 2;
+}
+
+
+/* core.children() -> list of this process's children */
+static int l_children(lua_State *L)
+{
+    char path[64], buf[16384];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    lua_newtable(L);
+    if (mkh_read_small(path, buf, sizeof buf) <= 0) return 1;
+    lua_Integer n = 0;
+    for (char *s = buf; *s; ) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        s = end;
+        lua_pushinteger(L, v);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+
+/* core.own_child(pid): a child the process forked itself (popen), which
+ * its own code will wait for: never reaped as a stray */
+static int l_own_child(lua_State *L)
+{
+    mkh_own_child((pid_t)luaL_checkinteger(L, 1), 1);
+    return 0;
+}
+
+
+static int l_interrupted(lua_State *L)
+{
+    lua_pushinteger(L, mkh_interrupted());
+    return 1;
+}
+
+
+void lmkh_open_run(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"poll", l_poll},
+        {"sleep", l_sleep},
+        {"now", l_now},
+        {"environ", l_environ},
+        {"run_id", l_run_id},
+        {"run_dir", l_run_dir},
+        {"keep", l_keep},
+        {"teardown", l_teardown},
+        {"interrupted", l_interrupted},
+        {"leftovers", l_leftovers},
+        {"fds", l_fds},
+        {"children", l_children},
+        {"own_child", l_own_child},
+        {NULL, NULL}
+    };
+    luaL_setfuncs(L, funcs, 0);
+}

@@ -1,0 +1,149 @@
+/* Parsers of untrusted text (parse.c) and signal names, for Lua. */
+#define _GNU_SOURCE
+#include "lmkh.h"
+#include "mkh.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+static int l_signum(lua_State *L)
+{
+    int sig;
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_Integer n = luaL_checkinteger(L, 1);
+        sig = (n >= 1 && n < NSIG) ? (int)n : -1;
+    } else {
+        sig = mkh_signum(luaL_checkstring(L, 1));
+    }
+    if (sig < 0) return 0;
+    lua_pushinteger(L, sig);
+    return 1;
+}
+
+
+static int l_signame(lua_State *L)
+{
+    const char *n = mkh_signame((int)luaL_checkinteger(L, 1));
+    if (!n) return 0;
+    lua_pushstring(L, n);
+    return 1;
+}
+
+
+static int l_split(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char *out = lua_newuserdatauv(L, len + 1, 0);
+    char err[256];
+    int n = mkh_split_words(s, len, out, err, sizeof err);
+    if (n < 0) return lmkh_push_fail(L, err);
+    lua_createtable(L, n, 0);
+    const char *p = out;
+    for (int i = 1; i <= n; i++) {
+        lua_pushstring(L, p);
+        lua_rawseti(L, -2, i);
+        p += strlen(p) + 1;
+    }
+    return 1;
+}
+
+
+static int l_parse_url(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    mkh_url u;
+    char err[256];
+    if (mkh_parse_url(s, len, &u, err, sizeof err) != 0) return lmkh_push_fail(L, err);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, u.https ? "https" : "http");
+    lua_setfield(L, -2, "scheme");
+    lua_pushlstring(L, u.host, u.host_len);
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, u.port);
+    lua_setfield(L, -2, "port");
+    if (u.path_len == 0 || u.path[0] != '/') {
+        lua_pushliteral(L, "/");
+        lua_pushlstring(L, u.path, u.path_len);
+        lua_concat(L, 2);
+    } else {
+        lua_pushlstring(L, u.path, u.path_len);
+    }
+    lua_setfield(L, -2, "path");
+    return 1;
+}
+
+
+/* core.parse_status("2xx") -> "class", 2 | "code", 404 | nil */
+static int l_parse_status(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    int v;
+    int kind = mkh_parse_status(s, len, &v);
+    if (kind < 0) return 0;
+    lua_pushstring(L, kind == MKH_STATUS_CLASS ? "class" : "code");
+    lua_pushinteger(L, v);
+    return 2;
+}
+
+
+static int l_parse_notify(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    mkh_notify n;
+    memset(&n, 0, sizeof n);
+    mkh_parse_notify(s, len, &n);
+    lua_createtable(L, 0, 6);
+    lua_pushboolean(L, n.ready);
+    lua_setfield(L, -2, "ready");
+    lua_pushboolean(L, n.stopping);
+    lua_setfield(L, -2, "stopping");
+    if (n.has_status) {
+        lua_pushstring(L, n.status);
+        lua_setfield(L, -2, "status");
+    }
+    if (n.has_errno) {
+        lua_pushinteger(L, n.errnum);
+        lua_setfield(L, -2, "errno");
+    }
+    if (n.mainpid) {
+        lua_pushinteger(L, n.mainpid);
+        lua_setfield(L, -2, "mainpid");
+    }
+    return 1;
+}
+
+void lmkh_open_text(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"signum", l_signum},
+        {"signame", l_signame},
+        {"split", l_split},
+        {"parse_url", l_parse_url},
+        {"parse_status", l_parse_status},
+        {"parse_notify", l_parse_notify},
+        {NULL, NULL}
+    };
+    luaL_setfuncs(L, funcs, 0);
+}
