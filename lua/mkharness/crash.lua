@@ -7,8 +7,8 @@
 -- or started again ("restart", at most max_restarts times).
 local core = require "mkharness.core"
 local events = require "mkharness.events"
-local D = require "mkharness.describe"
-local fmt_s, svc_error, describe_code = D.fmt_s, D.svc_error, D.describe_code
+local describe = require "mkharness.describe"
+local fmt_s, svc_error, describe_code = describe.fmt_s, describe.svc_error, describe.describe_code
 
 local held = {}
 

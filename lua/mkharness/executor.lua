@@ -5,16 +5,16 @@
 -- this class.
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
-local P = require "mkharness.probes"
+local options = require "mkharness.options"
+local probes = require "mkharness.probes"
 local events = require "mkharness.events"
 local cleanup = require "mkharness.cleanup"
 local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
 local wait = require "mkharness.wait"
-local D = require "mkharness.describe"
-local T = O.types
-local fmt_ms, svc_error, describe_code, log_tail = D.fmt_ms, D.svc_error, D.describe_code, D.log_tail
+local describe = require "mkharness.describe"
+local types = options.types
+local fmt_ms, svc_error, describe_code, log_tail = describe.fmt_ms, describe.svc_error, describe.describe_code, describe.log_tail
 local held, check_crashes = crash.held, crash.check
 local make_waiter, wait_all = wait.waiter, wait.all
 
@@ -35,19 +35,19 @@ X.services = services
 function X.forget_name(name) used_names[name] = nil end
 
 local COMMON = {
-  name = T.service_name, timeout = T.timeout, interval = T.interval,
-  stop_timeout = T.seconds, stop_signal = T.signal, kill_signal = T.signal,
-  expected_returncode = T.returncode, env = T.env, clear_env = T.boolean,
-  cwd = T.nonempty, stdin = T.string, stdout = T.stream, stderr = T.stream,
-  echo = T.boolean, already_running = T.enum("error", "reuse", "ignore"),
-  on_exit = T.enum("fail", "ignore", "restart"), max_restarts = T.natural,
+  name = types.service_name, timeout = types.timeout, interval = types.interval,
+  stop_timeout = types.seconds, stop_signal = types.signal, kill_signal = types.signal,
+  expected_returncode = types.returncode, env = types.env, clear_env = types.boolean,
+  cwd = types.nonempty, stdin = types.string, stdout = types.stream, stderr = types.stream,
+  echo = types.boolean, already_running = types.enum("error", "reuse", "ignore"),
+  on_exit = types.enum("fail", "ignore", "restart"), max_restarts = types.natural,
   stop_command = function(ctx, k, v)
     if type(v) == "string" then v = { cmd = v } end
-    if type(v) ~= "table" then O.fail(ctx, k, "must be a command: { \"prog\", \"arg\", ... }, { cmd = \"...\" } or { shell = \"...\" }", v) end
-    O.command(ctx .. " stop_command", v)
+    if type(v) ~= "table" then options.fail(ctx, k, "must be a command: { \"prog\", \"arg\", ... }, { cmd = \"...\" } or { shell = \"...\" }", v) end
+    options.command(ctx .. " stop_command", v)
     return v
   end,
-  user = T.user, group = T.group,
+  user = types.user, group = types.group,
   ready = function(_, _, v) return v end,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
 }
@@ -79,8 +79,8 @@ local Executor = { __name = "mkharness.executor" }
 Executor.__index = Executor
 
 local function new_service(kind, ctx, t, extra_schema, probes_of)
-  local argv, shown = O.command(ctx, t)
-  local o = O.check(ctx, t, extra_schema)
+  local argv, shown = options.command(ctx, t)
+  local o = options.check(ctx, t, extra_schema)
   local self = setmetatable({}, Executor)
   self.kind = kind
   self.argv = argv
@@ -88,7 +88,7 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   local base = o.name
   if not base then
     base = t.shell and (t.shell:match("^%s*([^%s]+)") or "sh") or argv[1]
-    base = (base:match("([^/]+)/*$") or base):sub(1, O.NAME_MAX) -- a derived name is cut, not refused
+    base = (base:match("([^/]+)/*$") or base):sub(1, options.NAME_MAX) -- a derived name is cut, not refused
   end
   self.name = o.name and unique_name(o.name) or unique_name(base)
   self.timeout = o.timeout == nil and defaults.timeout or o.timeout
@@ -108,24 +108,24 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   self.on_exit = o.on_exit or defaults.on_exit
   self.max_restarts = o.max_restarts or defaults.max_restarts
   self.stop_command = o.stop_command
-  self._ids = O.identity(ctx, o.user, o.group)
+  self._ids = options.identity(ctx, o.user, o.group)
   self.user, self.group = o.user, o.group
-  local probes = P.list(ctx, o.ready)
+  local ready = probes.list(ctx, o.ready)
   if probes_of then
-    for _, p in ipairs(probes_of(o, self)) do table.insert(probes, 1, p) end
+    for _, p in ipairs(probes_of(o, self)) do table.insert(ready, 1, p) end
   end
-  for _, p in ipairs(P.leaves(probes)) do
+  for _, p in ipairs(probes.leaves(ready)) do
     if p.kind == "output" then
       local need = p.stream == "any" and { "stdout", "stderr" } or { p.stream }
       local ok = false
       for _, s in ipairs(need) do ok = ok or self[s] == "capture" end
       if not ok then
-        O.fail(ctx, p.stream == "any" and "stdout" or p.stream,
+        options.fail(ctx, p.stream == "any" and "stdout" or p.stream,
           "must be \"capture\" for an output banner on " .. p.stream, self[p.stream == "any" and "stdout" or p.stream])
       end
     end
   end
-  self._probes = probes
+  self._probes = ready
   services[self] = true
   return self
 end
@@ -335,12 +335,12 @@ function Executor:_launch()
   events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
   if #self._probes == 0 then self._ready_at = core.now() return nil end
-  local probes = self._probes
-  return make_waiter(self, probes, {
+  local mine = self._probes
+  return make_waiter(self, mine, {
     t0 = t0, timeout = self.timeout or nil, states = states,
     on_ready = function(w)
       self._ready_at = core.now()
-      for i, p in ipairs(probes) do p:detach(states[i]) end
+      for i, p in ipairs(mine) do p:detach(states[i]) end
       if self.kind == "pidfile" then self:_adopt_daemon() end
       local how = {}
       local attempts = 0
@@ -353,7 +353,7 @@ function Executor:_launch()
           table.concat(how, ", "), attempts, attempts == 1 and "" or "s"))
     end,
     on_fail = function()
-      for i, p in ipairs(probes) do p:detach(states[i]) end
+      for i, p in ipairs(mine) do p:detach(states[i]) end
       self:kill()
     end,
   })
@@ -393,7 +393,7 @@ local function need_running(self, what)
 end
 
 function Executor:signal(sig)
-  local n = T.signal("signal", "sig", sig)
+  local n = types.signal("signal", "sig", sig)
   check_crashes(self)
   need_running(self, "signal()")
   self._signalled = n
@@ -426,7 +426,7 @@ end
 local function around(self, what, before, after, fn)
   need_running(self, what .. "()")
   if fn ~= nil and type(fn) ~= "function" then
-    Error.raise("ConfigError", { message = what .. "(fn): fn must be a function, got " .. O.describe(fn), name = self.name })
+    Error.raise("ConfigError", { message = what .. "(fn): fn must be a function, got " .. options.describe(fn), name = self.name })
   end
   before(self)
   local undoing = (what == "stopped" and "restarting " or "resuming ") .. self.name
@@ -439,9 +439,9 @@ function Executor:paused(fn) return around(self, "paused", Executor.pause, Execu
 
 function Executor:wait_for(fn)
   if type(fn) ~= "function" then
-    Error.raise("ConfigError", { message = "wait_for(fn): fn must be a function, got " .. O.describe(fn), name = self.name })
+    Error.raise("ConfigError", { message = "wait_for(fn): fn must be a function, got " .. options.describe(fn), name = self.name })
   end
-  local w = make_waiter(self, { P.fn(fn) }, { timeout = self.timeout or nil, what_done = "satisfied",
+  local w = make_waiter(self, { probes.fn(fn) }, { timeout = self.timeout or nil, what_done = "satisfied",
     on_fail = function() self:kill() end })
   wait_all { w, except = self }
   return self
@@ -461,36 +461,36 @@ end
 
 X.process = ctor("process", nil, nil, { "ready", "already_running" })
 X.executor = ctor("executor")
-X.output = ctor("output", { banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
-  times = T.count },
+X.output = ctor("output", { banner = types.nonempty, stream = types.enum("any", "stdout", "stderr"), plain = types.boolean,
+  times = types.count },
   function(o, self)
-    if o.banner == nil then O.fail("mk.output", "banner", "is required") end
-    return { P.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
+    if o.banner == nil then options.fail("mk.output", "banner", "is required") end
+    return { probes.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
   end)
-X.tcp = ctor("tcp", { host = T.nonempty, port = T.port }, function(o, self)
-  if o.port == nil then O.fail("mk.tcp", "port", "is required") end
+X.tcp = ctor("tcp", { host = types.nonempty, port = types.port }, function(o, self)
+  if o.port == nil then options.fail("mk.tcp", "port", "is required") end
   self.host, self.port = o.host or "127.0.0.1", o.port
-  return { P.tcp { host = self.host, port = self.port } }
+  return { probes.tcp { host = self.host, port = self.port } }
 end)
-X.unix = ctor("unix", { socket = T.nonempty }, function(o, self)
-  if o.socket == nil then O.fail("mk.unix", "socket", "is required") end
+X.unix = ctor("unix", { socket = types.nonempty }, function(o, self)
+  if o.socket == nil then options.fail("mk.unix", "socket", "is required") end
   self.socket = o.socket
-  return { P.unix { socket = o.socket } }
+  return { probes.unix { socket = o.socket } }
 end)
-X.http = ctor("http", { url = T.nonempty, status = function(_, _, v) return v end, method = T.nonempty,
-  headers = T.table, body = T.string, insecure = T.boolean }, function(o, self)
-  if o.url == nil then O.fail("mk.http", "url", "is required") end
-  local p = P.http({ url = o.url, status = o.status, method = o.method, headers = o.headers,
+X.http = ctor("http", { url = types.nonempty, status = function(_, _, v) return v end, method = types.nonempty,
+  headers = types.table, body = types.string, insecure = types.boolean }, function(o, self)
+  if o.url == nil then options.fail("mk.http", "url", "is required") end
+  local p = probes.http({ url = o.url, status = o.status, method = o.method, headers = o.headers,
     body = o.body, insecure = o.insecure }, "mk.http")
   self.url, self.host, self.port = o.url, p.parsed.host, p.parsed.port
   return { p }
 end)
-X.pidfile = ctor("pidfile", { file = T.nonempty }, function(o, self)
-  if o.file == nil then O.fail("mk.pidfile", "file", "is required") end
+X.pidfile = ctor("pidfile", { file = types.nonempty }, function(o, self)
+  if o.file == nil then options.fail("mk.pidfile", "file", "is required") end
   self.file = o.file
-  return { P.file { path = o.file } }
+  return { probes.file { path = o.file } }
 end)
-X.notify = ctor("notify", nil, function() return { P.notify {} } end)
+X.notify = ctor("notify", nil, function() return { probes.notify {} } end)
 
 
 -- Stop every service still running (used at the end of a run).

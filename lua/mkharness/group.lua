@@ -2,16 +2,16 @@
 -- waited for in one loop; stopped in layers, each member before what it
 -- comes after.
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
+local options = require "mkharness.options"
 local cleanup = require "mkharness.cleanup"
 local crash = require "mkharness.crash"
 local wait = require "mkharness.wait"
-local D = require "mkharness.describe"
-local X = require "mkharness.executor"
-local T = O.types
-local describe_code = D.describe_code
+local describe = require "mkharness.describe"
+local executor = require "mkharness.executor"
+local types = options.types
+local describe_code = describe.describe_code
 local check_crashes, wait_all = crash.check, wait.all
-local Executor = X.Executor
+local Executor = executor.Executor
 
 local G = {}
 local Group = { __name = "mkharness.group" }
@@ -22,28 +22,28 @@ Group.__index = Group
 -- stops before it.
 function G.new(list)
   if type(list) ~= "table" then
-    Error.raise("ConfigError", { message = "mk.group takes a list of executors, got " .. O.describe(list) })
+    Error.raise("ConfigError", { message = "mk.group takes a list of executors, got " .. options.describe(list) })
   end
   local g = setmetatable({ members = {}, after = {} }, Group)
   local member = {}
   for k, v in pairs(list) do
     if k ~= "after" then
-      if math.type(k) ~= "integer" then O.fail("mk.group", tostring(k), "is not allowed: give a list of executors (and after =)") end
-      if getmetatable(v) ~= Executor then O.fail("mk.group", "[" .. k .. "]", "must be an executor (mk.process{...} etc.)", v) end
+      if math.type(k) ~= "integer" then options.fail("mk.group", tostring(k), "is not allowed: give a list of executors (and after =)") end
+      if getmetatable(v) ~= Executor then options.fail("mk.group", "[" .. k .. "]", "must be an executor (mk.process{...} etc.)", v) end
       member[v] = true
     end
   end
   for i, v in ipairs(list) do g.members[i] = v end
   local after = list.after
   if after ~= nil then
-    if type(after) ~= "table" then O.fail("mk.group", "after", "must be a table { [member] = { members it starts after } }", after) end
+    if type(after) ~= "table" then options.fail("mk.group", "after", "must be a table { [member] = { members it starts after } }", after) end
     for svc, deps in pairs(after) do
-      if not member[svc] then O.fail("mk.group", "after", "has a key that is not a member of the group", svc) end
+      if not member[svc] then options.fail("mk.group", "after", "has a key that is not a member of the group", svc) end
       if getmetatable(deps) == Executor then deps = { deps } end
-      if type(deps) ~= "table" then O.fail("mk.group", "after[" .. svc.name .. "]", "must be a list of members", deps) end
+      if type(deps) ~= "table" then options.fail("mk.group", "after[" .. svc.name .. "]", "must be a list of members", deps) end
       local list2 = {}
       for _, d in ipairs(deps) do
-        if not member[d] then O.fail("mk.group", "after[" .. svc.name .. "]", "lists something that is not a member of the group", d) end
+        if not member[d] then options.fail("mk.group", "after[" .. svc.name .. "]", "lists something that is not a member of the group", d) end
         list2[#list2 + 1] = d
       end
       g.after[svc] = list2
@@ -53,7 +53,7 @@ function G.new(list)
     local function visit(svc, path)
       if state[svc] == "done" then return end
       if state[svc] == "active" then
-        O.fail("mk.group", "after", "has a cycle: " .. table.concat(path, " -> ") .. " -> " .. svc.name)
+        options.fail("mk.group", "after", "has a cycle: " .. table.concat(path, " -> ") .. " -> " .. svc.name)
       end
       state[svc] = "active"
       path[#path + 1] = svc.name
@@ -168,15 +168,15 @@ end
 -- stop{ order = { api, db } } stops in that order, one at a time (members
 -- not named go last, together); without it, each member stops before what
 -- it comes after, and the members of one layer together.
-local GROUP_STOP = { order = T.table }
+local GROUP_STOP = { order = types.table }
 function Group:stop(opts)
-  local o = O.check("group:stop", opts, GROUP_STOP)
+  local o = options.check("group:stop", opts, GROUP_STOP)
   local layers
   if o.order then
     layers = {}
     local named = {}
     for i, svc in ipairs(o.order) do
-      if getmetatable(svc) ~= Executor then O.fail("group:stop", "order[" .. i .. "]", "must be a member", svc) end
+      if getmetatable(svc) ~= Executor then options.fail("group:stop", "order[" .. i .. "]", "must be a member", svc) end
       layers[#layers + 1] = { svc }
       named[svc] = true
     end

@@ -1,12 +1,12 @@
 -- mk.http_request and mk.get (libcurl), and their responses' :json().
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
-local P = require "mkharness.probes"
+local options = require "mkharness.options"
+local probes = require "mkharness.probes"
 local json = require "mkharness.json"
 local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
-local T = O.types
+local types = options.types
 local check_crashes = crash.check
 
 local H = {}
@@ -18,22 +18,22 @@ function Response:json()
   return json.decode(self.body, "res:json() (HTTP " .. tostring(self.status) .. ")")
 end
 
-local HTTP_REQ = { url = T.nonempty, method = T.nonempty, headers = T.table, body = T.string,
-  timeout = T.timeout, insecure = T.boolean,
+local HTTP_REQ = { url = types.nonempty, method = types.nonempty, headers = types.table, body = types.string,
+  timeout = types.timeout, insecure = types.boolean,
   max_body = function(ctx, k, v)
     local n = math.tointeger(v)
-    if not n or n < 0 then O.fail(ctx, k, "must be a number of bytes (an integer >= 0)", v) end
+    if not n or n < 0 then options.fail(ctx, k, "must be a number of bytes (an integer >= 0)", v) end
     return n
   end }
 function H.request(t)
   if type(t) == "string" then t = { url = t } end
-  local o = O.check("mk.http_request", t, HTTP_REQ)
-  if not o.url then O.fail("mk.http_request", "url", "is required") end
-  O.url("mk.http_request", "url", o.url)
+  local o = options.check("mk.http_request", t, HTTP_REQ)
+  if not o.url then options.fail("mk.http_request", "url", "is required") end
+  options.url("mk.http_request", "url", o.url)
   local method, max_body = (o.method or "GET"):upper(), o.max_body or defaults.max_body
   check_crashes()
   local res, err = core.http_request { url = o.url, method = method,
-    headers = P.header_list("mk.http_request", o.headers or {}), body = o.body,
+    headers = probes.header_list("mk.http_request", o.headers or {}), body = o.body,
     timeout = o.timeout == nil and defaults.http_timeout or (o.timeout or 1e9), insecure = o.insecure, max_body = max_body }
   check_crashes()
   if not res then Error.raise("ExecutorError", { message = "http request failed: " .. err, url = o.url }) end
@@ -45,7 +45,7 @@ function H.request(t)
 end
 
 function H.get(url, opts)
-  O.check("mk.get", opts, HTTP_REQ)
+  options.check("mk.get", opts, HTTP_REQ)
   local t = { url = url }
   for k, v in pairs(opts or {}) do t[k] = v end
   return H.request(t)

@@ -8,34 +8,34 @@ end
 
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local P = require "mkharness.probes"
+local probes = require "mkharness.probes"
 local json = require "mkharness.json"
 local crash = require "mkharness.crash"
 local wait = require "mkharness.wait"
-local X = require "mkharness.executor"
+local executor = require "mkharness.executor"
 require "mkharness.stop"   -- stop(), kill(), restart(), wait_exit()
 require "mkharness.output" -- output(), err_output(), mark(), wait_output()
 local group = require "mkharness.group"
 local run = require "mkharness.run"
 local http = require "mkharness.http"
-local D = require "mkharness.describe"
+local describe = require "mkharness.describe"
 local defaults = require "mkharness.defaults"
 
 local M = {
   _VERSION = "mkharness " .. core.version, core = core, Error = Error,
-  Executor = X.Executor,
-  Service = X.Executor, -- the class's earlier name
+  Executor = executor.Executor,
+  Service = executor.Executor, -- the class's earlier name
   DEFAULT_INTERVAL = defaults.interval,
 }
 
 -- executors
-M.process, M.executor, M.output, M.tcp = X.process, X.executor, X.output, X.tcp
-M.unix, M.http, M.pidfile, M.notify = X.unix, X.http, X.pidfile, X.notify
+M.process, M.executor, M.output, M.tcp = executor.process, executor.executor, executor.output, executor.tcp
+M.unix, M.http, M.pidfile, M.notify = executor.unix, executor.http, executor.pidfile, executor.notify
 
 -- probes
 M.probe = {
-  output = P.output, tcp = P.tcp, unix = P.unix, http = P.http, file = P.file,
-  notify = P.notify, exec = P.exec, any = P.any,
+  output = probes.output, tcp = probes.tcp, unix = probes.unix, http = probes.http, file = probes.file,
+  notify = probes.notify, exec = probes.exec, any = probes.any,
 }
 
 -- module functions
@@ -48,9 +48,9 @@ M.json = { encode = json.encode, decode = function(s) return json.decode(s) end,
 function M.proxy(t) return require("mkharness.proxy").new(t) end
 
 -- for the host, the busted integration and the specs
-M._services = X.services
-M._log_tail = D.log_tail
+M._services = executor.services
+M._log_tail = describe.log_tail
 M._check_crashes = function() crash.check(nil) end
-M._teardown = X.teardown
+M._teardown = executor.teardown
 
 return M

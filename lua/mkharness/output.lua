@@ -1,14 +1,14 @@
 -- An executor's output: output(), err_output(), mark() and wait_output().
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
-local P = require "mkharness.probes"
+local options = require "mkharness.options"
+local probes = require "mkharness.probes"
 local wait = require "mkharness.wait"
-local D = require "mkharness.describe"
-local X = require "mkharness.executor"
-local T = O.types
-local svc_error, describe_code, log_tail = D.svc_error, D.describe_code, D.log_tail
-local Executor = X.Executor
+local describe = require "mkharness.describe"
+local executor = require "mkharness.executor"
+local types = options.types
+local svc_error, describe_code, log_tail = describe.svc_error, describe.describe_code, describe.log_tail
+local Executor = executor.Executor
 
 local function read_stream(self, s)
   local path = self._logs and self._logs[s]
@@ -27,21 +27,21 @@ function Executor:mark()
   for _, s in ipairs { "stdout", "stderr" } do
     if self._logs[s] then m[s] = core.size(self._logs[s]) or 0 end
   end
-  return setmetatable(m, O.Mark)
+  return setmetatable(m, options.Mark)
 end
 
 local WAIT_OUTPUT = {
-  timeout = T.timeout, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean,
-  since = T.since, times = T.count,
+  timeout = types.timeout, stream = types.enum("any", "stdout", "stderr"), plain = types.boolean,
+  since = types.since, times = types.count,
 }
 function Executor:wait_output(pat, opts)
   local ctx = "wait_output"
-  local o = O.check(ctx, opts, WAIT_OUTPUT)
-  if o.plain then T.nonempty(ctx, "pattern", pat) else T.pattern(ctx, "pattern", pat) end
+  local o = options.check(ctx, opts, WAIT_OUTPUT)
+  if o.plain then types.nonempty(ctx, "pattern", pat) else types.pattern(ctx, "pattern", pat) end
   if not self._logs then svc_error(self, "ExecutorError", "wait_output() needs a started service") end
-  if type(o.since) == "table" then O.own_mark(ctx, "since", o.since, self, self._starts) end
-  local probe = P.output { banner = pat, stream = o.stream or "any", plain = o.plain or false, times = o.times }
-  local st = P.output_attach(probe, self, o.since == "now" or (type(o.since) == "table" and o.since))
+  if type(o.since) == "table" then options.own_mark(ctx, "since", o.since, self, self._starts) end
+  local probe = probes.output { banner = pat, stream = o.stream or "any", plain = o.plain or false, times = o.times }
+  local st = probes.output_attach(probe, self, o.since == "now" or (type(o.since) == "table" and o.since))
   local saved = self.ready_match
   local timeout = o.timeout == nil and self.timeout or o.timeout
   local w = wait.waiter(self, { probe }, { timeout = timeout or nil, states = { st },

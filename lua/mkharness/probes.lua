@@ -7,9 +7,9 @@
 --   probe.poll               true: no event, check at the polling pace
 --   probe:precheck(svc)      -> true, who  when it already passes (AlreadyRunning)
 local core = require "mkharness.core"
-local O = require "mkharness.options"
+local options = require "mkharness.options"
 local Error = require "mkharness.errors"
-local T = O.types
+local types = options.types
 
 local P = {}
 -- the pause after a polling attempt that cost `cost` seconds (init.lua's)
@@ -133,17 +133,17 @@ local function line_matches(p, text, at_start, at_end, deadline)
 end
 
 local OUTPUT = {
-  banner = T.nonempty, stream = T.enum("any", "stdout", "stderr"), plain = T.boolean, times = T.count,
+  banner = types.nonempty, stream = types.enum("any", "stdout", "stderr"), plain = types.boolean, times = types.count,
 }
 
 function P.output(t, ctx)
   ctx = ctx or "mk.probe.output"
-  local o = O.check(ctx, t, OUTPUT)
-  if o.banner == nil then O.fail(ctx, "banner", "is required") end
+  local o = options.check(ctx, t, OUTPUT)
+  if o.banner == nil then options.fail(ctx, "banner", "is required") end
   o.stream = o.stream or "any"
   o.plain = o.plain or false
   o.times = o.times or 1
-  if not o.plain then T.pattern(ctx, "banner", o.banner) end
+  if not o.plain then types.pattern(ctx, "banner", o.banner) end
   o.needle = o.plain and o.banner or needle_of(o.banner)
   o.dollar = not o.plain and ends_anchored(o.banner)
   return new("output", o)
@@ -225,10 +225,10 @@ KINDS.output = {
   end,
 }
 
-local TCP = { host = T.nonempty, port = T.port }
+local TCP = { host = types.nonempty, port = types.port }
 function P.tcp(t)
-  local o = O.check("mk.probe.tcp", t, TCP)
-  if o.port == nil then O.fail("mk.probe.tcp", "port", "is required") end
+  local o = options.check("mk.probe.tcp", t, TCP)
+  if o.port == nil then options.fail("mk.probe.tcp", "port", "is required") end
   o.host = o.host or "127.0.0.1"
   o.poll = true
   return new("tcp", o)
@@ -248,11 +248,11 @@ KINDS.tcp = {
   end,
 }
 
-local UNIX = { socket = T.nonempty }
+local UNIX = { socket = types.nonempty }
 function P.unix(t)
-  local o = O.check("mk.probe.unix", t, UNIX)
-  if o.socket == nil then O.fail("mk.probe.unix", "socket", "is required") end
-  if #o.socket > 107 then O.fail("mk.probe.unix", "socket", "is too long for a unix socket path (at most 107 bytes)", o.socket) end
+  local o = options.check("mk.probe.unix", t, UNIX)
+  if o.socket == nil then options.fail("mk.probe.unix", "socket", "is required") end
+  if #o.socket > 107 then options.fail("mk.probe.unix", "socket", "is too long for a unix socket path (at most 107 bytes)", o.socket) end
   o.poll = true
   return new("unix", o)
 end
@@ -286,10 +286,10 @@ local function unreachable(path)
   return string.format("cannot look for %s: %s (directory %s)", path, why:lower(), dir)
 end
 
-local FILE = { path = T.nonempty }
+local FILE = { path = types.nonempty }
 function P.file(t)
-  local o = O.check("mk.probe.file", t, FILE)
-  if o.path == nil then O.fail("mk.probe.file", "path", "is required") end
+  local o = options.check("mk.probe.file", t, FILE)
+  if o.path == nil then options.fail("mk.probe.file", "path", "is required") end
   return new("file", o)
 end
 KINDS.file = {
@@ -308,7 +308,7 @@ KINDS.file = {
 }
 
 function P.notify(t)
-  O.check("mk.probe.notify", t, {})
+  options.check("mk.probe.notify", t, {})
   return new("notify", {})
 end
 KINDS.notify = {
@@ -347,8 +347,8 @@ KINDS.notify = {
 }
 
 function P.exec(t)
-  local argv, shown = O.command("mk.probe.exec", t)
-  O.check("mk.probe.exec", t, { cmd = T.string, shell = T.string })
+  local argv, shown = options.command("mk.probe.exec", t)
+  options.check("mk.probe.exec", t, { cmd = types.string, shell = types.string })
   return new("exec", { argv = argv, shown = shown, poll = true })
 end
 KINDS.exec = {
@@ -396,21 +396,21 @@ KINDS["function"] = {
 function P.any(t)
   local ctx = "mk.probe.any"
   if type(t) ~= "table" or getmetatable(t) ~= nil then
-    O.fail(ctx, "probes", "must be a list of probes (mk.probe.*) or functions", t)
+    options.fail(ctx, "probes", "must be a list of probes (mk.probe.*) or functions", t)
   end
-  O.check(ctx, t, {})
+  options.check(ctx, t, {})
   local members = {}
   for i, x in ipairs(t) do
     if is_probe(x) then members[i] = x
     elseif type(x) == "function" then members[i] = P.fn(x)
-    else O.fail(ctx, "[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
+    else options.fail(ctx, "[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
   end
   for k in pairs(t) do
     if math.type(k) == "integer" and not members[k] then
-      O.fail(ctx, "[" .. k .. "]", "leaves a hole in the list")
+      options.fail(ctx, "[" .. k .. "]", "leaves a hole in the list")
     end
   end
-  if #members == 0 then O.fail(ctx, "probes", "is an empty list: give at least one probe") end
+  if #members == 0 then options.fail(ctx, "probes", "is an empty list: give at least one probe") end
   return new("any", { members = members })
 end
 
@@ -482,7 +482,7 @@ KINDS.any = {
 local function status_matcher(ctx, v)
   local function code(x)
     if math.type(x) ~= "integer" or x < 100 or x > 599 then
-      O.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", x)
+      options.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", x)
     end
     return x
   end
@@ -492,12 +492,12 @@ local function status_matcher(ctx, v)
     local kind, c = core.parse_status(v)
     if kind == "code" then return status_matcher(ctx, c) end
     if not kind then
-      O.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", v)
+      options.fail(ctx, "status", "must be an HTTP status 100-599, a list of them, a class like \"2xx\", or a function", v)
     end
     return function(s) return s // 100 == c end, "status " .. c .. "xx"
   end
   if type(v) == "table" then
-    if #v == 0 then O.fail(ctx, "status", "is an empty list") end
+    if #v == 0 then options.fail(ctx, "status", "is an empty list") end
     local set = {}
     for _, x in ipairs(v) do set[code(x)] = true end
     return function(s) return set[s] == true end, "status in {" .. table.concat(v, ",") .. "}"
@@ -511,14 +511,14 @@ local function header_list(ctx, h)
   local list = {}
   for k, v in pairs(h) do
     if math.type(k) == "integer" then
-      if type(v) ~= "string" or not v:find(":") then O.fail(ctx, "headers", "list entries must be \"Name: value\" strings", v) end
+      if type(v) ~= "string" or not v:find(":") then options.fail(ctx, "headers", "list entries must be \"Name: value\" strings", v) end
       list[#list + 1] = v
     elseif type(k) == "string" and (type(v) == "string" or type(v) == "number") then
-      if k:find("[%s:%c]") then O.fail(ctx, "headers", "has a bad header name", k) end
-      if tostring(v):find("[\r\n]") then O.fail(ctx, "headers." .. k, "must not contain a line break", v) end
+      if k:find("[%s:%c]") then options.fail(ctx, "headers", "has a bad header name", k) end
+      if tostring(v):find("[\r\n]") then options.fail(ctx, "headers." .. k, "must not contain a line break", v) end
       list[#list + 1] = k .. ": " .. tostring(v)
     else
-      O.fail(ctx, "headers", "must map names to string values", v)
+      options.fail(ctx, "headers", "must map names to string values", v)
     end
   end
   table.sort(list)
@@ -527,17 +527,17 @@ end
 P.header_list = header_list
 
 local HTTP = {
-  url = T.nonempty, status = function(_, _, v) return v end, method = T.nonempty,
-  headers = T.table, body = T.string, insecure = T.boolean,
+  url = types.nonempty, status = function(_, _, v) return v end, method = types.nonempty,
+  headers = types.table, body = types.string, insecure = types.boolean,
 }
 function P.http(t, ctx)
   ctx = ctx or "mk.probe.http"
-  local o = O.check(ctx, t, HTTP)
-  if o.url == nil then O.fail(ctx, "url", "is required") end
-  o.parsed = O.url(ctx, "url", o.url)
+  local o = options.check(ctx, t, HTTP)
+  if o.url == nil then options.fail(ctx, "url", "is required") end
+  o.parsed = options.url(ctx, "url", o.url)
   o.match, o.status_desc = status_matcher(ctx, o.status)
   o.method = (o.method or "HEAD"):upper()
-  if not o.method:match("^[A-Z]+$") then O.fail(ctx, "method", "must be an HTTP method name like \"GET\"", o.method) end
+  if not o.method:match("^[A-Z]+$") then options.fail(ctx, "method", "must be an HTTP method name like \"GET\"", o.method) end
   o.header_list = header_list(ctx, o.headers or {})
   o.insecure = o.insecure or false
   o.poll = true
@@ -606,12 +606,12 @@ function P.list(ctx, v)
     for i, x in ipairs(v) do
       if is_probe(x) then out[i] = x
       elseif type(x) == "function" then out[i] = P.fn(x)
-      else O.fail(ctx, "ready[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
+      else options.fail(ctx, "ready[" .. i .. "]", "must be a probe (mk.probe.*) or a function", x) end
     end
-    if #out == 0 then O.fail(ctx, "ready", "is an empty list") end
+    if #out == 0 then options.fail(ctx, "ready", "is an empty list") end
     return out
   end
-  O.fail(ctx, "ready", "must be a probe (mk.probe.*), a function, or a list of them", v)
+  options.fail(ctx, "ready", "must be a probe (mk.probe.*), a function, or a list of them", v)
 end
 
 return P

@@ -4,11 +4,11 @@
 -- included; this file is the API: option checking, faults, errors.
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
+local options = require "mkharness.options"
 local events = require "mkharness.events"
 local cleanup = require "mkharness.cleanup"
-local T = O.types
-local fail = O.fail
+local types = options.types
+local fail = options.fail
 
 local Proxy = { __name = "mkharness.proxy" }
 Proxy.__index = Proxy
@@ -25,7 +25,7 @@ end
 
 -- "host:port", "[v6addr]:port" -> host, port
 local function host_port(ctx, k, v)
-  T.nonempty(ctx, k, v)
+  types.nonempty(ctx, k, v)
   local host, port = v:match("^%[([^%]]+)%]:(%d+)$")
   if not host then host, port = v:match("^([^:%[%]%s]+):(%d+)$") end
   if not host then fail(ctx, k, 'must be "host:port" (IPv6: "[::1]:port")', v) end
@@ -52,9 +52,9 @@ end
 local SCHEMA = {
   upstream = upstream,
   listen = listen_port,
-  host = T.nonempty,
-  name = T.nonempty,
-  timeout = T.timeout, -- for resolving the names: DNS may never answer
+  host = types.nonempty,
+  name = types.nonempty,
+  timeout = types.timeout, -- for resolving the names: DNS may never answer
 }
 
 -- A number of milliseconds (or bytes per second): finite, >= 0 (> 0).
@@ -96,7 +96,7 @@ end
 local function fault_opts(ctx, opts, extra)
   local schema = { direction = direction, probability = probability }
   for k, f in pairs(extra or {}) do schema[k] = f end
-  local o = O.check(ctx, opts, schema)
+  local o = options.check(ctx, opts, schema)
   o.direction = o.direction or "both"
   o.probability = o.probability or 1
   return o
@@ -126,7 +126,7 @@ end
 local M = {}
 
 function M.new(t)
-  local o = O.check(CTX, t, SCHEMA)
+  local o = options.check(CTX, t, SCHEMA)
   for k in pairs(t or {}) do
     if math.type(k) == "integer" then fail(CTX, "[" .. k .. "]", "is not allowed: the proxy takes named options only") end
   end
@@ -292,7 +292,7 @@ end
 -- reset{ probability = p }: RST each open connection with probability p.
 function Proxy:reset(opts)
   local ctx = "proxy:reset"
-  local o = O.check(ctx, opts, { probability = probability })
+  local o = options.check(ctx, opts, { probability = probability })
   local prob = o.probability or 1
   need_running(self, "reset()")
   self._core:reset(prob)
@@ -314,7 +314,7 @@ end
 -- re-raise); returns fn's results. cut() without fn: a to-be-closed guard.
 function Proxy:cut(fn)
   if fn ~= nil and type(fn) ~= "function" then
-    Error.raise("ConfigError", { message = "proxy:cut(fn): fn must be a function, got " .. O.describe(fn),
+    Error.raise("ConfigError", { message = "proxy:cut(fn): fn must be a function, got " .. options.describe(fn),
       name = self.name, option = "fn" })
   end
   self:down()

@@ -2,13 +2,13 @@
 -- mk.free_port; and children of io.popen registered as the script's own.
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
+local options = require "mkharness.options"
 local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
-local X = require "mkharness.executor"
-local T = O.types
+local executor = require "mkharness.executor"
+local types = options.types
 local held, check_crashes = crash.held, crash.check
-local Executor = X.Executor
+local Executor = executor.Executor
 
 local R = {}
 
@@ -36,10 +36,10 @@ function R.free_port()
 end
 
 local tmp_count = 0
-local TMPDIR = { owner = T.user, mode = T.mode }
+local TMPDIR = { owner = types.user, mode = types.mode }
 function R.tmpdir(opts)
-  local o = O.check("mk.tmpdir", opts, TMPDIR)
-  local ids = o.owner and O.identity("mk.tmpdir", o.owner, nil, "owner")
+  local o = options.check("mk.tmpdir", opts, TMPDIR)
+  local ids = o.owner and options.identity("mk.tmpdir", o.owner, nil, "owner")
   local function raise(msg) Error.raise("ExecutorError", { message = "tmpdir: " .. msg }) end
   local dir, err = core.run_dir()
   if not dir then raise(err) end
@@ -48,7 +48,7 @@ function R.tmpdir(opts)
   local ok, e2 = core.mkdir(path)
   if not ok then raise(e2) end
   if ids then
-    X.share_run_dir(raise)
+    executor.share_run_dir(raise)
     local done, e3, errno = core.chown(path, ids.uid, ids.gid)
     if not done then
       raise(string.format("cannot give %s to user '%s': %s%s", path, ids.user, e3,
@@ -63,18 +63,18 @@ function R.tmpdir(opts)
   return path
 end
 
-local RUN = { timeout = T.timeout, stdin = T.string, env = T.env, cwd = T.nonempty, clear_env = T.boolean,
-  user = T.user, group = T.group, cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
+local RUN = { timeout = types.timeout, stdin = types.string, env = types.env, cwd = types.nonempty, clear_env = types.boolean,
+  user = types.user, group = types.group, cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
 function R.run(t)
-  local o = O.check("mk.run", t, RUN)
-  O.identity("mk.run", o.user, o.group) -- named as mk.run's when they do not exist
+  local o = options.check("mk.run", t, RUN)
+  options.identity("mk.run", o.user, o.group) -- named as mk.run's when they do not exist
   t = t or {}
   local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env, user = o.user, group = o.group,
     cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
-  -- the argv by its keys, as O.command reads it: ipairs would follow an
+  -- the argv by its keys, as options.command reads it: ipairs would follow an
   -- __index for ever
   for k, a in pairs(t) do if math.type(k) == "integer" then spec[k] = a end end
-  local svc = X.process(spec)
+  local svc = executor.process(spec)
   svc:start()
   local ok, code = pcall(Executor.wait_exit, svc, { timeout = o.timeout == nil and defaults.run_timeout or o.timeout })
   if not ok then
@@ -85,11 +85,11 @@ function R.run(t)
   svc._proc:sweep()
   svc._stopped = true
   held[svc] = nil
-  X.echo_close(svc)
+  executor.echo_close(svc)
   local res = { code = code, stdout = svc:output(), stderr = svc:err_output() }
   for _, path in pairs(svc._logs) do os.remove(path) end
-  X.services[svc] = nil
-  X.forget_name(svc.name)
+  executor.services[svc] = nil
+  executor.forget_name(svc.name)
   check_crashes()
   return res
 end

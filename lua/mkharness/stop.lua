@@ -1,27 +1,27 @@
 -- Stopping an executor: stop() (stop_command, stop signal, escalation to
 -- kill_signal and SIGKILL, judging the exit), kill(), restart(), wait_exit().
 local core = require "mkharness.core"
-local O = require "mkharness.options"
+local options = require "mkharness.options"
 local events = require "mkharness.events"
 local crash = require "mkharness.crash"
-local D = require "mkharness.describe"
-local X = require "mkharness.executor"
-local T = O.types
-local fmt_ms, fmt_s, svc_error, describe_code = D.fmt_ms, D.fmt_s, D.svc_error, D.describe_code
+local describe = require "mkharness.describe"
+local executor = require "mkharness.executor"
+local types = options.types
+local fmt_ms, fmt_s, svc_error, describe_code = describe.fmt_ms, describe.fmt_s, describe.svc_error, describe.describe_code
 local held, check_crashes, notice_exit = crash.held, crash.check, crash.notice
-local Executor, services, pump_echo, echo_close, drop_launcher = X.Executor, X.services, X.pump_echo, X.echo_close, X.drop_launcher
+local Executor, services, pump_echo, echo_close, drop_launcher = executor.Executor, executor.services, executor.pump_echo, executor.echo_close, executor.drop_launcher
 local KILL = core.signum("KILL")
 
 local function judge_ok(code, sig, expected)
   return code == 0 or code == -sig or code == 128 + sig or (expected ~= nil and code == expected)
 end
 
-local STOP = { signal = T.signal, timeout = T.seconds, expected_returncode = T.returncode }
+local STOP = { signal = types.signal, timeout = types.seconds, expected_returncode = types.returncode }
 
 -- Phase 1 of a stop: signal the group. Returns the state phase 2 needs,
 -- or nil when there is nothing to stop. Split so a group stops in parallel.
 function Executor:_stop_begin(opts)
-  local o = O.check("stop", opts, STOP)
+  local o = options.check("stop", opts, STOP)
   if self._adopted then self._adopted = nil return nil end
   local proc = self._proc
   if not proc or self._stopped then return nil end
@@ -44,7 +44,7 @@ function Executor:_stop_begin(opts)
       local t = { name = self.name .. "-stop", env = self.env, cwd = self.cwd, clear_env = self.clear_env,
         user = self.user, group = self.group, on_exit = "ignore" }
       for k, v in pairs(self.stop_command) do t[k] = v end
-      s.command = X.process(t)
+      s.command = executor.process(t)
       s.command:start()
     else
       proc:signal(s.sig)
@@ -137,9 +137,9 @@ function Executor:stop(opts)
   return self
 end
 
-local KILL_OPTS = { signal = T.signal, wait = T.boolean }
+local KILL_OPTS = { signal = types.signal, wait = types.boolean }
 function Executor:kill(opts)
-  local o = O.check("kill", opts, KILL_OPTS)
+  local o = options.check("kill", opts, KILL_OPTS)
   local sig = o.signal or self.kill_signal
   local proc = self._proc
   if not proc or self._stopped then return self end
@@ -176,9 +176,9 @@ function Executor:restart()
   return self:start()
 end
 
-local WAIT_EXIT = { timeout = T.timeout }
+local WAIT_EXIT = { timeout = types.timeout }
 function Executor:wait_exit(opts)
-  local o = O.check("wait_exit", opts, WAIT_EXIT)
+  local o = options.check("wait_exit", opts, WAIT_EXIT)
   if not self._proc then
     svc_error(self, "ExecutorError", "wait_exit() needs a started service")
   end

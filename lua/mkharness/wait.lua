@@ -5,13 +5,13 @@
 -- Every pass also looks for crashes of the services already running.
 local core = require "mkharness.core"
 local Error = require "mkharness.errors"
-local O = require "mkharness.options"
-local P = require "mkharness.probes"
+local options = require "mkharness.options"
+local probes = require "mkharness.probes"
 local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
-local D = require "mkharness.describe"
-local T = O.types
-local fmt_s, svc_error, describe_code = D.fmt_s, D.svc_error, D.describe_code
+local describe = require "mkharness.describe"
+local types = options.types
+local fmt_s, svc_error, describe_code = describe.fmt_s, describe.svc_error, describe.describe_code
 local check_crashes, crash_fds = crash.check, crash.fds
 
 local W = {}
@@ -20,7 +20,7 @@ local W = {}
 local function pause_for(cost, interval)
   return math.min(interval, math.max(defaults.min_pause, cost * defaults.cost_factor))
 end
-P.pause_for = pause_for -- mk.probe.any paces its polling members the same way
+probes.pause_for = pause_for -- mk.probe.any paces its polling members the same way
 
 local function probe_summary(w)
   local parts = {}
@@ -163,14 +163,14 @@ end
 
 W.step, W.all, W.waiter = step, wait_all, make_waiter
 
-local WAIT_UNTIL = { timeout = T.timeout, interval = T.interval, message = T.string }
+local WAIT_UNTIL = { timeout = types.timeout, interval = types.interval, message = types.string }
 function W.wait_until(fn, opts)
   if type(fn) ~= "function" then
-    Error.raise("ConfigError", { message = "mk.wait_until(fn, opts): fn must be a function, got " .. O.describe(fn) })
+    Error.raise("ConfigError", { message = "mk.wait_until(fn, opts): fn must be a function, got " .. options.describe(fn) })
   end
-  local o = O.check("mk.wait_until", opts, WAIT_UNTIL)
+  local o = options.check("mk.wait_until", opts, WAIT_UNTIL)
   local timeout = o.timeout == nil and defaults.wait_until_timeout or o.timeout
-  local w = make_waiter(nil, { P.fn(fn) }, { timeout = timeout or nil, interval = o.interval,
+  local w = make_waiter(nil, { probes.fn(fn) }, { timeout = timeout or nil, interval = o.interval,
     message = o.message, what_done = "true" })
   wait_all { w }
   return w.probes[1].detail
@@ -179,7 +179,7 @@ end
 -- Sleeps in poll on the held services' pidfds, so a crash is an event
 -- (and an UnexpectedExit) at once, not when the sleep is over.
 function W.sleep(s)
-  T.seconds("mk.sleep", "seconds", s)
+  types.seconds("mk.sleep", "seconds", s)
   local deadline = core.now() + s
   repeat
     check_crashes()
