@@ -461,32 +461,27 @@ end
 
 X.process = ctor("process", nil, nil, { "ready", "already_running" })
 X.executor = ctor("executor")
-X.output = ctor("output", { banner = types.nonempty, stream = types.enum("any", "stdout", "stderr"), plain = types.boolean,
+X.output = ctor("output", { banner = types.required(types.nonempty), stream = types.enum("any", "stdout", "stderr"), plain = types.boolean,
   times = types.count },
   function(o, self)
-    if o.banner == nil then options.fail("mk.output", "banner", "is required") end
     return { probes.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
   end)
-X.tcp = ctor("tcp", { host = types.nonempty, port = types.port }, function(o, self)
-  if o.port == nil then options.fail("mk.tcp", "port", "is required") end
+X.tcp = ctor("tcp", { host = types.nonempty, port = types.required(types.port) }, function(o, self)
   self.host, self.port = o.host or "127.0.0.1", o.port
   return { probes.tcp { host = self.host, port = self.port } }
 end)
-X.unix = ctor("unix", { socket = types.nonempty }, function(o, self)
-  if o.socket == nil then options.fail("mk.unix", "socket", "is required") end
+X.unix = ctor("unix", { socket = types.required(types.nonempty) }, function(o, self)
   self.socket = o.socket
   return { probes.unix { socket = o.socket } }
 end)
-X.http = ctor("http", { url = types.nonempty, status = function(_, _, v) return v end, method = types.nonempty,
+X.http = ctor("http", { url = types.required(types.nonempty), status = function(_, _, v) return v end, method = types.nonempty,
   headers = types.table, body = types.string, insecure = types.boolean }, function(o, self)
-  if o.url == nil then options.fail("mk.http", "url", "is required") end
   local p = probes.http({ url = o.url, status = o.status, method = o.method, headers = o.headers,
     body = o.body, insecure = o.insecure }, "mk.http")
   self.url, self.host, self.port = o.url, p.parsed.host, p.parsed.port
   return { p }
 end)
-X.pidfile = ctor("pidfile", { file = types.nonempty }, function(o, self)
-  if o.file == nil then options.fail("mk.pidfile", "file", "is required") end
+X.pidfile = ctor("pidfile", { file = types.required(types.nonempty) }, function(o, self)
   self.file = o.file
   return { probes.file { path = o.file } }
 end)

@@ -18,7 +18,7 @@ function Response:json()
   return json.decode(self.body, "res:json() (HTTP " .. tostring(self.status) .. ")")
 end
 
-local HTTP_REQ = { url = types.nonempty, method = types.nonempty, headers = types.table, body = types.string,
+local HTTP_REQ = { url = types.required(types.nonempty), method = types.nonempty, headers = types.table, body = types.string,
   timeout = types.timeout, insecure = types.boolean,
   max_body = function(ctx, k, v)
     local n = math.tointeger(v)
@@ -28,7 +28,6 @@ local HTTP_REQ = { url = types.nonempty, method = types.nonempty, headers = type
 function H.request(t)
   if type(t) == "string" then t = { url = t } end
   local o = options.check("mk.http_request", t, HTTP_REQ)
-  if not o.url then options.fail("mk.http_request", "url", "is required") end
   options.url("mk.http_request", "url", o.url)
   local method, max_body = (o.method or "GET"):upper(), o.max_body or defaults.max_body
   check_crashes()
@@ -44,8 +43,11 @@ function H.request(t)
   return setmetatable(res, Response)
 end
 
+-- mk.get's options: mk.http_request's, the url given apart
+local GET_OPTS = {}
+for k, v in pairs(HTTP_REQ) do if k ~= "url" then GET_OPTS[k] = v end end
 function H.get(url, opts)
-  options.check("mk.get", opts, HTTP_REQ)
+  options.check("mk.get", opts, GET_OPTS)
   local t = { url = url }
   for k, v in pairs(opts or {}) do t[k] = v end
   return H.request(t)

@@ -109,6 +109,12 @@ function T.returncode(ctx, k, v)
   end
   return v
 end
+-- A schema entry that must be given: types.required(types.port), with an
+-- optional hint for the message (' ("host:port")').
+local Required = { __call = function(self, ctx, k, v) return self.check(ctx, k, v) end }
+function T.required(check, hint)
+  return setmetatable({ check = check, required = true, hint = hint and (" " .. hint) or "" }, Required)
+end
 function T.natural(ctx, k, v)
   if math.type(v) ~= "integer" or v < 0 then fail(ctx, k, "must be an integer >= 0", v) end
   return v
@@ -329,6 +335,10 @@ function O.check(ctx, t, schema, skip)
           best and string.format(" (did you mean '%s'?)", best) or ""),
       })
     end
+  end
+  -- what must be given: named once, in the schema (types.required)
+  for name, c in pairs(schema) do
+    if type(c) == "table" and c.required and out[name] == nil then fail(ctx, name, "is required" .. c.hint) end
   end
   return out
 end

@@ -133,13 +133,12 @@ local function line_matches(p, text, at_start, at_end, deadline)
 end
 
 local OUTPUT = {
-  banner = types.nonempty, stream = types.enum("any", "stdout", "stderr"), plain = types.boolean, times = types.count,
+  banner = types.required(types.nonempty), stream = types.enum("any", "stdout", "stderr"), plain = types.boolean, times = types.count,
 }
 
 function P.output(t, ctx)
   ctx = ctx or "mk.probe.output"
   local o = options.check(ctx, t, OUTPUT)
-  if o.banner == nil then options.fail(ctx, "banner", "is required") end
   o.stream = o.stream or "any"
   o.plain = o.plain or false
   o.times = o.times or 1
@@ -225,10 +224,9 @@ KINDS.output = {
   end,
 }
 
-local TCP = { host = types.nonempty, port = types.port }
+local TCP = { host = types.nonempty, port = types.required(types.port) }
 function P.tcp(t)
   local o = options.check("mk.probe.tcp", t, TCP)
-  if o.port == nil then options.fail("mk.probe.tcp", "port", "is required") end
   o.host = o.host or "127.0.0.1"
   o.poll = true
   return new("tcp", o)
@@ -248,10 +246,9 @@ KINDS.tcp = {
   end,
 }
 
-local UNIX = { socket = types.nonempty }
+local UNIX = { socket = types.required(types.nonempty) }
 function P.unix(t)
   local o = options.check("mk.probe.unix", t, UNIX)
-  if o.socket == nil then options.fail("mk.probe.unix", "socket", "is required") end
   if #o.socket > 107 then options.fail("mk.probe.unix", "socket", "is too long for a unix socket path (at most 107 bytes)", o.socket) end
   o.poll = true
   return new("unix", o)
@@ -286,10 +283,9 @@ local function unreachable(path)
   return string.format("cannot look for %s: %s (directory %s)", path, why:lower(), dir)
 end
 
-local FILE = { path = types.nonempty }
+local FILE = { path = types.required(types.nonempty) }
 function P.file(t)
   local o = options.check("mk.probe.file", t, FILE)
-  if o.path == nil then options.fail("mk.probe.file", "path", "is required") end
   return new("file", o)
 end
 KINDS.file = {
@@ -527,13 +523,12 @@ end
 P.header_list = header_list
 
 local HTTP = {
-  url = types.nonempty, status = function(_, _, v) return v end, method = types.nonempty,
+  url = types.required(types.nonempty), status = function(_, _, v) return v end, method = types.nonempty,
   headers = types.table, body = types.string, insecure = types.boolean,
 }
 function P.http(t, ctx)
   ctx = ctx or "mk.probe.http"
   local o = options.check(ctx, t, HTTP)
-  if o.url == nil then options.fail(ctx, "url", "is required") end
   o.parsed = options.url(ctx, "url", o.url)
   o.match, o.status_desc = status_matcher(ctx, o.status)
   o.method = (o.method or "HEAD"):upper()

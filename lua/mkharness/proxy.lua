@@ -50,7 +50,7 @@ local function upstream(ctx, k, v)
 end
 
 local SCHEMA = {
-  upstream = upstream,
+  upstream = types.required(upstream, '("host:port" or a port)'),
   listen = listen_port,
   host = types.nonempty,
   name = types.nonempty,
@@ -126,11 +126,10 @@ end
 local M = {}
 
 function M.new(t)
-  local o = options.check(CTX, t, SCHEMA)
-  for k in pairs(t or {}) do
+  for k in pairs(type(t) == "table" and t or {}) do
     if math.type(k) == "integer" then fail(CTX, "[" .. k .. "]", "is not allowed: the proxy takes named options only") end
   end
-  if o.upstream == nil then fail(CTX, "upstream", 'is required ("host:port")') end
+  local o = options.check(CTX, t, SCHEMA)
   local uhost, uport = host_port(CTX, "upstream", o.upstream)
   local self = setmetatable({
     upstream = o.upstream, -- "host:port", also when given as a port
@@ -239,7 +238,7 @@ function Proxy:blackhole(opts)
 end
 
 local SLICER_OPTS = {
-  size = function(ctx, k, v) return integer(ctx, k, v, 1, "bytes") end,
+  size = types.required(function(ctx, k, v) return integer(ctx, k, v, 1, "bytes") end, "(bytes per piece)"),
   size_variation = function(ctx, k, v) return integer(ctx, k, v, 0, "bytes") end,
   delay = ms_opt,
 }
@@ -248,7 +247,6 @@ local SLICER_OPTS = {
 function Proxy:slicer(opts)
   local ctx = "proxy:slicer"
   local o = fault_opts(ctx, opts, SLICER_OPTS)
-  if o.size == nil then fail(ctx, "size", "is required (bytes per piece)") end
   o.size_variation, o.delay = o.size_variation or 0, o.delay or 0
   if o.size > 1 << 30 then fail(ctx, "size", "must be at most 1 GiB", o.size) end
   if o.size_variation >= o.size then
