@@ -72,55 +72,6 @@ static char **string_vector(lua_State *L, int t, const char *key, lua_Integer mi
 }
 
 
-static int open_stream(lua_State *L, int t, const char *key, int std, int *fd, char *err, size_t errlen)
-{
-    lua_getfield(L, t, key);
-    const char *mode = lua_tostring(L, -1);
-    int r = 0;
-    if (!mode || !strcmp(mode, "null")) {
-        *fd = open("/dev/null", std == 0 ? O_RDONLY : O_WRONLY | O_CLOEXEC);
-    } else if (!strcmp(mode, "inherit")) {
-        *fd = dup(std);
-        if (*fd >= 0) fcntl(*fd, F_SETFD, FD_CLOEXEC);
-    } else {
-        /* a capture file: O_APPEND so that a daemon still writing through an
-         * old descriptor after a restart's truncation cannot leave holes */
-        *fd = open(mode, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-    }
-    if (*fd < 0) {
-        snprintf(err, errlen, "cannot open %s for %s: %s", mode ? mode : "/dev/null", key, strerror(errno));
-        r = -1;
-    }
-    lua_pop(L, 1);
-    return r;
-}
-
-static int stdin_fd(lua_State *L, int t, char *err, size_t errlen)
-{
-    lua_getfield(L, t, "stdin");
-    size_t len;
-    const char *data = lua_tolstring(L, -1, &len);
-    int fd;
-    if (!data) {
-        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    } else {
-        /* a memfd instead of a pipe: writing can never block on a child
-         * that does not read */
-        fd = memfd_create("mkharness-stdin", MFD_CLOEXEC);
-        size_t off = 0;
-        while (fd >= 0 && off < len) {
-            ssize_t n = write(fd, data + off, len - off);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) { close(fd); fd = -1; break; }
-            off += (size_t)n;
-        }
-        if (fd >= 0) lseek(fd, 0, SEEK_SET);
-    }
-    if (fd < 0) snprintf(err, errlen, "cannot prepare stdin: %s", strerror(errno));
-    lua_pop(L, 1);
-    return fd;
-}
-
 /* t.groups, a list of gids, as a vector in a userdata left on the stack */
 static gid_t *gid_vector(lua_State *L, int t, size_t *n)
 {
@@ -159,24 +110,56 @@ static int spawn_ids(lua_State *L, int t, mkh_ids *ids, const char **who)
     return 1;
 }
 
+/* t[key] of core.spawn's table (argument 1), pushed and checked */
+static lua_Integer field_integer(lua_State *L, const char *key, lua_Integer lo, lua_Integer hi)
+{
+    lua_getfield(L, 1, key);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || v < lo || v > hi) luaL_error(L, "core.spawn: %s must be an integer %d to %d", key, (int)lo, (int)hi);
+    return v;
+}
+
+static const char *field_string(lua_State *L, const char *key)
+{
+    lua_getfield(L, 1, key);
+    const char *s = lua_tostring(L, -1);
+    if (!s) luaL_error(L, "core.spawn: %s must be \"null\", \"inherit\" or a file path", key);
+    return s;
+}
+
 /* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stderr=,
- *             stop_signal=, kill_signal=, stop_timeout=, token=, ids= } */
+ *             stop_signal=, kill_signal=, stop_timeout=, token=, ids= }:
+ * converts the table; the engine (mkh_proc_start) does the rest. Every
+ * field but cwd, stdin, token and ids is required: the defaults live in
+ * lua/mkharness/defaults.lua. */
 static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     char err[1024] = "";
-    mkh_spawn_opts o;
+    mkh_start_opts o;
     memset(&o, 0, sizeof o);
-    o.argv = string_vector(L, 1, "argv", 1); /* no program: nothing to exec */
-    o.envp = string_vector(L, 1, "env", 0);
+    o.spawn.argv = string_vector(L, 1, "argv", 1); /* no program: nothing to exec */
+    o.spawn.envp = string_vector(L, 1, "env", 0);
     lua_getfield(L, 1, "path");
-    o.path = lua_tostring(L, -1);
+    o.spawn.path = lua_tostring(L, -1);
     lua_getfield(L, 1, "cwd");
-    o.cwd = lua_tostring(L, -1);
+    o.spawn.cwd = lua_tostring(L, -1);
     lua_getfield(L, 1, "token");
     const char *token = luaL_optstring(L, -1, "");
+    lua_getfield(L, 1, "stdin");
+    o.stdin_data = lua_tolstring(L, -1, &o.stdin_len);
+    o.stop_sig = (int)field_integer(L, "stop_signal", 1, 64);
+    o.kill_sig = (int)field_integer(L, "kill_signal", 1, 64);
+    lua_getfield(L, 1, "stop_timeout");
+    o.stop_timeout = lua_tonumber(L, -1);
+    /* teardown waits this long for the process */
+    luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && o.stop_timeout >= 0 && o.stop_timeout <= 86400, 1,
+                  "stop_timeout must be 0 to 86400 seconds");
+    o.stdout_to = field_string(L, "stdout");
+    o.stderr_to = field_string(L, "stderr");
     mkh_ids ids;
-    if (spawn_ids(L, 1, &ids, &o.who)) o.ids = &ids;
+    if (spawn_ids(L, 1, &ids, &o.spawn.who)) o.spawn.ids = &ids;
 
     lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
@@ -184,54 +167,7 @@ static int l_spawn(lua_State *L)
     lp->p.exited = 1; /* until spawned: nothing to kill in __gc */
     snprintf(lp->token, sizeof lp->token, "%s", token);
     luaL_setmetatable(L, PROC_MT);
-    lua_getfield(L, 1, "stop_signal");
-    lp->p.stop_sig = (int)luaL_optinteger(L, -1, SIGTERM);
-    lua_getfield(L, 1, "kill_signal");
-    lp->p.kill_sig = (int)luaL_optinteger(L, -1, SIGKILL);
-    lua_getfield(L, 1, "stop_timeout");
-    lp->p.stop_timeout = luaL_optnumber(L, -1, 10);
-    /* teardown waits this long for the process */
-    luaL_argcheck(L, lp->p.stop_timeout >= 0 && lp->p.stop_timeout <= 86400, 1,
-                  "stop_timeout must be 0 to 86400 seconds");
-    lua_pop(L, 3);
-
-    mkh_supervise_init();
-    static int cg_seq;
-    o.fd_cgroup = -1;
-    if (mkh_cg_enabled()) {
-        o.fd_cgroup = mkh_cg_create(++cg_seq);
-        if (o.fd_cgroup >= 0) lp->p.cg_id = cg_seq;
-    }
-    o.fd_in = stdin_fd(L, 1, err, sizeof err);
-    o.fd_out = o.fd_err = -1;
-    if (o.fd_in < 0 || open_stream(L, 1, "stdout", 1, &o.fd_out, err, sizeof err) != 0 ||
-        open_stream(L, 1, "stderr", 2, &o.fd_err, err, sizeof err) != 0) {
-        if (o.fd_in >= 0) close(o.fd_in);
-        if (o.fd_out >= 0) close(o.fd_out);
-        if (o.fd_cgroup >= 0) close(o.fd_cgroup);
-        return lmkh_push_fail(L, err);
-    }
-    pid_t pid;
-    int pidfd;
-    int r = mkh_spawn(&o, &pid, &pidfd, err, sizeof err);
-    close(o.fd_in);
-    close(o.fd_out);
-    close(o.fd_err);
-    if (o.fd_cgroup >= 0) close(o.fd_cgroup);
-    if (r != 0) {
-        if (lp->p.cg_id) {
-            char cg[4200];
-            mkh_cg_path(lp->p.cg_id, cg, sizeof cg);
-            mkh_cg_kill(cg, 1.0);
-            lp->p.cg_id = 0;
-        }
-        return lmkh_push_fail(L, err);
-    }
-    lp->p.pid = pid;
-    lp->p.pidfd = pidfd;
-    lp->p.exited = 0;
-    lp->p.start_ticks = mkh_start_ticks(pid);
-    mkh_proc_link(&lp->p);
+    if (mkh_proc_start(&lp->p, &o, err, sizeof err) != 0) return lmkh_push_fail(L, err);
     return 1;
 }
 

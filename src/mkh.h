@@ -147,6 +147,19 @@ typedef struct mkh_proc {
 
 /* Become a child subreaper (idempotent). */
 void mkh_supervise_init(void);
+/* Starting a process of the run, in one call (spawn.c): its stdin (a memfd
+ * holding stdin_data, else /dev/null), stdout and stderr ("null",
+ * "inherit" or a capture file path), its own cgroup where cgroup v2 is
+ * writable, the spawn, the live list. 0, or -1 with the failing step in
+ * err; nothing is left behind on failure. */
+typedef struct {
+    mkh_spawn_opts spawn;  /* argv, envp, path, cwd, ids, who; the fds are set here */
+    const char *stdin_data; size_t stdin_len; /* NULL: /dev/null */
+    const char *stdout_to, *stderr_to;
+    int stop_sig, kill_sig;
+    double stop_timeout;
+} mkh_start_opts;
+int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen);
 void mkh_proc_link(mkh_proc *p);
 void mkh_proc_unlink(mkh_proc *p);
 /* A service's leader is never reaped before its group is swept: while it

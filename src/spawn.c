@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -267,4 +268,91 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
     *pid_out = pid;
     *pidfd_out = pidfd;
     return 0;
+}
+
+/* ---- starting a process of the run: stdio, cgroup, spawn, live list ---- */
+
+static int open_stream(const char *to, int std, int *fd, char *err, size_t errlen)
+{
+    if (!to || !strcmp(to, "null")) {
+        *fd = open("/dev/null", (std == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+    } else if (!strcmp(to, "inherit")) {
+        *fd = fcntl(std, F_DUPFD_CLOEXEC, 3);
+    } else {
+        /* a capture file: O_APPEND so that a daemon still writing through an
+         * old descriptor after a restart's truncation cannot leave holes;
+         * 0600: the run directory may be traversable by a service's user */
+        *fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    }
+    if (*fd >= 0) return 0;
+    snprintf(err, errlen, "cannot open %s for %s: %s", to ? to : "/dev/null",
+             std == 1 ? "stdout" : "stderr", strerror(errno));
+    return -1;
+}
+
+static int stdin_fd(const mkh_start_opts *o, char *err, size_t errlen)
+{
+    int fd;
+    if (!o->stdin_data) {
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    } else {
+        /* a memfd instead of a pipe: writing can never block on a child
+         * that does not read */
+        fd = memfd_create("mkharness-stdin", MFD_CLOEXEC);
+        size_t off = 0;
+        while (fd >= 0 && off < o->stdin_len) {
+            ssize_t n = write(fd, o->stdin_data + off, o->stdin_len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) { close(fd); fd = -1; break; }
+            off += (size_t)n;
+        }
+        if (fd >= 0) lseek(fd, 0, SEEK_SET);
+    }
+    if (fd < 0) snprintf(err, errlen, "cannot prepare stdin: %s", strerror(errno));
+    return fd;
+}
+
+int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
+{
+    static int cg_seq;
+    mkh_spawn_opts *s = &o->spawn;
+    mkh_supervise_init();
+    memset(p, 0, sizeof *p);
+    p->pidfd = -1;
+    p->exited = 1; /* until spawned: nothing to kill */
+    p->stop_sig = o->stop_sig;
+    p->kill_sig = o->kill_sig;
+    p->stop_timeout = o->stop_timeout;
+    s->fd_cgroup = -1;
+    if (mkh_cg_enabled()) {
+        s->fd_cgroup = mkh_cg_create(++cg_seq);
+        if (s->fd_cgroup >= 0) p->cg_id = cg_seq;
+    }
+    s->fd_out = s->fd_err = -1;
+    s->fd_in = stdin_fd(o, err, errlen);
+    int r = -1;
+    if (s->fd_in >= 0 && open_stream(o->stdout_to, 1, &s->fd_out, err, errlen) == 0 &&
+        open_stream(o->stderr_to, 2, &s->fd_err, err, errlen) == 0) {
+        pid_t pid;
+        int pidfd;
+        r = mkh_spawn(s, &pid, &pidfd, err, errlen);
+        if (r == 0) {
+            p->pid = pid;
+            p->pidfd = pidfd;
+            p->exited = 0;
+            p->start_ticks = mkh_start_ticks(pid);
+            mkh_proc_link(p);
+        }
+    }
+    if (s->fd_in >= 0) close(s->fd_in);
+    if (s->fd_out >= 0) close(s->fd_out);
+    if (s->fd_err >= 0) close(s->fd_err);
+    if (s->fd_cgroup >= 0) close(s->fd_cgroup);
+    if (r != 0 && p->cg_id) {
+        char cg[4200];
+        mkh_cg_path(p->cg_id, cg, sizeof cg);
+        mkh_cg_kill(cg, 1.0);
+        p->cg_id = 0;
+    }
+    return r;
 }
