@@ -4,9 +4,9 @@ local H = require "spec.helpers"
 local mk = require "mkharness"
 
 local FX = H.fx
-local catch, raises, config_error, lines = H.catch, H.raises, H.config_error, H.lines
-local proc_state, is_paused, is_resumed, wait_paused = H.proc_state, H.is_paused, H.is_resumed, H.wait_paused
-local file_exists, write_file, COUNTER, cg_frozen = H.file_exists, H.write_file, H.COUNTER, H.cg_frozen
+local raises = H.raises
+local config_error = H.config_error
+local lines = H.lines
 
 describe("mk.process", function()
   H.leakcheck()

@@ -165,13 +165,16 @@ describe("every wait is bounded", function()
     os.execute("pkill -9 -f '^sleep 60$' 2>/dev/null")
   end)
 
-  it("teardown after Ctrl-C does not spin, and a second signal cuts its grace", function()
-    local host, svc = background([[
+  -- a service that ignores SIGTERM and has 30 s to stop: a long teardown
+  local STUBBORN = [[
       KEEP = mk.output { FX, "--ignore", "TERM", "--print", "up", "--forever", banner = "up",
         name = "svc", stop_timeout = 30 }:start()
       io.stdout:write("PID ", KEEP:pid(), "\nREADY\n") io.stdout:flush()
       mk.sleep(60)
-    ]])
+  ]]
+
+  it("teardown after Ctrl-C does not spin, and a second signal cuts its grace", function()
+    local host, svc = background(STUBBORN)
     local inner = tonumber((H.slurp("/proc/" .. host:pid() .. "/task/" .. host:pid() .. "/children") or ""):match("%d+"))
     local function cpu()
       local s = H.slurp("/proc/" .. inner .. "/stat") or ""
@@ -192,12 +195,7 @@ describe("every wait is bounded", function()
   end)
 
   it("SIGKILL of the supervisor during a long teardown ends it at once", function()
-    local host, svc = background([[
-      KEEP = mk.output { FX, "--ignore", "TERM", "--print", "up", "--forever", banner = "up",
-        name = "svc", stop_timeout = 30 }:start()
-      io.stdout:write("PID ", KEEP:pid(), "\nREADY\n") io.stdout:flush()
-      mk.sleep(60)
-    ]])
+    local host, svc = background(STUBBORN)
     local inner = tonumber((H.slurp("/proc/" .. host:pid() .. "/task/" .. host:pid() .. "/children") or ""):match("%d+"))
     host:signal("INT")
     mk.sleep(0.3)

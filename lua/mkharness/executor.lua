@@ -401,25 +401,18 @@ function Executor:signal(sig)
   return self
 end
 
--- How long pause()/resume() wait for every process to follow: a loaded
--- machine may take a while to schedule them, but never this long.
-local PAUSE_WAIT = defaults.pause_wait
-
-function Executor:pause()
-  need_running(self, "pause()")
-  local ok, err = self._proc:freeze(PAUSE_WAIT)
-  if not ok then svc_error(self, "ExecutorError", "pause(): " .. err) end
-  events.emit("paused", { service = self.name }, self.name .. ": paused")
+-- pause() / resume(): return once every process of the service followed,
+-- within defaults.pause_wait seconds (a loaded machine may take a while to
+-- schedule them, but never this long).
+local function freeze(self, what, method, event)
+  need_running(self, what)
+  local ok, err = self._proc[method](self._proc, defaults.pause_wait)
+  if not ok then svc_error(self, "ExecutorError", what .. ": " .. err) end
+  events.emit(event, { service = self.name }, self.name .. ": " .. event)
   return self
 end
-
-function Executor:resume()
-  need_running(self, "resume()")
-  local ok, err = self._proc:thaw(PAUSE_WAIT)
-  if not ok then svc_error(self, "ExecutorError", "resume(): " .. err) end
-  events.emit("resumed", { service = self.name }, self.name .. ": resumed")
-  return self
-end
+function Executor:pause() return freeze(self, "pause()", "freeze", "paused") end
+function Executor:resume() return freeze(self, "resume()", "thaw", "resumed") end
 
 
 -- stopped(fn) / paused(fn): do, call fn, undo, even when fn raises.
