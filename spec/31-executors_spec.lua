@@ -127,6 +127,15 @@ describe("executors", function()
       assert.matches(pf, e.message, 1, true)
     end)
 
+    it("an event probe that timed out says it waited for the event, not how many attempts", function()
+      local pf = mk.tmpdir() .. "/never.pid"
+      local e = expect_error("TimeoutExpired", function()
+        mk.pidfile { FX, "--forever", file = pf, timeout = 0.2 }:start()
+      end)
+      assert.matches("waited for the event", e.message, 1, true)
+      assert.not_matches("attempt", e.message, 1, true)
+    end)
+
     it("mk.notify", function()
       local stamp = mk.tmpdir() .. "/stamp"
       local svc <close> = mk.notify { FX, "--sleep", 0.2, "--touch", stamp, "--notify", "--forever", timeout = 10 }:start()

@@ -343,14 +343,14 @@ function Executor:_launch()
       for i, p in ipairs(mine) do p:detach(states[i]) end
       if self.kind == "pidfile" then self:_adopt_daemon() end
       local how = {}
-      local attempts = 0
+      local attempts = 0 -- of the polling probes; event probes just saw their event
       for _, wp in ipairs(w.probes) do
         how[#how + 1] = wp.probe:describe()
-        attempts = attempts + wp.attempts
+        if wp.probe.poll then attempts = attempts + wp.attempts end
       end
       events.emit("ready", { service = self.name, ms = w.elapsed * 1000, probes = how, attempts = attempts },
-        string.format("%s: ready after %s (%s, %d attempt%s)", self.name, fmt_ms(w.elapsed),
-          table.concat(how, ", "), attempts, attempts == 1 and "" or "s"))
+        string.format("%s: ready after %s (%s, %s)", self.name, fmt_ms(w.elapsed), table.concat(how, ", "),
+          attempts > 0 and string.format("%d attempt%s", attempts, attempts == 1 and "" or "s") or "on its event"))
     end,
     on_fail = function()
       for i, p in ipairs(mine) do p:detach(states[i]) end

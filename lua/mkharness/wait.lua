@@ -26,8 +26,11 @@ local function probe_summary(w)
   local parts = {}
   for _, p in ipairs(w.probes) do
     if not p.done then
-      parts[#parts + 1] = string.format("%s (%d attempt%s%s)", p.probe:describe(), p.attempts,
-        p.attempts == 1 and "" or "s", p.last and (", last: " .. tostring(p.last)) or "")
+      -- an event probe makes no attempts to count: it waited for its event
+      local tries = p.probe.poll and string.format("%d attempt%s", p.attempts, p.attempts == 1 and "" or "s")
+        or "waited for the event"
+      parts[#parts + 1] = string.format("%s (%s%s)", p.probe:describe(), tries,
+        p.last and (", last: " .. tostring(p.last)) or "")
     end
   end
   return table.concat(parts, "; ")
