@@ -219,6 +219,37 @@ describe("probes", function()
       expect_error("ConfigError", function() mk.probe.output { banner = "x%1" } end)
     end)
 
+    it("the literal every match must contain is right for any pattern (the prefilter never hides a match)", function()
+      -- a '?' after %b() is a literal made optional: it is not required
+      local svc <close> = mk.output { FX, "--print", "call(x) done", "--forever", banner = "%b()-? done" }:start()
+      assert.equal("call(x) done", svc.ready_match.line)
+      local alphabet = { "a", "b", "%", "[", "]", "(", ")", ".", "*", "+", "-", "?", "^", "$", "%a", "%d",
+        "%%", "%.", "%$", "x", "1", "%b()", "%f[%w]", "[^a]", "%1", " " }
+      local chars = { "a", "b", "x", "1", "(", ")", "+", "-", "?", "^", "$", "%", ".", " ", "[", "]", "*" }
+      local options = require "mkharness.options"
+      local probes = require "mkharness.probes"
+      local seed = 20261129
+      math.randomseed(seed)
+      for _ = 1, 20000 do
+        local parts = {}
+        for i = 1, math.random(1, 6) do parts[i] = alphabet[math.random(#alphabet)] end
+        local pat = table.concat(parts)
+        if options.pattern_error(pat) == nil then
+          local needle = probes.needle_of(pat)
+          for _ = 1, 5 do
+            local sp = {}
+            for i = 1, math.random(0, 12) do sp[i] = chars[math.random(#chars)] end
+            local subject = table.concat(sp)
+            local ok, at = pcall(string.find, subject, pat)
+            if ok and at then
+              assert(subject:find(needle, 1, true), string.format("seed %d: %q matches %q, which lacks the needle %q",
+                seed, subject, pat, needle))
+            end
+          end
+        end
+      end
+    end)
+
     it("'|' (a regex habit) is a ConfigError pointing at mk.probe.any and plain; '%|' and plain '|' are literal", function()
       local e = expect_error("ConfigError", function() mk.output { FX, banner = "ready|started" } end)
       assert.matches("mk.probe.any", e.message, 1, true)

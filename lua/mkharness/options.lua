@@ -225,10 +225,18 @@ function T.enum(...)
 end
 -- Lua reports a malformed pattern only when matching reaches the bad spot,
 -- so walk the whole syntax here (as lstrlib.c's matcher would).
-local function pattern_error(p)
-  local i, n = 1, #p
+-- The Lua pattern grammar, written once: `p` as a list of items, or nil
+-- and why it is not a valid pattern (what string.find would only say when
+-- a match reaches that point, or never: '|'). An item is { kind = "start",
+-- "end", "char" (lit = the character), "class", "set", "any", "open",
+-- "close", "pos", "balance", "frontier" or "backref", quant = "*", "+",
+-- "-", "?" or nil }. The output probe reads it for the literal every match
+-- must contain and for a final `$`.
+local CLASSES = "acdglpsuwxACDGLPSUWX"
+local function pattern_items(p)
+  local items, i, n = {}, 1, #p
   local caps, stack = {}, {} -- caps[k]: capture k is closed; stack: open ones
-  local function set_end(j) -- j at the char after '['
+  local function set_end(j) -- j at the char after '['; returns the index after ']'
     if p:sub(j, j) == "^" then j = j + 1 end
     repeat
       if j > n then return nil end
@@ -241,53 +249,72 @@ local function pattern_error(p)
     until p:sub(j, j) == "]"
     return j + 1
   end
+  if p:sub(1, 1) == "^" then items[1] = { kind = "start" } i = 2 end
   while i <= n do
-    local c = p:sub(i, i)
+    local c, item = p:sub(i, i), nil
     if c == "(" then
       if p:sub(i + 1, i + 1) == ")" then -- position capture
         caps[#caps + 1] = true
-        i = i + 2
+        item, i = { kind = "pos" }, i + 2
       else
         caps[#caps + 1] = false
         stack[#stack + 1] = #caps
-        i = i + 1
+        item, i = { kind = "open" }, i + 1
       end
     elseif c == ")" then
-      if #stack == 0 then return "invalid pattern capture (unmatched ')')" end
+      if #stack == 0 then return nil, "invalid pattern capture (unmatched ')')" end
       caps[table.remove(stack)] = true
-      i = i + 1
+      item, i = { kind = "close" }, i + 1
+    elseif c == "$" and i == n then
+      item, i = { kind = "end" }, i + 1
     elseif c == "%" then
       local d = p:sub(i + 1, i + 1)
-      if d == "" then return "malformed pattern (ends with '%')" end
+      if d == "" then return nil, "malformed pattern (ends with '%')" end
       if d == "b" then
-        if i + 3 > n then return "missing arguments to '%b'" end
-        i = i + 4
+        if i + 3 > n then return nil, "missing arguments to '%b'" end
+        item, i = { kind = "balance" }, i + 4
       elseif d == "f" then
-        if p:sub(i + 2, i + 2) ~= "[" then return "missing '[' after '%f' in pattern" end
+        if p:sub(i + 2, i + 2) ~= "[" then return nil, "missing '[' after '%f' in pattern" end
         local e = set_end(i + 3)
-        if not e then return "malformed pattern (missing ']')" end
-        i = e
+        if not e then return nil, "malformed pattern (missing ']')" end
+        item, i = { kind = "frontier" }, e
       elseif d:match("%d") then
-        local idx = tonumber(d)
-        if not caps[idx] then return "invalid capture index %" .. d end
-        i = i + 2
+        if not caps[tonumber(d)] then return nil, "invalid capture index %" .. d end
+        item, i = { kind = "backref" }, i + 2
+      elseif CLASSES:find(d, 1, true) then
+        item, i = { kind = "class" }, i + 2
       else
-        i = i + 2
+        item, i = { kind = "char", lit = d }, i + 2
       end
     elseif c == "[" then
       local e = set_end(i + 1)
-      if not e then return "malformed pattern (missing ']')" end
-      i = e
+      if not e then return nil, "malformed pattern (missing ']')" end
+      item, i = { kind = "set" }, e
+    elseif c == "." then
+      item, i = { kind = "any" }, i + 1
     elseif c == "|" then
       -- mirakuru's banners are regexes: "a|b" would silently never match
-      return "'|' is not alternation in a Lua pattern: use mk.probe.any{ ... } for either of two banners, " ..
+      return nil, "'|' is not alternation in a Lua pattern: use mk.probe.any{ ... } for either of two banners, " ..
         "plain = true for literal text, or '%|' for a literal '|'"
     else
-      i = i + 1
+      item, i = { kind = "char", lit = c }, i + 1
     end
+    local k = item.kind
+    if k == "char" or k == "class" or k == "set" or k == "any" then
+      local q = p:sub(i, i)
+      if q == "*" or q == "+" or q == "-" or q == "?" then item.quant, i = q, i + 1 end
+    end
+    items[#items + 1] = item
   end
-  if #stack > 0 then return "unfinished capture (missing ')')" end
-  if #caps > 32 then return "too many captures (at most 32)" end
+  if #stack > 0 then return nil, "unfinished capture (missing ')')" end
+  if #caps > 32 then return nil, "too many captures (at most 32)" end
+  return items
+end
+O.pattern_items = pattern_items
+
+local function pattern_error(p)
+  local _, why = pattern_items(p)
+  return why
 end
 O.pattern_error = pattern_error
 

@@ -49,19 +49,8 @@ end
 ---------------------------------------------------------------- output
 -- The longest literal run that every match must contain, so the C scanner
 -- can skip non-candidate lines at memchr speed (50 MB before a banner).
-local function skip_set(pat, i) -- i at '['; returns index after ']'
-  local j = i + 1
-  if pat:sub(j, j) == "^" then j = j + 1 end
-  if pat:sub(j, j) == "]" then j = j + 1 end
-  while j <= #pat do
-    local c = pat:sub(j, j)
-    if c == "%" then j = j + 2
-    elseif c == "]" then return j + 1
-    else j = j + 1 end
-  end
-  return #pat + 1
-end
-
+-- A character repeated by '+' still must appear once; '*', '-' and '?' may
+-- drop it.
 local function needle_of(pat)
   local best, cur = "", {}
   local function flush()
@@ -69,34 +58,13 @@ local function needle_of(pat)
     if #s > #best then best = s end
     cur = {}
   end
-  local i, n = 1, #pat
-  if pat:sub(1, 1) == "^" then i = 2 end
-  while i <= n do
-    local c = pat:sub(i, i)
-    local lit, nexti = nil, i + 1
-    if c == "%" then
-      local d = pat:sub(i + 1, i + 1)
-      if d == "b" then flush() nexti = i + 4
-      elseif d == "f" then flush() nexti = skip_set(pat, i + 2)
-      elseif d:match("%w") then flush() nexti = i + 2
-      else lit, nexti = d, i + 2 end
-    elseif c == "[" then flush() nexti = skip_set(pat, i)
-    elseif c == "(" or c == ")" or c == "." then flush()
-    elseif c == "$" and i == n then flush()
-    else lit = c end
-    local q = pat:sub(nexti, nexti)
-    if q == "*" or q == "?" or q == "-" then
+  for _, it in ipairs(options.pattern_items(pat) or {}) do
+    if it.kind == "char" and (it.quant == nil or it.quant == "+") then
+      cur[#cur + 1] = it.lit
+      if it.quant == "+" then flush() end
+    else
       flush()
-      lit = nil
-      nexti = nexti + 1
-    elseif q == "+" then
-      if lit then cur[#cur + 1] = lit end
-      flush()
-      lit = nil
-      nexti = nexti + 1
     end
-    if lit then cur[#cur + 1] = lit end
-    i = nexti
   end
   flush()
   return best
@@ -105,10 +73,8 @@ P.needle_of = needle_of
 
 -- Does the pattern end with a `$` anchor (not an escaped `%$`)?
 local function ends_anchored(pat)
-  if pat:sub(-1) ~= "$" then return false end
-  local k = #pat - 1
-  while k > 0 and pat:sub(k, k) == "%" do k = k - 1 end
-  return (#pat - 1 - k) % 2 == 0
+  local items = options.pattern_items(pat) or {}
+  return #items > 0 and items[#items].kind == "end"
 end
 
 -- `text` is a line, or a piece of a line too long to keep (README, output
