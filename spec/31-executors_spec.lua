@@ -233,6 +233,16 @@ describe("executors", function()
       assert.is_nil(svc:pid())
     end)
 
+    it("names the holder by its process title, trimmed (redis pads its title with spaces)", function()
+      local port = mk.free_port()
+      local h <close> = mk.tcp { "bash", "-c", "exec -a 'padded-title   with   gaps   ' " .. FX .. " --listen " .. port ..
+        " --serve-tcp", port = port, timeout = 10, name = "holder" }:start()
+      local svc = mk.tcp { FX, "--listen", port, "--serve-tcp", port = port, timeout = 10 }
+      local e = expect_error("AlreadyRunning", function() svc:start() end)
+      assert.matches("padded-title with gaps --listen", e.message, 1, true)
+      assert.not_matches("  ", e.message:match("[^\n]*"), 1, true)
+    end)
+
     it("pidfile", function()
       local pf = mk.tmpdir() .. "/exists.pid"
       local f = assert(io.open(pf, "w"))

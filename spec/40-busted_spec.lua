@@ -320,4 +320,14 @@ end)
     assert.equal(0, r.code, r.stderr)
     assert.matches("^Usage: mkharness test ", r.stdout)
   end)
+
+  it("loading the module under a Lua other than 5.4 says which, and how to run with 5.4", function()
+    local init = package.searchpath("mkharness", package.path)
+    local lua_dir = init:match("^(.*)/mkharness/init%.lua$")
+    local r = mk.run { "lua5.4", "-e", "_VERSION = 'Lua 5.1'; package.path = '" .. lua_dir ..
+      "/?.lua;" .. lua_dir .. "/?/init.lua;' .. package.path; require 'mkharness'", timeout = 30 }
+    assert.is_not.equal(0, r.code)
+    assert.matches("needs Lua 5.4, but this is Lua 5.1", r.stderr, 1, true)
+    assert.matches("lua5.4 /usr/bin/busted", r.stderr, 1, true)
+  end)
 end)
