@@ -120,15 +120,25 @@ static lua_Integer field_integer(lua_State *L, const char *key, lua_Integer lo, 
     return v;
 }
 
-static const char *field_string(lua_State *L, const char *key)
+/* t.stdout = "null" | "inherit" | "file" (then t.stdout_path): one key,
+ * one meaning */
+static void field_io(lua_State *L, const char *key, mkh_io *io)
 {
+    static const char *const modes[] = { "null", "inherit", "file", NULL };
     lua_getfield(L, 1, key);
-    const char *s = lua_tostring(L, -1);
-    if (!s) luaL_error(L, "core.spawn: %s must be \"null\", \"inherit\" or a file path", key);
-    return s;
+    const char *m = lua_tostring(L, -1);
+    int i = 0;
+    while (m && modes[i] && strcmp(modes[i], m) != 0) i++;
+    if (!m || !modes[i]) luaL_error(L, "core.spawn: %s must be \"null\", \"inherit\" or \"file\"", key);
+    io->mode = i == 0 ? MKH_IO_NULL : i == 1 ? MKH_IO_INHERIT : MKH_IO_FILE;
+    if (io->mode == MKH_IO_FILE) {
+        lua_getfield(L, 1, lua_pushfstring(L, "%s_path", key));
+        io->path = lua_tostring(L, -1);
+        if (!io->path) luaL_error(L, "core.spawn: %s = \"file\" needs %s_path", key, key);
+    }
 }
 
-/* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stderr=,
+/* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stdout_path=, stderr=, stderr_path=,
  *             stop_signal=, kill_signal=, stop_timeout=, token=, ids= }:
  * converts the table; the engine (mkh_proc_start) does the rest. Every
  * field but cwd, stdin, token and ids is required: the defaults live in
@@ -156,8 +166,8 @@ static int l_spawn(lua_State *L)
     /* teardown waits this long for the process */
     luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && o.stop_timeout >= 0 && o.stop_timeout <= 86400, 1,
                   "stop_timeout must be 0 to 86400 seconds");
-    o.stdout_to = field_string(L, "stdout");
-    o.stderr_to = field_string(L, "stderr");
+    field_io(L, "stdout", &o.out);
+    field_io(L, "stderr", &o.err);
     mkh_ids ids;
     if (spawn_ids(L, 1, &ids, &o.spawn.who)) o.spawn.ids = &ids;
 

@@ -148,14 +148,16 @@ typedef struct mkh_proc {
 /* Become a child subreaper (idempotent). */
 void mkh_supervise_init(void);
 /* Starting a process of the run, in one call (spawn.c): its stdin (a memfd
- * holding stdin_data, else /dev/null), stdout and stderr ("null",
- * "inherit" or a capture file path), its own cgroup where cgroup v2 is
- * writable, the spawn, the live list. 0, or -1 with the failing step in
+ * holding stdin_data, else /dev/null), stdout and stderr (to /dev/null,
+ * inherited, or appended to a capture file), its own cgroup where cgroup v2
+ * is writable, the spawn, the live list. 0, or -1 with the failing step in
  * err; nothing is left behind on failure. */
+enum { MKH_IO_NULL, MKH_IO_INHERIT, MKH_IO_FILE };
+typedef struct { int mode; const char *path; /* MKH_IO_FILE's */ } mkh_io;
 typedef struct {
     mkh_spawn_opts spawn;  /* argv, envp, path, cwd, ids, who; the fds are set here */
     const char *stdin_data; size_t stdin_len; /* NULL: /dev/null */
-    const char *stdout_to, *stderr_to;
+    mkh_io out, err;
     int stop_sig, kill_sig;
     double stop_timeout;
 } mkh_start_opts;

@@ -272,21 +272,23 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
 
 /* ---- starting a process of the run: stdio, cgroup, spawn, live list ---- */
 
-static int open_stream(const char *to, int std, int *fd, char *err, size_t errlen)
+static int open_stream(const mkh_io *io, int std, int *fd, char *err, size_t errlen)
 {
-    if (!to || !strcmp(to, "null")) {
-        *fd = open("/dev/null", (std == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
-    } else if (!strcmp(to, "inherit")) {
+    const char *what = "/dev/null";
+    if (io->mode == MKH_IO_INHERIT) {
+        what = "the harness's own";
         *fd = fcntl(std, F_DUPFD_CLOEXEC, 3);
-    } else {
+    } else if (io->mode == MKH_IO_FILE && io->path) {
         /* a capture file: O_APPEND so that a daemon still writing through an
          * old descriptor after a restart's truncation cannot leave holes;
          * 0600: the run directory may be traversable by a service's user */
-        *fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+        what = io->path;
+        *fd = open(io->path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    } else {
+        *fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     }
     if (*fd >= 0) return 0;
-    snprintf(err, errlen, "cannot open %s for %s: %s", to ? to : "/dev/null",
-             std == 1 ? "stdout" : "stderr", strerror(errno));
+    snprintf(err, errlen, "cannot open %s for %s: %s", what, std == 1 ? "stdout" : "stderr", strerror(errno));
     return -1;
 }
 
@@ -331,8 +333,8 @@ int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
     s->fd_out = s->fd_err = -1;
     s->fd_in = stdin_fd(o, err, errlen);
     int r = -1;
-    if (s->fd_in >= 0 && open_stream(o->stdout_to, 1, &s->fd_out, err, errlen) == 0 &&
-        open_stream(o->stderr_to, 2, &s->fd_err, err, errlen) == 0) {
+    if (s->fd_in >= 0 && open_stream(&o->out, 1, &s->fd_out, err, errlen) == 0 &&
+        open_stream(&o->err, 2, &s->fd_err, err, errlen) == 0) {
         pid_t pid;
         int pidfd;
         r = mkh_spawn(s, &pid, &pidfd, err, errlen);

@@ -319,7 +319,8 @@ function Executor:_launch()
   local t0 = core.now()
   local proc, err = core.spawn {
     argv = self.argv, env = env, path = path, cwd = self.cwd, stdin = self.stdin,
-    stdout = self._logs.stdout or self.stdout, stderr = self._logs.stderr or self.stderr,
+    stdout = self._logs.stdout and "file" or self.stdout, stdout_path = self._logs.stdout,
+    stderr = self._logs.stderr and "file" or self.stderr, stderr_path = self._logs.stderr,
     stop_signal = self.stop_signal, kill_signal = self.kill_signal, stop_timeout = self.stop_timeout,
     token = "MKHARNESS_SERVICE=" .. extra.MKHARNESS_SERVICE, ids = self._ids,
   }
