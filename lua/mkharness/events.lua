@@ -45,39 +45,37 @@ end
 local env_report = os.getenv("MKHARNESS_REPORT")
 if env_report and env_report ~= "" then E.configure { report = env_report } end
 
-local function open_run_file(dir)
-  local f = core.open_file(dir .. "/events.jsonl", "a", 384) -- 0600, as the captures
-  if not f then return nil end
-  f:setvbuf("line")
-  for _, line in ipairs(S.buffer) do f:write(line, "\n") end
-  S.buffer = {}
-  S.file = f
-  return f
-end
-
 -- The run directory is made only by what needs it (a service's captures, a
 -- tmpdir, a failure): until then the lines wait here, so a run that starts
 -- nothing and succeeds writes no file at all.
 local BUFFER_MAX = 1000
 
+-- Each line is appended by an open, write, close: no fd stays open for it
+-- (a test's fd-leak check would see one appear mid-test), and lines after
+-- the directory is removed and made again land in the new one.
+local function append(dir, line)
+  local f = core.open_file(dir .. "/events.jsonl", "a", 384) -- 0600, as the captures
+  if not f then return false end
+  for _, l in ipairs(S.buffer) do f:write(l, "\n") end
+  S.buffer = {}
+  if line then f:write(line, "\n") end
+  f:close()
+  return true
+end
+
 -- Make the run directory (if not yet) and write the waiting lines to its
 -- events.jsonl: on failure, with --keep, or when the buffer is full.
 function E.persist()
-  if S.file then return true end
   local dir = core.run_dir()
-  return dir ~= nil and open_run_file(dir) ~= nil
+  return dir ~= nil and append(dir, nil)
 end
 
 local function to_run_file(line)
-  if not S.file then
-    local dir = core.run_dir(nil, true)
-    if not (dir and open_run_file(dir)) then
-      S.buffer[#S.buffer + 1] = line
-      if #S.buffer > BUFFER_MAX then E.persist() end
-      return
-    end
-  end
-  S.file:write(line, "\n")
+  local dir = core.run_dir(nil, true)
+  if dir and append(dir, line) then return end
+  S.buffer[#S.buffer + 1] = line
+  -- no run directory to be had: the oldest lines go, not the memory
+  if #S.buffer > BUFFER_MAX and not E.persist() then table.remove(S.buffer, 1) end
 end
 
 -- emit("ready", { service = "redis", ms = 12.3 }, "redis: ready after 12.3 ms")
@@ -117,7 +115,6 @@ end
 
 function E.close()
   if S.report then S.report:close() S.report, S.report_path = nil, nil end
-  if S.file then S.file:close() S.file = nil end
 end
 
 return E
