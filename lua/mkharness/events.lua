@@ -95,14 +95,8 @@ function E.emit(event, fields, text)
       rec.time, rec.epoch = os.date("!%Y-%m-%dT%H:%M:%SZ", epoch), epoch
     end
   end
-  for k, v in pairs(fields or {}) do if rec[k] == nil then rec[k] = v end end
-  -- a line is written whatever the fields hold: the report must not end the run
-  local ok, line = pcall(json.encode_report, rec)
-  if not ok then
-    line = json.encode_report { event = event, t = rec.t, encode_error = tostring(line) }
-  end
-  if S.report then S.report:write(line, "\n") end
-  to_run_file(line)
+  -- the -v line first: the services' echoed lines must not overtake it
+  -- while the files are written
   if text and E.verbose > 0 and not E.quiet then
     -- one write: the echo thread's lines must not land inside it
     local stamp = ""
@@ -111,6 +105,14 @@ function E.emit(event, fields, text)
     end
     io.stderr:write(stamp .. "mkharness: " .. text .. "\n")
   end
+  for k, v in pairs(fields or {}) do if rec[k] == nil then rec[k] = v end end
+  -- a line is written whatever the fields hold: the report must not end the run
+  local ok, line = pcall(json.encode_report, rec)
+  if not ok then
+    line = json.encode_report { event = event, t = rec.t, encode_error = tostring(line) }
+  end
+  if S.report then S.report:write(line, "\n") end
+  to_run_file(line)
 end
 
 function E.close()
