@@ -717,4 +717,305 @@ s:wait_exit { timeout = 10 }
       assert.matches("/share/lua/5.4/mkharness/init.lua$", mod)
     end)
   end)
+  describe("events.jsonl", function()
+    local function kept_dir(r)
+      local dir = r.stderr:match("run directory kept: ([^\n]+)")
+      assert.is_not_nil(dir, r.stderr)
+      return dir
+    end
+
+    local function by_event(list)
+      local seen = {}
+      for _, e in ipairs(list) do seen[e.event] = seen[e.event] or e end
+      return seen
+    end
+
+    it("is in every run directory, the same lines as --report; the first event has the header", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local before = os.time()
+      local r = scenario([[
+        local s = mk.process { FX, "--print", "up", "--forever", name = "jsonl" }:start()
+        s:wait_output("up")
+        s:stop()
+      ]], { host_args = { "--keep", "--report", file } })
+      assert.equal(0, r.code, r.stderr)
+      local dir = kept_dir(r)
+      local text = H.slurp(dir .. "/events.jsonl")
+      assert.is_not_nil(text, "no events.jsonl in " .. dir)
+      local list = json_lines(text)
+      local first = list[1]
+      assert.equal("start", first.event)
+      assert.equal(1, first.schema)
+      assert.equal(mk.core.version, first.version)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", first.time)
+      assert(first.epoch >= before - 1 and first.epoch <= os.time() + 1, "epoch " .. tostring(first.epoch))
+      assert.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", first.epoch), first.time)
+      for _, e in ipairs(list) do assert.is_number(e.t) end
+      local seen = by_event(list)
+      for _, ev in ipairs { "spawned", "stopped", "end" } do
+        assert.is_not_nil(seen[ev], "no '" .. ev .. "' event in:\n" .. text)
+      end
+      -- --report still gets them, header included (it lacks only "end"'s
+      -- successors: none)
+      local rep = json_lines(H.slurp(file) or "")
+      assert.equal(1, rep[1].schema)
+      assert.equal(#list, #rep)
+      mk.core.rmtree(dir)
+    end)
+
+    it("a failing run keeps it, with an error event: kind, service, message", function()
+      local r = scenario([[
+        mk.output { "false", name = "quitter", banner = "never" }:start()
+      ]])
+      assert.equal(1, r.code)
+      local dir = kept_dir(r)
+      local seen = by_event(json_lines(H.slurp(dir .. "/events.jsonl") or ""))
+      assert.is_not_nil(seen.error, "no error event")
+      assert.equal("ProcessExitedWithError", seen.error.kind)
+      assert.equal("quitter", seen.error.service)
+      assert.matches("exit code 1", seen.error.message, 1, true)
+      assert.equal(1, seen["end"].status)
+      mk.core.rmtree(dir)
+    end)
+
+    it("a failing run that started nothing has one too; a plain Lua error is kind 'error'", function()
+      local r = scenario([[ error("boom-4711") ]])
+      assert.equal(1, r.code)
+      local dir = kept_dir(r)
+      local seen = by_event(json_lines(H.slurp(dir .. "/events.jsonl") or ""))
+      assert.equal("error", seen.error.kind)
+      assert.matches("boom-4711", seen.error.message, 1, true)
+      mk.core.rmtree(dir)
+    end)
+
+    it("a run that starts nothing and succeeds makes no run directory", function()
+      local base = mk.tmpdir()
+      local r = host({ "-e", "local mk = require 'mkharness'; mk.mark('nothing started')" },
+        { env = { MKHARNESS_TMPDIR = base } })
+      assert.equal(0, r.code, r.stderr)
+      local ls = mk.run { "ls", "-A", base }
+      assert.equal("", ls.stdout)
+    end)
+
+    it("mk.mark(text, fields) is an event in the report and a line in -v", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local r = scenario([[
+        mk.mark("partition begins", { leader = "n1", term = 3 })
+        mk.mark("healed")
+      ]], { host_args = { "-v", "--report", file } })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("mkharness: mark: partition begins (leader=n1, term=3)", r.stderr, 1, true)
+      assert.matches("mkharness: mark: healed\n", r.stderr, 1, true)
+      local marks = {}
+      for _, e in ipairs(json_lines(H.slurp(file) or "")) do
+        if e.event == "mark" then marks[#marks + 1] = e end
+      end
+      assert.equal(2, #marks)
+      assert.equal("partition begins", marks[1].text)
+      assert.same({ leader = "n1", term = 3 }, marks[1].fields)
+      assert.equal("healed", marks[2].text)
+      assert.is_nil(marks[2].fields)
+    end)
+
+    it("mk.mark validates its arguments (ConfigError naming mk.mark)", function()
+      H.config_error({ "mk.mark", "text" }, mk.mark)
+      H.config_error({ "mk.mark", "text" }, mk.mark, "")
+      H.config_error({ "mk.mark", "text" }, mk.mark, 42)
+      H.config_error({ "mk.mark", "fields" }, mk.mark, "x", "leader=n1")
+      H.config_error({ "mk.mark", "field names" }, mk.mark, "x", { "n1" })
+      H.config_error({ "mk.mark", "field leader" }, mk.mark, "x", { leader = { "n1" } })
+      H.config_error({ "mk.mark", "fields" }, mk.mark, "x", setmetatable({}, {}))
+    end)
+
+    it("mkharness test: test_start and test_end events with the test's name and status", function()
+      local dir = mk.tmpdir()
+      write(dir .. "/two_spec.lua", [[
+describe("tiny", function()
+  it("adds", function() assert.equal(2, 1 + 1) end)
+  it("miscounts", function() assert.equal(3, 1 + 1) end)
+end)
+]])
+      local file = dir .. "/report.jsonl"
+      local r = host({ "--report", file, "test", "-o", "TAP", dir .. "/two_spec.lua" }, { cwd = dir })
+      assert.not_equal(0, r.code)
+      local starts, ends = {}, {}
+      for _, e in ipairs(json_lines(H.slurp(file) or "")) do
+        if e.event == "test_start" then starts[e.test] = true end
+        if e.event == "test_end" then ends[e.test] = e.status end
+      end
+      assert.is_true(starts["tiny adds"])
+      assert.is_true(starts["tiny miscounts"])
+      assert.equal("success", ends["tiny adds"])
+      assert.equal("failure", ends["tiny miscounts"])
+      -- the failed run kept its directory, and its events.jsonl has them too
+      local kept = r.stderr:match("run directory kept: ([^\n]+)")
+      assert.is_not_nil(kept, r.stderr)
+      assert.matches('"event":"test_end"', H.slurp(kept .. "/events.jsonl") or "", 1, true)
+      mk.core.rmtree(kept)
+    end)
+  end)
+
+  describe("run directories of earlier runs", function()
+    local function touch(path, epoch)
+      local r = mk.run { "touch", "-d", "@" .. epoch, path }
+      assert.equal(0, r.code, r.stderr)
+    end
+
+    local function dead_pid() -- a shell's, reaped by the time mk.run returns
+      local pid = math.tointeger(tonumber(mk.run({ "sh", "-c", "echo $$" }).stdout:match("%d+")))
+      assert.is_not_nil(pid)
+      return pid
+    end
+
+    it("finished ones beyond MKHARNESS_KEEP_RUNS are removed, newest kept; live and foreign ones stay", function()
+      local base = mk.tmpdir()
+      local dead = dead_pid()
+      local now = os.time()
+      -- four finished runs (marker), oldest first
+      for k = 1, 4 do
+        local d = string.format("%s/mkharness-%d-0000000%d", base, dead, k)
+        assert(os.execute("mkdir -p " .. d))
+        H.write_file(d .. "/.finished", "")
+        touch(d .. "/.finished", now - 1000 + k)
+      end
+      -- a run killed outright: no marker, its pid gone; older than all
+      local crashed = string.format("%s/mkharness-%d-0000000c", base, dead)
+      os.execute("mkdir -p " .. crashed)
+      touch(crashed, now - 5000)
+      -- a live run: no marker, its pid alive
+      local live = mk.process { "sleep", "30" }:start()
+      local live_pid = live:pid()
+      local alive = string.format("%s/mkharness-%d-000000aa", base, live_pid)
+      os.execute("mkdir -p " .. alive)
+      touch(alive, now - 9000)
+      -- not a run directory
+      local other = base .. "/mkharness-notes"
+      os.execute("mkdir -p " .. other)
+      touch(other, now - 9000)
+      local r = scenario([[
+        local s = mk.process { "true" }:start()
+        s:wait_exit { timeout = 10 }
+      ]], { env = { MKHARNESS_TMPDIR = base, MKHARNESS_KEEP_RUNS = "2" } })
+      live:stop()
+      assert.equal(0, r.code, r.stderr)
+      local ls = mk.run { "ls", "-A", base }
+      local names = {}
+      for n in ls.stdout:gmatch("[^\n]+") do names[n] = true end
+      local function name(k) return string.format("mkharness-%d-0000000%d", dead, k) end
+      assert.is_nil(names[name(1)], ls.stdout)
+      assert.is_nil(names[name(2)], ls.stdout)
+      assert.is_true(names[name(3)], ls.stdout)
+      assert.is_true(names[name(4)], ls.stdout)
+      assert.is_nil(names[string.format("mkharness-%d-0000000c", dead)], ls.stdout)
+      assert.is_true(names[string.format("mkharness-%d-000000aa", live_pid)], ls.stdout)
+      assert.is_true(names["mkharness-notes"], ls.stdout)
+    end)
+
+    it("a kept run directory is marked finished at the end", function()
+      local r = scenario([[ error("marked") ]])
+      assert.equal(1, r.code)
+      local dir = r.stderr:match("run directory kept: ([^\n]+)")
+      assert.is_not_nil(dir, r.stderr)
+      assert.is_true(exists(dir .. "/.finished"))
+      mk.core.rmtree(dir)
+    end)
+
+    it("MKHARNESS_KEEP=1 keeps it under the host and under stock lua5.4", function()
+      local r = scenario([[
+        local s = mk.process { "true" }:start()
+        s:wait_exit { timeout = 10 }
+      ]], { env = tmp_env { MKHARNESS_KEEP = "1" } })
+      assert.equal(0, r.code, r.stderr)
+      local dir = r.stderr:match("run directory kept: ([^\n]+)")
+      assert.is_not_nil(dir, r.stderr)
+      assert.is_true(exists(dir .. "/events.jsonl"))
+      mk.core.rmtree(dir)
+
+      local init = package.searchpath("mkharness", package.path)
+      local so = package.searchpath("mkharness.core", package.cpath)
+      assert.is_not_nil(init)
+      assert.is_not_nil(so)
+      local luadir = init:gsub("/mkharness/init%.lua$", "")
+      local sodir = so:gsub("/mkharness/core%.so$", "")
+      local base = mk.tmpdir()
+      local stock = mk.run { "lua5.4", "-e", [[
+local mk = require "mkharness"
+local s = mk.process { "true" }:start()
+s:wait_exit { timeout = 10 }
+print("RUNDIR=" .. mk.core.run_dir())
+]], env = {
+        LUA_PATH = luadir .. "/?.lua;" .. luadir .. "/?/init.lua;;", LUA_CPATH = sodir .. "/?.so;;",
+        MKHARNESS_TMPDIR = base, MKHARNESS_KEEP = "1",
+        LD_PRELOAD = os.getenv("MKH_SANITIZER_PRELOAD"),
+        ASAN_OPTIONS = os.getenv("MKH_SANITIZER_PRELOAD") and "detect_leaks=0" or nil,
+      }, timeout = 60 }
+      assert.equal(0, stock.code, stock.stderr)
+      local sdir = stock.stdout:match("RUNDIR=([^\n]+)")
+      assert.is_not_nil(sdir, stock.stdout)
+      assert.is_true(is_dir(sdir), sdir .. " was removed")
+      assert.is_true(exists(sdir .. "/.finished"))
+      local list = json_lines(H.slurp(sdir .. "/events.jsonl") or "")
+      assert.equal("start", list[1].event)
+      assert.equal("module", list[1].mode)
+      assert.equal(1, list[1].schema)
+    end)
+  end)
+
+  describe("GNU-style options", function()
+    it("--timeout=S and --report=FILE", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local r = host { "--timeout=30", "--report=" .. file, "-e", "require('mkharness').mark('eq')" }
+      assert.equal(0, r.code, r.stderr)
+      assert.matches('"text":"eq"', H.slurp(file) or "", 1, true)
+      r = host { "--timeout=0", "-e", "x = 1" }
+      assert.equal(2, r.code)
+      assert.matches("--timeout needs a positive number", r.stderr, 1, true)
+    end)
+
+    it("bundled short flags: -vq is quiet, -vt stamps verbose lines, -ve CODE", function()
+      local r = host { "-vq", "--keep", "-e", "require('mkharness').mark('hidden')" }
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("", r.stderr)
+      r = host { "-vt", "-e", "require('mkharness').mark('stamped')" }
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("+%d+%.%d%d%ds mkharness: mark: stamped", r.stderr)
+      r = host { "-ve", "require('mkharness').mark('bundled-e')" }
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("mark: bundled-e", r.stderr, 1, true)
+      r = host { "-vx", "whatever.lua" }
+      assert.equal(2, r.code)
+      assert.matches("unknown option: -x", r.stderr, 1, true)
+    end)
+
+    it("a mistyped long option: did you mean", function()
+      local r = host { "--tiemout", "5", "whatever.lua" }
+      assert.equal(2, r.code)
+      assert.matches("did you mean --timeout?", r.stderr, 1, true)
+      r = host { "--reprot=x", "whatever.lua" }
+      assert.equal(2, r.code)
+      assert.matches("did you mean --report?", r.stderr, 1, true)
+      r = host { "--keep=yes", "whatever.lua" }
+      assert.equal(2, r.code)
+      assert.matches("takes no value", r.stderr, 1, true)
+    end)
+
+    it("a mistyped subcommand: did you mean `test`, unless a file has that name", function()
+      local dir = mk.tmpdir()
+      local r = host({ "tset" }, { cwd = dir })
+      assert.equal(2, r.code)
+      assert.matches("did you mean `test`?", r.stderr, 1, true)
+      write(dir .. "/tset", "print('a script named tset')\n")
+      r = host({ "tset" }, { cwd = dir })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("a script named tset", r.stdout, 1, true)
+    end)
+
+    it("--help documents events.jsonl and the bundling", function()
+      local r = host { "--help" }
+      assert.equal(0, r.code)
+      assert.matches("events.jsonl", r.stdout, 1, true)
+      assert.matches("-vq", r.stdout, 1, true)
+      assert.matches("MKHARNESS_KEEP_RUNS", r.stdout, 1, true)
+    end)
+  end)
 end)

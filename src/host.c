@@ -34,19 +34,24 @@ static const char usage[] =
     "usage: mkharness [options] SCRIPT [ARGS...]   run a scenario\n"
     "       mkharness test [busted options] [PATHS] run busted specs (default: spec/)\n"
     "       mkharness [options] -e CODE             run a chunk\n"
-    "options:\n"
-    "  -v, --verbose     events (spawned, ready after N ms via which probe, stopped)\n"
-    "                    and the services' output live, in arrival order, prefixed\n"
-    "                    [name] (stderr lines [name!])\n"
+    "options (short flags bundle: -vq, -vt; a long option's value may follow\n"
+    "an = sign: --timeout=5, --report=FILE):\n"
+    "  -v, --verbose     events (spawned, ready after N ms via which probe, stopped,\n"
+    "                    tests, mk.mark) and the services' output live, in arrival\n"
+    "                    order, prefixed [name] (stderr lines [name!])\n"
     "  -t, --timestamps  prefix echoed and event lines with +S.mmms, seconds since\n"
     "                    the run started (the --report clock)\n"
     "  --color WHEN      auto (default: when stderr is a terminal and NO_COLOR is\n"
-    "                    unset or empty), always or never; --color=WHEN too\n"
+    "                    unset or empty), always or never\n"
     "  -q, --quiet       only failures\n"
     "  --timeout S       whole-run limit; on expiry tear down and exit 124\n"
-    "  --keep            keep the run directory even on success\n"
-    "  --report FILE     write every event as a JSON line, with monotonic timestamps\n"
-    "  --version, --help\n"
+    "  --keep            keep the run directory even on success (MKHARNESS_KEEP=1 too)\n"
+    "  --report FILE     also write the events to FILE (they are always in the run\n"
+    "                    directory's events.jsonl): JSON lines, monotonic timestamps\n"
+    "  --version, -h, --help\n"
+    "run directory: $MKHARNESS_TMPDIR, $TMPDIR or /tmp, mkharness-RUNID; made when\n"
+    "  needed, kept on failure; the newest 20 kept ones of finished runs are left\n"
+    "  (MKHARNESS_KEEP_RUNS=N), older ones removed when a run makes its own\n"
     "exit status: 0 passed, 1 failed, 2 usage or load error, 124 run timeout,\n"
     "             128+N after teardown when ended by signal N\n";
 
@@ -173,6 +178,59 @@ static int bad_usage(const char *msg, const char *what)
     return 2;
 }
 
+/* ---- options, GNU style: --name=value or --name value, bundled short
+ * flags (-vq), and a suggestion for a mistyped word ---- */
+
+/* Edit distance with adjacent transpositions (tset -> test is one edit),
+ * for did-you-mean; words longer than 31 bytes are never close. */
+static int edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 31 || m > 31) return 99;
+    int d[32][32];
+    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int cost = a[i - 1] != b[j - 1];
+            int v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[n][m];
+}
+
+/* close enough to be a typo: at most 2 edits, and fewer than half the word */
+static int close_word(const char *typed, const char *word)
+{
+    int dist = edit_distance(typed, word);
+    return dist <= 2 && (size_t)dist * 2 < strlen(word);
+}
+
+enum { OPT_VERBOSE, OPT_QUIET, OPT_KEEP, OPT_STAMPS, OPT_COLOR, OPT_VERSION, OPT_HELP, OPT_TIMEOUT, OPT_REPORT };
+static const struct { const char *name; int id, takes_value; } long_opts[] = {
+    {"verbose", OPT_VERBOSE, 0}, {"quiet", OPT_QUIET, 0},     {"keep", OPT_KEEP, 0},
+    {"timestamps", OPT_STAMPS, 0}, {"color", OPT_COLOR, 1},   {"version", OPT_VERSION, 0},
+    {"help", OPT_HELP, 0},       {"timeout", OPT_TIMEOUT, 1}, {"report", OPT_REPORT, 1},
+};
+#define N_LONG_OPTS (sizeof long_opts / sizeof long_opts[0])
+
+static int unknown_long(const char *a)
+{
+    char name[64];
+    size_t len = strcspn(a + 2, "=");
+    snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), a + 2);
+    for (size_t k = 0; k < N_LONG_OPTS; k++)
+        if (close_word(name, long_opts[k].name)) {
+            fprintf(stderr, "mkharness: unknown option %s: did you mean --%s?\n%s", a, long_opts[k].name, usage);
+            return 2;
+        }
+    return bad_usage("unknown option", a);
+}
+
 int main(int argc, char **argv)
 {
     int verbose = 0, keep = 0, stamps = 0;
@@ -184,40 +242,84 @@ int main(int argc, char **argv)
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose++;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--keep")) keep = 1;
-        else if (!strcmp(a, "-t") || !strcmp(a, "--timestamps")) stamps = 1;
-        else if (!strcmp(a, "--color") || !strncmp(a, "--color=", 8)) {
-            if (a[7] == '=') color = a + 8;
-            else if (++i >= argc) return bad_usage("--color needs auto, always or never", NULL);
-            else color = argv[i];
-            if (strcmp(color, "auto") != 0 && strcmp(color, "always") != 0 && strcmp(color, "never") != 0)
-                return bad_usage("--color takes auto, always or never, got", color);
+        if (!strcmp(a, "--")) { i++; break; }
+        if (a[0] != '-' || !a[1]) break; /* the script, or - for stdin */
+        if (a[1] == '-') {
+            const char *eq = strchr(a, '=');
+            size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+            int id = -1, takes = 0;
+            for (size_t k = 0; k < N_LONG_OPTS; k++)
+                if (strlen(long_opts[k].name) == len && !strncmp(a + 2, long_opts[k].name, len)) {
+                    id = long_opts[k].id;
+                    takes = long_opts[k].takes_value;
+                }
+            if (id < 0) return unknown_long(a);
+            const char *val = NULL;
+            if (takes) {
+                if (eq) val = eq + 1;
+                else if (i + 1 < argc) val = argv[++i];
+                else if (id == OPT_COLOR) return bad_usage("--color needs auto, always or never", NULL);
+                else if (id == OPT_TIMEOUT) return bad_usage("--timeout needs a number of seconds", NULL);
+                else return bad_usage("--report needs a file name", NULL);
+            } else if (eq) {
+                return bad_usage("this option takes no value", a);
+            }
+            switch (id) {
+            case OPT_VERBOSE: verbose++; break;
+            case OPT_QUIET: quiet = 1; break;
+            case OPT_KEEP: keep = 1; break;
+            case OPT_STAMPS: stamps = 1; break;
+            case OPT_COLOR:
+                color = val;
+                if (strcmp(color, "auto") != 0 && strcmp(color, "always") != 0 && strcmp(color, "never") != 0)
+                    return bad_usage("--color takes auto, always or never, got", color);
+                break;
+            case OPT_VERSION: printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0;
+            case OPT_HELP: fputs(usage, stdout); return 0;
+            case OPT_TIMEOUT: {
+                char *end;
+                timeout = strtod(val, &end);
+                if (*end || end == val || !(timeout > 0))
+                    return bad_usage("--timeout needs a positive number of seconds, got", val);
+                break;
+            }
+            case OPT_REPORT:
+                if (!*val) return bad_usage("--report needs a file name", NULL);
+                report = val;
+                break;
+            }
+            continue;
         }
-        else if (!strcmp(a, "--version")) { printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0; }
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage, stdout); return 0; }
-        else if (!strcmp(a, "--timeout")) {
-            if (++i >= argc) return bad_usage("--timeout needs a number of seconds", NULL);
-            char *end;
-            timeout = strtod(argv[i], &end);
-            if (*end || end == argv[i] || !(timeout > 0)) return bad_usage("--timeout needs a positive number of seconds, got", argv[i]);
-        } else if (!strcmp(a, "--report")) {
-            if (++i >= argc) return bad_usage("--report needs a file name", NULL);
-            report = argv[i];
-        } else if (!strcmp(a, "-e")) {
-            if (++i >= argc) return bad_usage("-e needs a chunk of code", NULL);
-            if (ncodes == 64) return bad_usage("too many -e chunks", NULL);
-            codes[ncodes++] = argv[i];
-        } else if (!strcmp(a, "--")) { i++; break; }
-        else if (a[0] == '-' && a[1]) return bad_usage("unknown option", a);
-        else break;
+        /* short flags, bundled: -vq, -vt; -e takes the rest (-e'CODE') or
+         * the next argument, as lua's -e does */
+        for (const char *c = a + 1; *c; c++) {
+            if (*c == 'v') verbose++;
+            else if (*c == 'q') quiet = 1;
+            else if (*c == 't') stamps = 1;
+            else if (*c == 'h') { fputs(usage, stdout); return 0; }
+            else if (*c == 'e') {
+                const char *code = c[1] ? c + 1 : (i + 1 < argc ? argv[++i] : NULL);
+                if (!code) return bad_usage("-e needs a chunk of code", NULL);
+                if (ncodes == 64) return bad_usage("too many -e chunks", NULL);
+                codes[ncodes++] = code;
+                break;
+            } else {
+                char opt[3] = {'-', *c, '\0'};
+                return bad_usage("unknown option", opt);
+            }
+        }
     }
     const char *mode = "script";
     const char *target = i < argc ? argv[i] : NULL;
     if (target && !strcmp(target, "test")) mode = "test";
     else if (!target && ncodes) mode = "code";
     else if (!target) return bad_usage("no script given", NULL);
+    /* a mistyped subcommand (tset): a bare word that names no file */
+    if (!strcmp(mode, "script") && !strpbrk(target, "/.") && access(target, F_OK) != 0 &&
+        close_word(target, "test")) {
+        fprintf(stderr, "mkharness: no script `%s`: did you mean `test`?\n%s", target, usage);
+        return 2;
+    }
 
     supervisor = host_supervise(timeout); /* returns in the host process */
     lua_State *L = luaL_newstate();

@@ -303,6 +303,8 @@ local function new_state(api, core)
   -- test that already failed, a crash is only consumed: its context shows it.
   local function on_test_start(el)
     watch_events()
+    local name = full_name(api, el)
+    require("mkharness.events").emit("test_start", { test = name }, "test: " .. name)
     S.snaps[el] = pending_snap or snapshot()
     pending_snap = nil
     local env = el.env
@@ -335,7 +337,10 @@ local function new_state(api, core)
     return nil, true
   end
 
-  local function on_test_end(el)
+  local function on_test_end(el, _, status)
+    local name = full_name(api, el)
+    require("mkharness.events").emit("test_end", { test = name, status = tostring(status) },
+      "test " .. tostring(status) .. ": " .. name)
     require("mkharness.cleanup").sink = nil
     release(S.scopes[el], full_name(api, el))
     S.scopes[el] = nil

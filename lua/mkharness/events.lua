@@ -1,8 +1,11 @@
--- Events of a run: verbose lines on stderr and the --report JSON lines.
--- Configured by the host (mkharness.host); under stock lua/busted the
--- environment variables MKHARNESS_VERBOSE and MKHARNESS_REPORT do the same.
+-- Events of a run: verbose lines on stderr, RUNDIR/events.jsonl and the
+-- --report JSON lines (the same lines). Configured by the host
+-- (mkharness.host); under stock lua/busted the environment variables
+-- MKHARNESS_VERBOSE and MKHARNESS_REPORT do the same.
 local core = require "mkharness.core"
 local json = require "mkharness.json"
+
+local SCHEMA = 1
 
 local E = {
   verbose = tonumber(os.getenv("MKHARNESS_VERBOSE") or "") or 0,
@@ -10,8 +13,18 @@ local E = {
   color = false,      -- ANSI colour in echoed lines (the host decides: --color)
   timestamps = false, -- -t: "+S.mmms " on echoed and event lines
   t0 = core.now(),    -- the run's start: the "start" event's t
+  schema = SCHEMA,
 }
-local report_file
+
+-- The sinks live in the registry, not in this module: busted reloads the
+-- module for each spec file, and a reload must neither truncate the files
+-- nor write a second first event.
+local reg = debug.getregistry()
+local S = reg["mkharness.events"]
+if not S then
+  S = { buffer = {}, started = false }
+  reg["mkharness.events"] = S
+end
 
 function E.configure(opts)
   E.verbose = opts.verbose or E.verbose
@@ -19,35 +32,71 @@ function E.configure(opts)
   if opts.color ~= nil then E.color = opts.color end
   if opts.timestamps ~= nil then E.timestamps = opts.timestamps end
   core.echo_setup(E.color, E.timestamps, E.t0)
-  if opts.report then
+  if opts.report and opts.report ~= S.report_path then
     -- not io.open: its fd would leak into every os.execute/io.popen child
     local f, err = core.open_file(opts.report, "w")
     if not f then error("cannot open report file: " .. err, 0) end
     f:setvbuf("line")
-    report_file = f
+    if S.report then S.report:close() end
+    S.report, S.report_path = f, opts.report
   end
 end
 
 local env_report = os.getenv("MKHARNESS_REPORT")
 if env_report and env_report ~= "" then E.configure { report = env_report } end
 
+-- The run directory is made only by what needs it (a service's captures, a
+-- tmpdir, a failure): until then the lines wait here, so a run that starts
+-- nothing and succeeds writes no file at all.
+local BUFFER_MAX = 1000
+
+-- Each line is appended by an open, write, close: no fd stays open for it
+-- (a test's fd-leak check would see one appear mid-test), and lines after
+-- the directory is removed and made again land in the new one.
+local function append(dir, line)
+  local f = core.open_file(dir .. "/events.jsonl", "a", 384) -- 0600, as the captures
+  if not f then return false end
+  for _, l in ipairs(S.buffer) do f:write(l, "\n") end
+  S.buffer = {}
+  if line then f:write(line, "\n") end
+  f:close()
+  return true
+end
+
+-- Make the run directory (if not yet) and write the waiting lines to its
+-- events.jsonl: on failure, with --keep, or when the buffer is full.
+function E.persist()
+  local dir = core.run_dir()
+  return dir ~= nil and append(dir, nil)
+end
+
+local function to_run_file(line)
+  local dir = core.run_dir(nil, true)
+  if dir and append(dir, line) then return end
+  S.buffer[#S.buffer + 1] = line
+  -- no run directory to be had: the oldest lines go, not the memory
+  if #S.buffer > BUFFER_MAX and not E.persist() then table.remove(S.buffer, 1) end
+end
+
 -- emit("ready", { service = "redis", ms = 12.3 }, "redis: ready after 12.3 ms")
 function E.emit(event, fields, text)
+  -- the first event of every run is "start", with the header; under stock
+  -- lua nobody emits one, so the first event brings it
+  if not S.started and event ~= "start" then E.emit("start", { mode = "module", run = core.run_id() }) end
   local now = core.now()
+  local rec = { event = event, t = now }
   if event == "start" then -- -t counts from here, as the report's t does
     E.t0 = now
     core.echo_setup(E.color, E.timestamps, E.t0)
-  end
-  if report_file then
-    local rec = { event = event, t = now }
-    for k, v in pairs(fields or {}) do rec[k] = v end
-    -- a line is written whatever the fields hold: the report must not end the run
-    local ok, line = pcall(json.encode_report, rec)
-    if not ok then
-      line = json.encode_report { event = event, t = rec.t, encode_error = tostring(line) }
+    if not S.started then
+      S.started = true
+      local epoch = os.time()
+      rec.schema, rec.version = SCHEMA, core.version
+      rec.time, rec.epoch = os.date("!%Y-%m-%dT%H:%M:%SZ", epoch), epoch
     end
-    report_file:write(line, "\n")
   end
+  -- the -v line first: the services' echoed lines must not overtake it
+  -- while the files are written
   if text and E.verbose > 0 and not E.quiet then
     -- one write: the echo thread's lines must not land inside it
     local stamp = ""
@@ -56,10 +105,18 @@ function E.emit(event, fields, text)
     end
     io.stderr:write(stamp .. "mkharness: " .. text .. "\n")
   end
+  for k, v in pairs(fields or {}) do if rec[k] == nil then rec[k] = v end end
+  -- a line is written whatever the fields hold: the report must not end the run
+  local ok, line = pcall(json.encode_report, rec)
+  if not ok then
+    line = json.encode_report { event = event, t = rec.t, encode_error = tostring(line) }
+  end
+  if S.report then S.report:write(line, "\n") end
+  to_run_file(line)
 end
 
 function E.close()
-  if report_file then report_file:close() report_file = nil end
+  if S.report then S.report:close() S.report, S.report_path = nil, nil end
 end
 
 return E

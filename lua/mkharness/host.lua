@@ -54,13 +54,36 @@ local function teardown()
   if type(mk) == "table" and mk._teardown then mk._teardown() else core.teardown(true) end
 end
 
+local function env_keep()
+  local v = os.getenv("MKHARNESS_KEEP")
+  return v ~= nil and v ~= "" and v ~= "0"
+end
+
+-- The "error" event: what failed, as the failure report says it.
+local function error_event(err, info, failure)
+  local Error = package.loaded["mkharness.errors"]
+  local f = {}
+  if info then
+    f.kind, f.message = info.kind, info.message
+  elseif Error and Error.is(err) then
+    f.kind, f.service, f.message = err.kind, err.name, tostring(err.message)
+  else
+    f.kind = "error"
+    f.message = type(err) == "string" and err or (failure or ""):match("FAILED: ([^\n]*)") or tostring(err)
+  end
+  events.emit("error", f, nil) -- the failure report says it on stderr already
+end
+
 -- End of run: report first (a long teardown must not cost the report: the
 -- run may be out of time), keep the run directory on failure, tear down.
-local function finish(code, failure, err)
+local function finish(code, failure, err, info)
   if finished then return code end
   finished = true
-  local keep = opts.keep or code ~= 0
+  if failure or info then error_event(err, info, failure) end
+  local keep = opts.keep or code ~= 0 or env_keep()
   core.keep(keep)
+  -- a failed or kept run has its events.jsonl, even if it started nothing
+  if keep then events.persist() end
   local dir = core.run_dir(nil, true) -- only if the run made one
   core.echo_flush_all() -- the services' lines so far come before the report
   if failure then
@@ -112,7 +135,7 @@ function H.interrupted(sig, code)
   local what = code == 124 and string.format("run timeout (--timeout %g s) expired", opts.timeout or 0)
     or ("interrupted by SIG" .. (core.signame(sig) or sig))
   local text = "mkharness: " .. what .. ": tearing down\n" .. debug.traceback("", 2):gsub("^\n", "") .. "\n"
-  finish(code, text)
+  finish(code, text, nil, { kind = code == 124 and "timeout" or "interrupted", message = what })
 end
 
 -- Scripts that call os.exit (busted does) still get a clean teardown.
@@ -153,10 +176,10 @@ function H.main(o)
     local pre, perr = load(chunk, "=(command line)")
     if not pre then
       io.stderr:write("mkharness: cannot load -e chunk ", i, ": ", tostring(perr), "\n")
-      return finish(2)
+      return finish(2, nil, nil, { kind = "load", message = tostring(perr) })
     end
     local ok, e = xpcall(pre, traceback)
-    if not ok then return finish(1, failure_text(e)) end
+    if not ok then return finish(1, failure_text(e), type(e) == "table" and e.err) end
   end
   if o.mode == "code" then
     return finish(0)
@@ -171,7 +194,7 @@ function H.main(o)
   end
   if not fn then
     io.stderr:write("mkharness: cannot load script: ", tostring(err), "\n")
-    return finish(2)
+    return finish(2, nil, nil, { kind = "load", message = tostring(err) })
   end
   local ok, e = xpcall(fn, traceback, table.unpack(o.mode == "script" and argv or {}))
   if not ok then return finish(1, failure_text(e), type(e) == "table" and e.err) end

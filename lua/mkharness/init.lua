@@ -47,6 +47,32 @@ M.is_error = Error.is
 M.json = { encode = json.encode, decode = function(s) return json.decode(s) end, null = json.null }
 function M.proxy(t) return require("mkharness.proxy").new(t) end
 
+-- mk.mark(text [, fields]): a user event, in events.jsonl, --report and -v.
+-- Fields are flat (string keys, scalar values) so that the line reads as
+-- the user wrote it; they go under "fields", never over the event's own.
+function M.mark(text, fields)
+  local describe_v = require("mkharness.options").describe
+  local function bad(msg) Error.raise("ConfigError", { message = "mk.mark: " .. msg }) end
+  if type(text) ~= "string" or text == "" then bad("text must be a non-empty string, got " .. describe_v(text)) end
+  local shown = {}
+  if fields ~= nil then
+    if type(fields) ~= "table" or getmetatable(fields) ~= nil then
+      bad("fields must be a plain table, got " .. describe_v(fields))
+    end
+    for k, v in pairs(fields) do
+      if type(k) ~= "string" then bad("field names must be strings, got " .. describe_v(k)) end
+      local tv = type(v)
+      if tv ~= "string" and tv ~= "number" and tv ~= "boolean" then
+        bad("field " .. k .. " must be a string, number or boolean, got " .. describe_v(v))
+      end
+      shown[#shown + 1] = k .. "=" .. tostring(v)
+    end
+    table.sort(shown)
+  end
+  require("mkharness.events").emit("mark", { text = text, fields = #shown > 0 and fields or nil },
+    "mark: " .. text .. (#shown > 0 and (" (" .. table.concat(shown, ", ") .. ")") or ""))
+end
+
 -- for the host, the busted integration and the specs
 M._services = executor.services
 M._log_tail = describe.log_tail
