@@ -34,6 +34,8 @@ static const char usage[] =
     "usage: mkharness [options] SCRIPT [ARGS...]   run a scenario\n"
     "       mkharness test [busted options] [PATHS] run busted specs (default: spec/)\n"
     "       mkharness [options] -e CODE             run a chunk\n"
+    "       mkharness report [FILE] [--html OUT]    draw a run's events.jsonl (default:\n"
+    "                                               the newest kept run's) as a timeline\n"
     "options (short flags bundle: -vq, -vt; a long option's value may follow\n"
     "an = sign: --timeout=5, --report=FILE):\n"
     "  -v, --verbose     events (spawned, ready after N ms via which probe, stopped,\n"
@@ -312,13 +314,16 @@ int main(int argc, char **argv)
     const char *mode = "script";
     const char *target = i < argc ? argv[i] : NULL;
     if (target && !strcmp(target, "test")) mode = "test";
+    else if (target && !strcmp(target, "report")) mode = "report";
     else if (!target && ncodes) mode = "code";
     else if (!target) return bad_usage("no script given", NULL);
     /* a mistyped subcommand (tset): a bare word that names no file */
-    if (!strcmp(mode, "script") && !strpbrk(target, "/.") && access(target, F_OK) != 0 &&
-        close_word(target, "test")) {
-        fprintf(stderr, "mkharness: no script `%s`: did you mean `test`?\n%s", target, usage);
-        return 2;
+    if (!strcmp(mode, "script") && !strpbrk(target, "/.") && access(target, F_OK) != 0) {
+        const char *sub = close_word(target, "test") ? "test" : close_word(target, "report") ? "report" : NULL;
+        if (sub) {
+            fprintf(stderr, "mkharness: no script `%s`: did you mean `%s`?\n%s", target, sub, usage);
+            return 2;
+        }
     }
 
     supervisor = host_supervise(timeout); /* returns in the host process */

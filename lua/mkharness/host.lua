@@ -159,6 +159,8 @@ end
 
 function H.main(o)
   opts = o
+  -- reading an old run's events is no run: no events, no run directory
+  if o.mode == "report" then return require("mkharness.report").main(o.argv) end
   events.configure { verbose = o.verbose, quiet = o.quiet, report = o.report,
     color = o.color, timestamps = o.timestamps }
   os.exit = exit_wrapper
