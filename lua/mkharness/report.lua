@@ -97,6 +97,18 @@ local function fault_names(faults)
   return table.concat(names, ", ")
 end
 
+-- Does the service spawned at list[i] have a "ready" (or adoption) next?
+local function awaits_ready(list, i)
+  local name = list[i].service
+  for j = i + 1, #list do
+    local ev = list[j]
+    if ev.service == name and SERVICE_STATE[ev.event] ~= nil then
+      return ev.event == "ready" or ev.event == "adopted" or ev.event == "adopted_daemon"
+    end
+  end
+  return false
+end
+
 function R.model(list)
   local start = list[1]
   local t0 = start.t
@@ -127,6 +139,9 @@ function R.model(list)
     if type(ev.service) == "string" and (SERVICE_STATE[e] ~= nil or SERVICE_POINT[e]) then
       local l = lane("service", ev.service)
       if SERVICE_STATE[e] ~= nil then set(l, t, SERVICE_STATE[e] or nil) end
+      -- a service without probes is ready when spawned and has no "ready"
+      -- event: its start is a zero-length "starting", still drawn
+      if e == "spawned" and not awaits_ready(list, i) then set(l, t, "running") end
       if SERVICE_POINT[e] then l.points[#l.points + 1] = { t = t, glyph = SERVICE_POINT[e], ev = i } end
       l.events = l.events or {}
       l.events[#l.events + 1] = i

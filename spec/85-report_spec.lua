@@ -1,0 +1,226 @@
+-- `mkharness report`: a kept run's events.jsonl drawn as a timeline, in
+-- the terminal and as a self-contained HTML page (checked in a headless
+-- Chromium when there is one).
+local H = require "spec.helpers"
+local mk = require "mkharness"
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+local function host(args, env)
+  local argv = { H.host }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  argv.timeout = 60
+  argv.env = env or { MKHARNESS_TMPDIR = mk.tmpdir() }
+  return mk.run(argv)
+end
+
+-- A glyph row with repeats and blanks squeezed out: ".==~~=  X" -> ".=~=X"
+local function squeeze(row)
+  local out = {}
+  for c in row:gmatch("%S") do
+    if c ~= out[#out] then out[#out + 1] = c end
+  end
+  return table.concat(out)
+end
+
+local function lane_row(out, label)
+  for line in out:gmatch("[^\n]+") do
+    local name, row = line:match("^(.-)%s+|(.*)|$")
+    if name == label then return row end
+  end
+end
+
+-- One scenario for the whole file: a service that starts, pauses and
+-- stops; a proxy with a fault; a mark; a second service that crashes, the
+-- crash caught with pcall.
+local SCENARIO = [[
+  local alpha = mk.process { FX, "--print", "up", "--forever", name = "alpha" }:start()
+  alpha:wait_output("up")
+  mk.sleep(0.3)
+  alpha:pause()
+  mk.sleep(0.3)
+  alpha:resume()
+  local edge <close> = mk.proxy { upstream = mk.free_port(), name = "edge" }:start()
+  mk.sleep(0.2)
+  edge:latency(50)
+  mk.sleep(0.3)
+  edge:clear()
+  mk.mark("checkpoint", { step = 1 })
+  local beta = mk.process { FX, "--print", "up", "--forever", name = "beta" }:start()
+  mk.sleep(0.2)
+  os.execute("kill -9 " .. beta:pid())
+  local ok, err = pcall(mk.sleep, 5)
+  assert(not ok and mk.is_error(err, "UnexpectedExit"), tostring(err))
+  mk.sleep(0.2)
+  alpha:stop()
+]]
+
+-- the kept run, made by the first test that needs it, in a directory of
+-- mk.tmpdir(): removed with the spec run's own
+local base, file
+
+local function kept_run()
+  if file then return file end
+  base = mk.tmpdir()
+  local r = H.scenario(SCENARIO, { host_args = { "--keep" }, env = { MKHARNESS_TMPDIR = base } })
+  assert.equal(0, r.code, r.stderr)
+  local dir = r.stderr:match("run directory kept: ([^\n]+)")
+  assert.is_not_nil(dir, r.stderr)
+  file = dir .. "/events.jsonl"
+  return file
+end
+
+local function chromium()
+  for _, name in ipairs { "chromium", "chromium-browser" } do
+    local r = mk.run { "sh", "-c", "command -v " .. name }
+    if r.code == 0 then return (r.stdout:gsub("%s+$", "")) end
+  end
+end
+
+describe("mkharness report", function()
+  H.leakcheck()
+
+  it("draws one lane per service and proxy, glyphs in order, within 100 columns", function()
+    local r = host { "report", kept_run() }
+    assert.equal(0, r.code, r.stderr)
+    local out = r.stdout
+    for line in out:gmatch("[^\n]*") do
+      assert(utf8.len(line) <= 100, "wider than 100 columns: " .. line)
+    end
+    local alpha, beta, edge = lane_row(out, "alpha"), lane_row(out, "beta"), lane_row(out, "proxy edge")
+    assert(alpha and beta and edge, "a lane is missing:\n" .. out)
+    -- started, ready, paused, running again, stopped (blank)
+    assert.matches("^%.=+~=+$", squeeze(alpha))
+    -- started, (ready,) crashed
+    assert.matches("^%.=*X$", squeeze(beta))
+    -- forwarding, the latency band, forwarding again
+    assert.matches("^%-#%-$", squeeze(edge))
+    assert.matches("%^", lane_row(out, "marks") or "")
+    assert.matches("mark: checkpoint (step=1)", out, 1, true)
+    assert.matches("beta crashed", out, 1, true)
+    assert.matches("proxy edge: latency", out, 1, true)
+    assert.matches("legend:", out, 1, true)
+  end)
+
+  it("with no FILE draws the newest kept run", function()
+    local named = host { "report", kept_run() }
+    local newest = host({ "report" }, { MKHARNESS_TMPDIR = base })
+    assert.equal(0, newest.code, newest.stderr)
+    assert.equal(named.stdout, newest.stdout)
+    local none = host({ "report" }, { MKHARNESS_TMPDIR = mk.tmpdir() })
+    assert.equal(1, none.code)
+    assert.matches("no kept run in", none.stderr, 1, true)
+  end)
+
+  describe("bad input is one line and a status, never a traceback", function()
+    local function check(r, code, text)
+      assert.equal(code, r.code, r.stderr)
+      assert.matches(text, r.stderr, 1, true)
+      assert.not_matches("traceback", r.stderr, 1, true)
+      assert.not_matches("%.lua:%d+:", r.stderr)
+      assert.equal("", r.stdout)
+    end
+
+    it("a missing file", function()
+      check(host { "report", "/nonexistent/events.jsonl" }, 1, "cannot read /nonexistent/events.jsonl")
+    end)
+
+    it("a bad JSON line, named by number", function()
+      local f = write(mk.tmpdir() .. "/bad.jsonl",
+        '{"event":"start","t":1,"schema":1}\n{"event":"mark","t":2,"text":"a"}\n{not json\n')
+      check(host { "report", f }, 1, f .. ":3: not an events.jsonl line")
+    end)
+
+    it("a file that is not events.jsonl", function()
+      local f = write(mk.tmpdir() .. "/other.json", '{"name":"x"}\n')
+      check(host { "report", f }, 1, f .. ":1: not an event")
+      f = write(mk.tmpdir() .. "/nohead.jsonl", '{"event":"mark","t":2,"text":"a"}\n')
+      check(host { "report", f }, 1, "not the \"start\" header")
+    end)
+
+    it("an empty run", function()
+      local f = write(mk.tmpdir() .. "/empty.jsonl", "")
+      check(host { "report", f }, 1, "empty run")
+    end)
+
+    it("usage errors exit 2", function()
+      check(host { "report", "--html" }, 2, "--html needs a file name")
+      check(host { "report", "--frobnicate" }, 2, "unknown option --frobnicate")
+      check(host { "report", "a.jsonl", "b.jsonl" }, 2, "one events file at a time")
+      check(host { "reprot" }, 2, "did you mean `report`?")
+    end)
+  end)
+
+  describe("--html", function()
+    local page
+
+    local function html()
+      if page then return page end
+      page = mk.tmpdir() .. "/timeline.html"
+      local r = host { "report", kept_run(), "--html", page }
+      assert.equal(0, r.code, r.stderr)
+      return page
+    end
+
+    it("writes one self-contained file: nothing to load from anywhere", function()
+      local text = H.slurp(html())
+      assert.is_not_nil(text)
+      assert.not_matches("http://", text, 1, true)
+      assert.not_matches("https://", text, 1, true)
+      assert.not_matches("<script[^>]*src", text)
+      assert.not_matches("<link", text, 1, true)
+      assert.not_matches("@import", text, 1, true)
+      assert.not_matches("url%(", text)
+      -- the data is in it: every lane's name, the mark, the zoom buttons
+      for _, s in ipairs { '"alpha"', '"beta"', '"edge"', "checkpoint", 'id="zin"', '"wheel"' } do
+        assert.matches(s, text, 1, true)
+      end
+    end)
+
+    it("draws its lanes in a headless Chromium", function()
+      local browser = chromium()
+      if not browser then
+        local root = mk.run { "id", "-u" }.stdout:match("^0") ~= nil
+        if not root then
+          pending("needs the Debian package chromium (./run test installs it as root)")
+          return
+        end
+        error("chromium is not installed: apt-get install chromium (./run test does)")
+      end
+      local dir = mk.tmpdir()
+      local url = "file://" .. html()
+      local flags = { browser, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" .. dir .. "/profile",
+        timeout = 120, env = { HOME = dir } }
+      local function run(extra)
+        local argv = {}
+        for k, v in pairs(flags) do argv[k] = v end
+        for _, a in ipairs(extra) do argv[#argv + 1] = a end
+        argv[#argv + 1] = url
+        return mk.run(argv)
+      end
+      local dom = run { "--dump-dom" }
+      assert.equal(0, dom.code, dom.stderr)
+      -- the page names itself drawn only after the script drew the SVG
+      assert.matches("<title>mkharness timeline: 3 lanes drawn</title>", dom.stdout, 1, true)
+      local lanes = {}
+      for name in dom.stdout:gmatch('<g class="lane" data%-lane="([^"\']*)">') do lanes[#lanes + 1] = name end
+      table.sort(lanes)
+      assert.same({ "alpha", "beta", "proxy edge" }, lanes)
+      assert.matches("<rect", dom.stdout, 1, true)
+
+      local png = dir .. "/shot.png"
+      local shot = run { "--screenshot=" .. png, "--window-size=1200,600" }
+      assert.equal(0, shot.code, shot.stderr)
+      local bytes = H.slurp(png)
+      assert.is_not_nil(bytes, "no screenshot")
+      assert.equal("\137PNG\r\n\26\n", bytes:sub(1, 8))
+      local w, h = string.unpack(">I4I4", bytes, 17)
+      assert.same({ 1200, 600 }, { w, h })
+    end)
+  end)
+end)
