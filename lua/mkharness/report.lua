@@ -300,7 +300,7 @@ function R.terminal(m, path)
     end
   end
   say("")
-  say("legend: . starting  = ready/running  ~ paused  X crashed  x exited  R restarting  K killed")
+  say("legend: . starting  = ready/running  ~ paused  X crashed  x exited as expected  R restarting  K killed")
   say("        - proxy forwarding  # proxy fault  _ proxy down  ! proxy reset  (blank: not running)")
   say("        marks: ^ mark  F failing test  E error")
   return table.concat(out, "\n") .. "\n"
@@ -385,8 +385,11 @@ var D = @DATA@;
         var e = D.events[i], tx = x(e.t - D.start.t);
         s.push('<rect x="' + (tx - 1) + '" y="' + (y + 3) + '" width="3" height="24" fill="#0003" data-ev="' + i + '"/>');
       });
+      var last = -1e9;
       l.points.forEach(function (p) {
-        s.push('<text x="' + (x(p.t) - 4) + '" y="' + (y + 20) + '" font-weight="bold" fill="' + (PT[p.glyph] || "#000") +
+        // a crash and its restart at one instant: side by side, in order
+        var px = Math.max(x(p.t) - 4, last + 9); last = px;
+        s.push('<text x="' + px + '" y="' + (y + 20) + '" font-weight="bold" fill="' + (PT[p.glyph] || "#000") +
           '" data-ev="' + p.ev + '">' + esc(p.glyph) + '</text>');
       });
       s.push('</g>');
