@@ -126,8 +126,10 @@ describe("mkharness report", function()
       assert.equal("", r.stdout)
     end
 
-    it("a missing file", function()
+    it("a missing file, a directory", function()
       check(host { "report", "/nonexistent/events.jsonl" }, 1, "cannot read /nonexistent/events.jsonl")
+      local dir = mk.tmpdir()
+      check(host { "report", dir }, 1, "cannot read " .. dir .. ": Is a directory")
     end)
 
     it("a bad JSON line, named by number", function()

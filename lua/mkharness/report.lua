@@ -45,6 +45,9 @@ end
 function R.read(path)
   local f, err = io.open(path, "r")
   if not f then fail(1, "cannot read " .. tostring(err)) end
+  -- a directory opens, and only reading says it is one
+  local _, rerr = f:read(0)
+  if rerr then f:close() fail(1, "cannot read " .. path .. ": " .. tostring(rerr)) end
   local list, n = {}, 0
   for line in f:lines() do
     n = n + 1
