@@ -105,6 +105,7 @@ describe("mkharness report", function()
     assert.matches("beta crashed", out, 1, true)
     assert.matches("proxy edge: latency", out, 1, true)
     assert.matches("legend:", out, 1, true)
+    assert.matches("K killed", out, 1, true) -- the legend is whole, not cut at 100
   end)
 
   it("with no FILE draws the newest kept run", function()

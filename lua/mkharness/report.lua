@@ -303,9 +303,9 @@ function R.terminal(m, path)
     end
   end
   say("")
-  say("legend: . starting  = ready/running  ~ paused  X crashed  x exited as expected  R restarting  K killed")
-  say("        - proxy forwarding  # proxy fault  _ proxy down  ! proxy reset  (blank: not running)")
-  say("        marks: ^ mark  F failing test  E error")
+  say("legend: services: . starting  = ready/running  ~ paused  X crashed  R restarting  K killed")
+  say("                   x exited as expected  (blank: not running)")
+  say("        proxies: - forwarding  # fault  _ down  ! reset     marks: ^ mark  F failing test  E error")
   return table.concat(out, "\n") .. "\n"
 end
 
