@@ -1,6 +1,7 @@
 -- Installing: with LuaRocks (mkharness-scm-1.rockspec, into a tree of its
 -- own, from this source, with nothing downloaded) and the man page and docs
--- CMake installs.
+-- CMake installs; and the host's command line the man page documents
+-- (getopt_long: where option parsing stops, one-line usage errors).
 local H = require "spec.helpers"
 local mk = require "mkharness"
 
@@ -201,6 +202,77 @@ print("GOT=" .. r.stdout)
       assert.is_true(exists(prefix .. "/bin/mkharness"))
       assert.is_true(exists(prefix .. "/lib/lua/5.4/mkharness/core.so"))
       assert.is_true(exists(prefix .. "/share/lua/5.4/mkharness/init.lua"))
+    end)
+  end)
+
+  describe("the host's command line", function()
+    local function host(args, opts)
+      local argv = { H.host }
+      for _, a in ipairs(args) do argv[#argv + 1] = a end
+      argv.env = { MKHARNESS_TMPDIR = mk.tmpdir() }
+      argv.cwd = opts and opts.cwd
+      return run(argv)
+    end
+
+    it("a usage error is one line naming the problem and pointing at --help, exit 2", function()
+      local cases = {
+        { { "--tiemout", "5", "w.lua" },
+          "mkharness: unknown option: --tiemout (did you mean --timeout?); see mkharness --help\n" },
+        { { "-vx", "w.lua" }, "mkharness: unknown option: -x; see mkharness --help\n" },
+        { { "--keep=yes", "w.lua" }, "mkharness: this option takes no value: --keep=yes; see mkharness --help\n" },
+        { { "--report" }, "mkharness: --report needs a file name; see mkharness --help\n" },
+        { { "-e" }, "mkharness: -e needs a chunk of code; see mkharness --help\n" },
+        { { "--color=pink", "-e", "" },
+          "mkharness: --color takes auto, always or never, got: pink; see mkharness --help\n" },
+      }
+      for _, c in ipairs(cases) do
+        local r = host(c[1])
+        assert.equal(2, r.code, table.concat(c[1], " "))
+        assert.equal(c[2], r.stderr)
+        assert.equal("", r.stdout)
+      end
+      local r = host({ "tset" }, { cwd = mk.tmpdir() })
+      assert.equal(2, r.code)
+      assert.equal("mkharness: no script `tset` (did you mean `test`?); see mkharness --help\n", r.stderr)
+      r = host {}
+      assert.equal(2, r.code)
+      assert.equal(1, select(2, r.stderr:gsub("\n", "")), r.stderr)
+      assert.matches("no script given", r.stderr, 1, true)
+    end)
+
+    it("a unique prefix of a long option is that option; one that fits two is an error", function()
+      local r = host { "--quie", "--verb", "-e", "require('mkharness').mark('hidden')" }
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("", r.stderr)
+      r = host { "--time=3", "-e", "" }
+      assert.equal(2, r.code)
+      assert.equal("mkharness: ambiguous option --time=3 (--timestamps or --timeout?); see mkharness --help\n",
+        r.stderr)
+    end)
+
+    it("options end at the script: what follows is the script's, as with lua; -- ends them too", function()
+      local script = mk.tmpdir() .. "/args.lua"
+      local f = assert(io.open(script, "w"))
+      f:write("print(table.concat({ ... }, '|'))\n")
+      f:close()
+      local r = host { "-q", script, "--timeout=0", "-vx", "--tiemout", "--", "-e" }
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("--timeout=0|-vx|--tiemout|--|-e\n", r.stdout)
+      r = host { "--", script, "-q" }
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("-q\n", r.stdout)
+    end)
+
+    it("`mkharness test` hands everything after `test` to busted, options the host does not know included", function()
+      local dir = mk.tmpdir()
+      local f = assert(io.open(dir .. "/one_check.lua", "w"))
+      f:write('describe("t", function() it("adds", function() assert.equal(2, 1 + 1) end) end)\n')
+      f:close()
+      -- -o and --pattern are busted's, unknown to the host: had the host
+      -- parsed past `test`, this would be a usage error (exit 2)
+      local r = host({ "-q", "test", "-o", "TAP", "--pattern=_check", dir }, { cwd = dir })
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("ok 1 - t adds", r.stdout, 1, true)
     end)
   end)
 end)
