@@ -7,6 +7,7 @@
 #include "host.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -174,14 +175,17 @@ static int use_color(const char *when)
     return isatty(2) && !(no && no[0]);
 }
 
+/* A usage error is one line and a pointer to --help: the whole usage
+ * would bury the line that says what was wrong. */
 static int bad_usage(const char *msg, const char *what)
 {
-    fprintf(stderr, "mkharness: %s%s%s\n%s", msg, what ? ": " : "", what ? what : "", usage);
+    fprintf(stderr, "mkharness: %s%s%s; see mkharness --help\n", msg, what ? ": " : "", what ? what : "");
     return 2;
 }
 
-/* ---- options, GNU style: --name=value or --name value, bundled short
- * flags (-vq), and a suggestion for a mistyped word ---- */
+/* ---- options: getopt_long, GNU style (--name=value or --name value,
+ * bundled short flags -vq), stopping at the script name as lua.c does, so
+ * the script's (and busted's) arguments are never taken for ours ---- */
 
 /* Edit distance with adjacent transpositions (tset -> test is one edit),
  * for did-you-mean; words longer than 31 bytes are never close. */
@@ -212,25 +216,56 @@ static int close_word(const char *typed, const char *word)
     return dist <= 2 && (size_t)dist * 2 < strlen(word);
 }
 
-enum { OPT_VERBOSE, OPT_QUIET, OPT_KEEP, OPT_STAMPS, OPT_COLOR, OPT_VERSION, OPT_HELP, OPT_TIMEOUT, OPT_REPORT };
-static const struct { const char *name; int id, takes_value; } long_opts[] = {
-    {"verbose", OPT_VERBOSE, 0}, {"quiet", OPT_QUIET, 0},     {"keep", OPT_KEEP, 0},
-    {"timestamps", OPT_STAMPS, 0}, {"color", OPT_COLOR, 1},   {"version", OPT_VERSION, 0},
-    {"help", OPT_HELP, 0},       {"timeout", OPT_TIMEOUT, 1}, {"report", OPT_REPORT, 1},
+/* Long-only options get values past any char, so getopt's optopt tells
+ * them apart from the short flags. */
+enum { OPT_KEEP = 256, OPT_COLOR, OPT_VERSION, OPT_TIMEOUT, OPT_REPORT };
+static const char short_opts[] = "+:vqthe:"; /* +: stop at the script; ':' missing values reported as ':' */
+static const struct option long_opts[] = {
+    {"verbose", no_argument, NULL, 'v'},        {"quiet", no_argument, NULL, 'q'},
+    {"keep", no_argument, NULL, OPT_KEEP},      {"timestamps", no_argument, NULL, 't'},
+    {"color", required_argument, NULL, OPT_COLOR}, {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, 'h'},           {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"report", required_argument, NULL, OPT_REPORT}, {NULL, 0, NULL, 0},
 };
-#define N_LONG_OPTS (sizeof long_opts / sizeof long_opts[0])
 
-static int unknown_long(const char *a)
+/* getopt found an argument it could not take: say which, and what was meant. */
+static int option_error(int opt, int optopt_seen, const char *arg)
 {
+    if (opt == ':') {
+        switch (optopt_seen) {
+        case 'e': return bad_usage("-e needs a chunk of code", NULL);
+        case OPT_COLOR: return bad_usage("--color needs auto, always or never", NULL);
+        case OPT_TIMEOUT: return bad_usage("--timeout needs a number of seconds", NULL);
+        default: return bad_usage("--report needs a file name", NULL);
+        }
+    }
+    if (strncmp(arg, "--", 2) != 0) {
+        char opt_text[3] = {'-', (char)optopt_seen, '\0'};
+        return bad_usage("unknown option", opt_text);
+    }
+    if (optopt_seen) return bad_usage("this option takes no value", arg); /* --keep=yes */
+    /* an unknown or ambiguous long option: arg is the word as typed */
     char name[64];
-    size_t len = strcspn(a + 2, "=");
-    snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), a + 2);
-    for (size_t k = 0; k < N_LONG_OPTS; k++)
-        if (close_word(name, long_opts[k].name)) {
-            fprintf(stderr, "mkharness: unknown option %s: did you mean --%s?\n%s", a, long_opts[k].name, usage);
+    size_t len = strcspn(arg + 2, "=");
+    snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), arg + 2);
+    const char *first = NULL, *second = NULL;
+    for (const struct option *o = long_opts; o->name; o++)
+        if (len && !strncmp(o->name, name, len)) {
+            if (!first) first = o->name;
+            else if (!second) second = o->name;
+        }
+    if (first && second) {
+        fprintf(stderr, "mkharness: ambiguous option %s (--%s or --%s?); see mkharness --help\n", arg, first,
+                second);
+        return 2;
+    }
+    for (const struct option *o = long_opts; o->name; o++)
+        if (close_word(name, o->name)) {
+            fprintf(stderr, "mkharness: unknown option: %s (did you mean --%s?); see mkharness --help\n", arg,
+                    o->name);
             return 2;
         }
-    return bad_usage("unknown option", a);
+    return bad_usage("unknown option", arg);
 }
 
 int main(int argc, char **argv)
@@ -241,87 +276,56 @@ int main(int argc, char **argv)
     const char *report = NULL;
     const char *codes[64];
     int ncodes = 0;
-    int i = 1;
-    for (; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--")) { i++; break; }
-        if (a[0] != '-' || !a[1]) break; /* the script, or - for stdin */
-        if (a[1] == '-') {
-            const char *eq = strchr(a, '=');
-            size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-            int id = -1, takes = 0;
-            for (size_t k = 0; k < N_LONG_OPTS; k++)
-                if (strlen(long_opts[k].name) == len && !strncmp(a + 2, long_opts[k].name, len)) {
-                    id = long_opts[k].id;
-                    takes = long_opts[k].takes_value;
-                }
-            if (id < 0) return unknown_long(a);
-            const char *val = NULL;
-            if (takes) {
-                if (eq) val = eq + 1;
-                else if (i + 1 < argc) val = argv[++i];
-                else if (id == OPT_COLOR) return bad_usage("--color needs auto, always or never", NULL);
-                else if (id == OPT_TIMEOUT) return bad_usage("--timeout needs a number of seconds", NULL);
-                else return bad_usage("--report needs a file name", NULL);
-            } else if (eq) {
-                return bad_usage("this option takes no value", a);
-            }
-            switch (id) {
-            case OPT_VERBOSE: verbose++; break;
-            case OPT_QUIET: quiet = 1; break;
-            case OPT_KEEP: keep = 1; break;
-            case OPT_STAMPS: stamps = 1; break;
-            case OPT_COLOR:
-                color = val;
-                if (strcmp(color, "auto") != 0 && strcmp(color, "always") != 0 && strcmp(color, "never") != 0)
-                    return bad_usage("--color takes auto, always or never, got", color);
-                break;
-            case OPT_VERSION: printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0;
-            case OPT_HELP: fputs(usage, stdout); return 0;
-            case OPT_TIMEOUT: {
-                char *end;
-                timeout = strtod(val, &end);
-                if (*end || end == val || !(timeout > 0))
-                    return bad_usage("--timeout needs a positive number of seconds, got", val);
-                break;
-            }
-            case OPT_REPORT:
-                if (!*val) return bad_usage("--report needs a file name", NULL);
-                report = val;
-                break;
-            }
-            continue;
+    int opt;
+    opterr = 0; /* our messages, with did-you-mean, not getopt's */
+    for (;;) {
+        /* the argument getopt looks at next: within a bundle (-vx) optind
+         * stays on it until its last flag, so this is the one an error is in */
+        const char *arg = optind < argc ? argv[optind] : "";
+        opt = getopt_long(argc, argv, short_opts, long_opts, NULL);
+        if (opt == -1) break;
+        switch (opt) {
+        case 'v': verbose++; break;
+        case 'q': quiet = 1; break;
+        case 't': stamps = 1; break;
+        case OPT_KEEP: keep = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        case OPT_VERSION: printf("mkharness %s (%s)\n", MKH_VERSION, LUA_RELEASE); return 0;
+        case 'e':
+            if (ncodes == 64) return bad_usage("too many -e chunks", NULL);
+            codes[ncodes++] = optarg;
+            break;
+        case OPT_COLOR:
+            color = optarg;
+            if (strcmp(color, "auto") != 0 && strcmp(color, "always") != 0 && strcmp(color, "never") != 0)
+                return bad_usage("--color takes auto, always or never, got", color);
+            break;
+        case OPT_TIMEOUT: {
+            char *end;
+            timeout = strtod(optarg, &end);
+            if (*end || end == optarg || !(timeout > 0))
+                return bad_usage("--timeout needs a positive number of seconds, got", optarg);
+            break;
         }
-        /* short flags, bundled: -vq, -vt; -e takes the rest (-e'CODE') or
-         * the next argument, as lua's -e does */
-        for (const char *c = a + 1; *c; c++) {
-            if (*c == 'v') verbose++;
-            else if (*c == 'q') quiet = 1;
-            else if (*c == 't') stamps = 1;
-            else if (*c == 'h') { fputs(usage, stdout); return 0; }
-            else if (*c == 'e') {
-                const char *code = c[1] ? c + 1 : (i + 1 < argc ? argv[++i] : NULL);
-                if (!code) return bad_usage("-e needs a chunk of code", NULL);
-                if (ncodes == 64) return bad_usage("too many -e chunks", NULL);
-                codes[ncodes++] = code;
-                break;
-            } else {
-                char opt[3] = {'-', *c, '\0'};
-                return bad_usage("unknown option", opt);
-            }
+        case OPT_REPORT:
+            if (!*optarg) return bad_usage("--report needs a file name", NULL);
+            report = optarg;
+            break;
+        default: return option_error(opt, optopt, arg);
         }
     }
+    int i = optind;
     const char *mode = "script";
     const char *target = i < argc ? argv[i] : NULL;
     if (target && !strcmp(target, "test")) mode = "test";
     else if (target && !strcmp(target, "report")) mode = "report";
     else if (!target && ncodes) mode = "code";
-    else if (!target) return bad_usage("no script given", NULL);
+    else if (!target) return bad_usage("no script given (usage: mkharness [options] SCRIPT [ARGS...])", NULL);
     /* a mistyped subcommand (tset): a bare word that names no file */
     if (!strcmp(mode, "script") && !strpbrk(target, "/.") && access(target, F_OK) != 0) {
         const char *sub = close_word(target, "test") ? "test" : close_word(target, "report") ? "report" : NULL;
         if (sub) {
-            fprintf(stderr, "mkharness: no script `%s`: did you mean `%s`?\n%s", target, sub, usage);
+            fprintf(stderr, "mkharness: no script `%s` (did you mean `%s`?); see mkharness --help\n", target, sub);
             return 2;
         }
     }
