@@ -237,7 +237,7 @@ describe("mkharness host", function()
         KEEP = mk.process { FX, "--ignore", "TERM", "--pidfile", arg[1] .. "/svc.pid", "--forever" }:start()
         mk.wait_until(function() local f = io.open(arg[1] .. "/svc.pid") if f then f:close() return true end end)
         os.execute("sleep 60")
-      ]], { host_args = { "--timeout", "0.3" }, args = { dir }, timeout = 30 })
+      ]], { host_args = { "--timeout", "2" }, args = { dir }, timeout = 40 }) -- 2 s: time to reach os.execute under load
       assert.equal(124, r.code, r.stderr)
       assert.matches("did not end within", r.stderr, 1, true)
       local dead, pid = pid_dead_after(dir .. "/svc.pid")

@@ -109,9 +109,10 @@ describe("crash detection", function()
     local report = mk.tmpdir() .. "/report.jsonl"
     local r = H.scenario([[
       KEEP = mk.output { FX, "--print", "up", "--forever", banner = "up", name = "victim" }:start()
-      os.execute("kill -9 " .. KEEP:pid())
-      local t0 = os.time()
-      while os.time() - t0 < 1 do end -- plain Lua: no harness call
+      local pid = KEEP:pid()
+      os.execute("kill -9 " .. pid)
+      -- no harness call (mk.core is the engine, not the API): wait until it is gone
+      for _ = 1, 2000 do if not mk.core.alive(pid) then break end mk.core.sleep(0.005) end
     ]], { host_args = { "-v", "--report", report }, env = { MKHARNESS_TMPDIR = mk.tmpdir() } })
     assert.equal(1, r.code, r.stderr)
     assert.matches("victim: CRASHED: killed by signal 9", r.stderr, 1, true)
@@ -132,7 +133,7 @@ describe("cleanup never hides the real failure", function()
   it("a <close> service that crashed: the script's own error is the one reported", function()
     local r = H.scenario([[
       local s <close> = mk.process { FX, "--sleep", "0.05", "--exit", 2, on_exit = "ignore" }:start()
-      local t0 = os.time() while os.time() - t0 < 1 do end
+      for _ = 1, 2000 do if not s:running() then break end mk.core.sleep(0.005) end
       assert(s:running(), "THE REAL FAILURE")
     ]], { env = { MKHARNESS_TMPDIR = mk.tmpdir() } })
     assert.equal(1, r.code)
@@ -176,7 +177,7 @@ local mk = require "mkharness"
 describe("x", function()
   it("fails for its own reason", function()
     local s <close> = mk.process { ]] .. string.format("%q", FX) .. [[, "--sleep", "0.05", "--exit", 2, on_exit = "ignore" }:start()
-    local t0 = os.time() while os.time() - t0 < 1 do end
+    for _ = 1, 2000 do if not s:running() then break end mk.core.sleep(0.005) end
     assert(s:running(), "THE REAL FAILURE")
   end)
 end)
