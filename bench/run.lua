@@ -54,7 +54,7 @@ local Q = opts.quick
 local N = {
   ready = Q and { 6, 6 } or { 30, 80 }, ready_base = Q and { 3, 3 } or { 30, 50 },
   stop = Q and { 10, 10 } or { 30, 150 }, stop_base = Q and { 4, 4 } or { 20, 30 },
-  mixed = Q and 2 or 8, file_group = Q and { 1, 1 } or { 5, 3 },
+  mixed = Q and 2 or 10, file_group = Q and { 1, 1 } or { 6, 3 },
   feature = Q and { 10, 10 } or { 40, 200 },
   drain = Q and 2 or 5,
   overhead = Q and 5 or 20, rss = Q and 2 or 5,
@@ -565,7 +565,8 @@ local function bench_groups()
   add { key = "tcponly.from_start", what = "  baseline: same tcp members alone: from start()", unit = "s", samples = bf,
     is_baseline = true }
 
-  heading("   groups of file-probe services (mk.pidfile): cost per service, 100 vs 1000")
+  heading("   groups of file-probe services (mk.pidfile): cost per service, 100 vs 1000 (alternated)")
+  local G = {}
   for gi, n in ipairs { 100, 1000 } do
     local dir = mk.tmpdir()
     local list, files = {}, {}
@@ -573,23 +574,30 @@ local function bench_groups()
       files[i] = dir .. "/" .. i .. ".pid"
       list[i] = mk.pidfile(with(argv_of("--pidfile", files[i], "--forever"), { file = files[i], name = "f" .. i }))
     end
-    local g <close> = mk.group(list)
-    local up, down = {}, {}
-    for _ = 1, N.file_group[gi] do
-      for i = 1, n do rm(files[i]) end
-      collectgarbage("collect")
-      local t0 = mk.now()
-      g:start()
-      local t1 = mk.now()
-      g:stop()
-      up[#up + 1], down[#down + 1] = (t1 - t0) / n, (mk.now() - t1) / n
+    G[gi] = { n = n, files = files, group = mk.group(list), up = {}, down = {}, reps = N.file_group[gi] }
+  end
+  -- alternated rep by rep, so a change of the machine's load hits both sizes
+  for rep = 1, math.max(G[1].reps, G[2].reps) do
+    for _, g in ipairs(G) do
+      if rep <= g.reps then
+        for i = 1, g.n do rm(g.files[i]) end
+        collectgarbage("collect")
+        local t0 = mk.now()
+        g.group:start()
+        local t1 = mk.now()
+        g.group:stop()
+        g.up[#g.up + 1], g.down[#g.down + 1] = (t1 - t0) / g.n, (mk.now() - t1) / g.n
+      end
     end
+  end
+  for _, g in ipairs(G) do
+    local n = g.n
     local base = n ~= 100 and "files100" or nil
     add { key = "files" .. n .. ".start", what = string.format("group of %d: start() per service", n), unit = "s",
-      samples = up, base = base and (base .. ".start"), compare = "ratio", is_baseline = not base or nil,
+      samples = g.up, base = base and (base .. ".start"), compare = "ratio", is_baseline = not base or nil,
       target = base and { text = "linear: ratio ≈ 1" } or nil }
     add { key = "files" .. n .. ".stop", what = string.format("group of %d: stop() per service", n), unit = "s",
-      samples = down, base = base and (base .. ".stop"), compare = "ratio", is_baseline = not base or nil,
+      samples = g.down, base = base and (base .. ".stop"), compare = "ratio", is_baseline = not base or nil,
       target = base and { text = "linear: ratio ≈ 1" } or nil }
   end
 end
