@@ -13,7 +13,33 @@ function L.stats(samples)
   local function rank(p) return s[math.max(1, math.min(n, math.ceil(p * n)))] end
   local sum = 0
   for _, v in ipairs(s) do sum = sum + v end
-  return { n = n, median = rank(0.5), p90 = rank(0.9), max = s[n], min = s[1], mean = sum / n }
+  local med = rank(0.5)
+  return { n = n, median = med, p90 = rank(0.9), max = s[n], min = s[1], mean = sum / n,
+    ci = L.median_ci(s, med) }
+end
+
+-- Distribution-free 95 % confidence interval of the median, as a fraction
+-- of the median: the order statistics n/2 -+ 0.98 sqrt(n) (normal
+-- approximation of the binomial). Needs no assumption about the shape of
+-- the samples, which are skewed here (a floor and a long tail). `s` sorted.
+function L.median_ci(s, med)
+  local n = #s
+  if n < 6 or not med or med == 0 then return nil end
+  local h = 0.98 * math.sqrt(n)
+  local lo = s[math.max(1, math.floor(n / 2 - h))]
+  local hi = s[math.min(n, math.ceil(n / 2 + 1 + h))]
+  return math.max(med - lo, hi - med) / math.abs(med)
+end
+
+-- Adaptive n: keep sampling until the median's 95 % interval is within
+-- ±tol of it (at least nmin samples, at most nmax: rows capped at nmax
+-- print their wider interval).
+function L.enough(samples, nmin, nmax, tol)
+  local n = #samples
+  if n < nmin then return false end
+  if n >= nmax then return true end
+  local st = L.stats(samples)
+  return st.ci ~= nil and st.ci <= (tol or 0.10)
 end
 
 ---------------------------------------------------------------- /proc

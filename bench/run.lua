@@ -10,7 +10,7 @@ local HERE = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
 local L = dofile(HERE .. "/lib.lua")
 
 ---------------------------------------------------------------- options
-local SECTIONS = { "readiness", "stop", "drain", "overhead", "scale", "cpu" }
+local SECTIONS = { "readiness", "stop", "drain", "overhead", "scale", "cpu", "groups", "features" }
 local opts = { json = HERE .. "/results.json" }
 do
   local i = 1
@@ -48,10 +48,14 @@ do
 end
 local Q = opts.quick
 
--- iteration counts: full / --quick
+-- iteration counts: full / --quick. Sampled rows run adaptively (L.enough):
+-- at least the first figure, at most the second, stopping once the median's
+-- 95 % interval is within ±10 % (see bench/README.md "How n is chosen").
 local N = {
-  ready = Q and 6 or 50, ready_base = Q and 3 or 50,
-  stop = Q and 10 or 50, stop_base = Q and 4 or 20,
+  ready = Q and { 6, 6 } or { 30, 80 }, ready_base = Q and { 3, 3 } or { 30, 50 },
+  stop = Q and { 10, 10 } or { 30, 150 }, stop_base = Q and { 4, 4 } or { 20, 30 },
+  mixed = Q and 2 or 10, file_group = Q and { 1, 1 } or { 6, 3 },
+  feature = Q and { 10, 10 } or { 40, 200 },
   drain = Q and 2 or 5,
   overhead = Q and 5 or 20, rss = Q and 2 or 5,
   group_reps = Q and 1 or 3,
@@ -96,6 +100,7 @@ local function add(row)
   if row.samples then
     local s = L.stats(row.samples)
     row.n, row.median, row.p90, row.max, row.min, row.mean = s.n, s.median, s.p90, s.max, s.min, s.mean
+    row.ci = s.ci
   end
   rows[#rows + 1] = row
   if row.key then by_key[row.key] = row end
@@ -106,11 +111,18 @@ end
 
 local function heading(text) rows[#rows + 1] = { heading = text } end
 
+-- samples of fn() until L.enough (n = { min, max })
+local function collect(n, fn)
+  local t = {}
+  repeat t[#t + 1] = fn() until L.enough(t, n[1], n[2], 0.10)
+  return t
+end
+
 ---------------------------------------------------------------- helpers
 local function rm(path) os.remove(path) end
 
--- The fixture writes its stamp right after the ready action (tmp + rename):
--- it may land a few microseconds after start() returned, so wait for it.
+-- The fixture writes its stamp (--stamp-before) right after the ready act
+-- (tmp + rename): it may land after start() returned, so wait for it.
 local function read_stamp(path)
   local deadline = mk.now() + 5
   while true do
@@ -163,40 +175,41 @@ end
 local RANDOM = { "--sleep-random", "0.15", "0.25" }
 
 ---------------------------------------------------------------- 1. readiness
--- Each probe: the fixture becomes ready 150-250 ms after spawn, then stamps
--- CLOCK_MONOTONIC; latency = (instant start() returned) - stamp.
+-- Each probe: the fixture becomes ready 150-250 ms after spawn; its stamp is
+-- CLOCK_MONOTONIC read just before the ready act (--stamp-before), so a
+-- latency cannot come out negative; latency = (instant start() returned) - stamp.
 -- The baseline runs the same fixture as a plain process and a classic
 -- shell wait loop (sleep 0.1) beside it; latency = loop exit seen - stamp.
 local READY = {
   { id = "output", what = "output (mk.output)", target = 0.001,
-    actions = function(c) return { "--print", "READY", "--stamp", c.stamp, "--forever" } end,
+    actions = function(c) return { "--stamp-before", c.stamp, "--print", "READY", "--forever" } end,
     make = function(argv) return mk.output(with(argv, { banner = "^READY$" })) end,
     base_shell = true,
     loop = function(c) return "until grep -q READY " .. q(c.log) .. " 2>/dev/null; do sleep 0.1; done" end,
     loop_doc = "sh: grep -q READY log; sleep 0.1" },
   { id = "file", what = "file (mk.pidfile)", target = 0.001,
-    actions = function(c) return { "--pidfile", c.file, "--stamp", c.stamp, "--forever" } end,
+    actions = function(c) return { "--stamp-before", c.stamp, "--pidfile", c.file, "--forever" } end,
     make = function(argv, c) return mk.pidfile(with(argv, { file = c.file })) end,
     loop = function(c) return "until test -e " .. q(c.file) .. "; do sleep 0.1; done" end,
     loop_doc = "sh: test -e pidfile; sleep 0.1" },
   { id = "notify", what = "notify (mk.notify)", target = 0.001,
-    actions = function(c) return { "--notify", "--stamp", c.stamp, "--forever" } end,
+    actions = function(c) return { "--stamp-before", c.stamp, "--notify", "--forever" } end,
     make = function(argv) return mk.notify(argv) end,
     notify_sock = true,
     loop = function(c) return "until test -e " .. q(c.stamp) .. "; do sleep 0.1; done" end,
     loop_doc = "sh: test -e stamp; sleep 0.1 (note 3)" },
   { id = "tcp", what = "tcp (mk.tcp)", target = 0.002,
-    actions = function(c) return { "--listen", c.port, "--stamp", c.stamp, "--serve-tcp" } end,
+    actions = function(c) return { "--stamp-before", c.stamp, "--listen", c.port, "--serve-tcp" } end,
     make = function(argv, c) return mk.tcp(with(argv, { port = c.port })) end,
     loop = function(c) return "until (: </dev/tcp/127.0.0.1/" .. c.port .. ") 2>/dev/null; do sleep 0.1; done" end,
     loop_doc = "bash: </dev/tcp/127.0.0.1/P; sleep 0.1" },
   { id = "unix", what = "unix (mk.unix)", target = 0.002,
-    actions = function(c) return { "--unix", c.sock, "--stamp", c.stamp, "--serve-unix" } end,
+    actions = function(c) return { "--stamp-before", c.stamp, "--unix", c.sock, "--serve-unix" } end,
     make = function(argv, c) return mk.unix(with(argv, { socket = c.sock })) end,
     loop = function(c) return "until test -S " .. q(c.sock) .. "; do sleep 0.1; done" end,
     loop_doc = "sh: test -S sock; sleep 0.1" },
   { id = "http", what = "http (mk.http)", target = 0.002,
-    actions = function(c) return { "--listen", c.port, "--stamp", c.stamp, "--serve-http", "200" } end,
+    actions = function(c) return { "--listen", c.port, "--stamp-before", c.stamp, "--serve-http", "200" } end,
     make = function(argv, c) return mk.http(with(argv, { url = "http://127.0.0.1:" .. c.port .. "/" })) end,
     loop = function(c)
       if HAVE_CURL then
@@ -220,23 +233,22 @@ local function bench_readiness()
   for _, d in ipairs(READY) do
     local dir = mk.tmpdir()
     -- mkharness
-    local samples = {}
-    for _ = 1, N.ready do
+    local samples = collect(N.ready, function()
       local c = ready_ctx(dir)
       local argv = argv_of(RANDOM, d.actions(c))
       argv.name = "ready-" .. d.id
       local svc <close> = d.make(argv, c)
       svc:start()
       local t = mk.now()
-      samples[#samples + 1] = t - read_stamp(c.stamp)
+      local st = read_stamp(c.stamp) -- before stop(): the stamp is written after the ready act
       svc:stop()
-    end
+      return t - st
+    end)
     local mkrow = add { key = "ready." .. d.id, what = "ready: " .. d.what, unit = "s", samples = samples,
       target = { value = d.target, text = "≤ " .. L.fmt_target(d.target) }, base = "ready." .. d.id .. ".sh",
       compare = "faster" }
     -- baseline: same fixture as a plain process + a shell wait loop
-    local base = {}
-    for _ = 1, N.ready_base do
+    local base = collect(N.ready_base, function()
       local c = ready_ctx(dir)
       local argv = argv_of(RANDOM, d.actions(c))
       local spec
@@ -254,10 +266,11 @@ local function bench_readiness()
       svc:start()
       run_ok { "bash", "-c", d.loop(c), timeout = 10 }
       local t = mk.now()
-      base[#base + 1] = t - read_stamp(c.stamp)
+      local st = read_stamp(c.stamp)
       svc:stop()
       if nsock then nsock:close() end
-    end
+      return t - st
+    end)
     add { key = "ready." .. d.id .. ".sh", what = "  baseline " .. d.loop_doc, unit = "s", samples = base,
       target = { text = "mirakuru 46-64 ms" }, is_baseline = true }
     local _ = mkrow
@@ -275,27 +288,25 @@ local function bench_stop()
   heading("2. stop and start+stop")
   local TERM0 = { "--on-signal", "TERM", "0" }
   local svc = mk.output(with(argv_of(TERM0, "--print", "READY", "--forever"), { banner = "^READY$", name = "stopper" }))
-  local stop, cycle = {}, {}
-  for _ = 1, N.stop do
+  local stop = collect(N.stop, function()
     svc:start()
     local t0 = mk.now()
     svc:stop()
-    stop[#stop + 1] = mk.now() - t0
-  end
-  for _ = 1, N.stop do
+    return mk.now() - t0
+  end)
+  local cycle = collect(N.stop, function()
     local t0 = mk.now()
     svc:start()
     svc:stop()
-    cycle[#cycle + 1] = mk.now() - t0
-  end
+    return mk.now() - t0
+  end)
   local psvc = mk.process(with(argv_of(TERM0, "--forever"), { name = "cycler" }))
-  local pcycle = {}
-  for _ = 1, N.stop do
+  local pcycle = collect(N.stop, function()
     local t0 = mk.now()
     psvc:start()
     psvc:stop()
-    pcycle[#pcycle + 1] = mk.now() - t0
-  end
+    return mk.now() - t0
+  end)
   -- baselines in bash; the interval is taken by two `fx_svc --stamp` runs,
   -- so it includes about one fixture exec (~1 ms) on the baseline's side
   local dir = mk.tmpdir()
@@ -304,17 +315,16 @@ local function bench_stop()
   local run_bg = fx .. " --on-signal TERM 0 --print READY --forever > " .. q(log) .. " & pid=$!; "
   local until_ready = "until grep -q READY " .. q(log) .. " 2>/dev/null; do sleep 0.1; done; "
   local kill_loop = "kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done; "
-  local bstop, bcycle = {}, {}
-  for _ = 1, N.stop_base do
+  local bstop = collect(N.stop_base, function()
     rm(log)
-    bstop[#bstop + 1] = sh_stamps(run_bg .. until_ready .. fx .. " --stamp " .. q(s1) .. "; " .. kill_loop ..
+    return sh_stamps(run_bg .. until_ready .. fx .. " --stamp " .. q(s1) .. "; " .. kill_loop ..
       fx .. " --stamp " .. q(s2), s1, s2)
-  end
-  for _ = 1, N.stop_base do
+  end)
+  local bcycle = collect(N.stop_base, function()
     rm(log)
-    bcycle[#bcycle + 1] = sh_stamps(fx .. " --stamp " .. q(s1) .. "; " .. run_bg .. until_ready .. kill_loop ..
+    return sh_stamps(fx .. " --stamp " .. q(s1) .. "; " .. run_bg .. until_ready .. kill_loop ..
       fx .. " --stamp " .. q(s2), s1, s2)
-  end
+  end)
   add { key = "stop", what = "stop(): exits at once on SIGTERM", unit = "s", samples = stop,
     target = { value = 0.002, text = "≤ 2 ms" }, base = "stop.sh", compare = "faster" }
   add { key = "stop.sh", what = "  baseline sh: kill; kill -0 loop, sleep 0.1", unit = "s", samples = bstop,
@@ -490,6 +500,146 @@ local function bench_scale()
     verdict = (heap1 - heap0) <= 64 and "OK" or string.format("grew +%.0f kB", heap1 - heap0) }
 end
 
+---------------------------------------------------------------- groups
+-- distinct free ports (free_port may hand out the same port twice)
+local function ports(n)
+  local seen, out = {}, {}
+  while #out < n do
+    local p = mk.free_port()
+    if not seen[p] then seen[p], out[#out + 1] = true, p end
+  end
+  return out
+end
+
+local NFAST, NSLOW, HTTP_DELAY = 4, 2, 0.1
+
+-- One mk.group start: NFAST tcp members ready 150-250 ms after spawn, plus
+-- (slow = true) NSLOW http members that answer 503 for 1 s, each answer
+-- HTTP_DELAY s late. Per fast member: when the harness saw it ready
+-- (svc._ready_at, the instant its probe succeeded), from the group's
+-- start() and from the fixture's own ready instant.
+local function mixed_once(slow, from_start, lag)
+  local dir = mk.tmpdir()
+  local p = ports(NFAST + NSLOW)
+  local list, fast = {}, {}
+  for i = 1, NFAST do
+    local stamp = dir .. "/fast" .. i
+    rm(stamp)
+    local svc = mk.tcp(with(argv_of(RANDOM, "--stamp-before", stamp, "--listen", p[i], "--serve-tcp"),
+      { port = p[i], name = "fast" .. i }))
+    list[#list + 1], fast[#fast + 1] = svc, { svc = svc, stamp = stamp }
+  end
+  if slow then
+    for i = 1, NSLOW do
+      local port = p[NFAST + i]
+      list[#list + 1] = mk.http(with(argv_of("--listen", port, "--http-delay", HTTP_DELAY,
+        "--http-status-after", 1, 200, "--serve-http", 200),
+        { url = "http://127.0.0.1:" .. port .. "/", name = "slow" .. i }))
+    end
+  end
+  local g <close> = mk.group(list)
+  local t0 = mk.now()
+  g:start()
+  for _, f in ipairs(fast) do
+    from_start[#from_start + 1] = f.svc._ready_at - t0
+    lag[#lag + 1] = f.svc._ready_at - read_stamp(f.stamp)
+  end
+  g:stop()
+end
+
+local function bench_groups()
+  heading(string.format("7. groups: %d fast tcp members beside %d http members answering %g s late (503 for 1 s)",
+    NFAST, NSLOW, HTTP_DELAY))
+  local mf, ml, bf, bl = {}, {}, {}, {}
+  for _ = 1, N.mixed do -- alternated, so load changes hit both alike
+    mixed_once(true, mf, ml)
+    mixed_once(false, bf, bl)
+  end
+  add { key = "mixed.lag", what = "fast member seen ready after its ready instant", unit = "s", samples = ml,
+    base = "tcponly.lag", compare = "ratio",
+    target = { text = "known limit: an http attempt blocks the loop" } }
+  add { key = "mixed.from_start", what = "fast member ready, from group start()", unit = "s", samples = mf,
+    base = "tcponly.from_start", compare = "ratio" }
+  add { key = "tcponly.lag", what = "  baseline: same tcp members alone: lag", unit = "s", samples = bl,
+    is_baseline = true }
+  add { key = "tcponly.from_start", what = "  baseline: same tcp members alone: from start()", unit = "s", samples = bf,
+    is_baseline = true }
+
+  heading("   groups of file-probe services (mk.pidfile): cost per service, 100 vs 1000 (alternated)")
+  local G = {}
+  for gi, n in ipairs { 100, 1000 } do
+    local dir = mk.tmpdir()
+    local list, files = {}, {}
+    for i = 1, n do
+      files[i] = dir .. "/" .. i .. ".pid"
+      list[i] = mk.pidfile(with(argv_of("--pidfile", files[i], "--forever"), { file = files[i], name = "f" .. i }))
+    end
+    G[gi] = { n = n, files = files, group = mk.group(list), up = {}, down = {}, reps = N.file_group[gi] }
+  end
+  -- alternated rep by rep, so a change of the machine's load hits both sizes
+  for rep = 1, math.max(G[1].reps, G[2].reps) do
+    for _, g in ipairs(G) do
+      if rep <= g.reps then
+        for i = 1, g.n do rm(g.files[i]) end
+        collectgarbage("collect")
+        local t0 = mk.now()
+        g.group:start()
+        local t1 = mk.now()
+        g.group:stop()
+        g.up[#g.up + 1], g.down[#g.down + 1] = (t1 - t0) / g.n, (mk.now() - t1) / g.n
+      end
+    end
+  end
+  for _, g in ipairs(G) do
+    local n = g.n
+    local base = n ~= 100 and "files100" or nil
+    add { key = "files" .. n .. ".start", what = string.format("group of %d: start() per service", n), unit = "s",
+      samples = g.up, base = base and (base .. ".start"), compare = "ratio", is_baseline = not base or nil,
+      target = base and { text = "linear: ratio ≈ 1" } or nil }
+    add { key = "files" .. n .. ".stop", what = string.format("group of %d: stop() per service", n), unit = "s",
+      samples = g.down, base = base and (base .. ".stop"), compare = "ratio", is_baseline = not base or nil,
+      target = base and { text = "linear: ratio ≈ 1" } or nil }
+  end
+end
+
+---------------------------------------------------------------- features
+-- The cost of crash detection and of live echo: the same start+stop cycle
+-- with the feature off and on, alternated sample by sample.
+local function bench_features()
+  heading("8. cost of crash detection and live echo: start+stop cycle, off vs on (alternated)")
+  local TERM0 = { "--on-signal", "TERM", "0" }
+  local function pair(make_off, make_on)
+    local off_svc, on_svc = make_off(), make_on()
+    local off, on = {}, {}
+    local function once(svc)
+      local t0 = mk.now()
+      svc:start()
+      svc:stop()
+      return mk.now() - t0
+    end
+    repeat
+      off[#off + 1] = once(off_svc)
+      on[#on + 1] = once(on_svc)
+    until L.enough(off, N.feature[1], N.feature[2], 0.10) and L.enough(on, N.feature[1], N.feature[2], 0.10)
+    return off, on
+  end
+  local off, on = pair(
+    function() return mk.process(with(argv_of(TERM0, "--forever"), { name = "ign", on_exit = "ignore" })) end,
+    function() return mk.process(with(argv_of(TERM0, "--forever"), { name = "fail" })) end)
+  add { key = "crash.ignore", what = "  baseline mk.process, on_exit = \"ignore\"", unit = "s", samples = off,
+    is_baseline = true }
+  add { key = "crash.fail", what = "mk.process, on_exit = \"fail\" (default)", unit = "s", samples = on,
+    base = "crash.ignore", compare = "ratio" }
+  off, on = pair(
+    function() return mk.output(with(argv_of(TERM0, "--print", "READY", "--forever"),
+      { banner = "^READY$", name = "quiet", echo = false })) end,
+    function() return mk.output(with(argv_of(TERM0, "--print", "READY", "--forever"),
+      { banner = "^READY$", name = "echoed", echo = true })) end)
+  add { key = "echo.off", what = "  baseline mk.output, echo = false", unit = "s", samples = off, is_baseline = true }
+  add { key = "echo.on", what = "mk.output, echo = true (1 line echoed)", unit = "s", samples = on,
+    base = "echo.off", compare = "ratio" }
+end
+
 ---------------------------------------------------------------- 6. CPU while waiting
 local function bench_cpu()
   local W = N.cpu_wait
@@ -541,7 +691,8 @@ end
 
 ---------------------------------------------------------------- run
 local RUNNERS = { readiness = bench_readiness, stop = bench_stop, drain = bench_drain,
-  overhead = bench_overhead, scale = bench_scale, cpu = bench_cpu }
+  overhead = bench_overhead, scale = bench_scale, groups = bench_groups, features = bench_features,
+  cpu = bench_cpu }
 
 local t_start = mk.now()
 for _, name in ipairs(SECTIONS) do
@@ -607,6 +758,7 @@ for _, r in ipairs(rows) do
       r.what, r.n and tostring(r.n) or (r.text and "1" or ""),
       r.text or (r.error and "-") or L.fmt(r.median, r.unit),
       r.text and "" or L.fmt(r.p90, r.unit), r.text and "" or L.fmt(r.max, r.unit),
+      r.ci and string.format("±%.0f%%", r.ci * 100) or "",
       tgt, v,
     }
   end
@@ -616,8 +768,8 @@ local uname = mk.run { "uname", "-srm" }.stdout:gsub("%s+$", "")
 local load = (L.slurp("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)") or "?"
 io.stdout:write("\n", string.format("mkharness benchmarks%s — %s, %d CPUs, load %s, %.0f s\n\n",
   Q and " (--quick)" or "", uname, tonumber(mk.run { "nproc" }.stdout) or 0, load, elapsed))
-io.stdout:write(L.table({ "what", "n", "median", "p90", "max", "baseline/target", "ratio/verdict" }, out,
-  { false, true, true, true, true, false, false }))
+io.stdout:write(L.table({ "what", "n", "median", "p90", "max", "med 95%", "baseline/target", "ratio/verdict" }, out,
+  { false, true, true, true, true, true, false, false }))
 io.stdout:flush()
 
 -- JSON
@@ -631,7 +783,7 @@ for _, r in ipairs(rows) do
       target_on = r.target and r.target.value and (r.target.on or "median") or nil,
       baseline = r.base, ratio = r.ratio, verdict = r.verdict, is_baseline = r.is_baseline or nil,
       text = r.text, note = r.note, error = r.error, wall = r.wall, children_pct = r.children_pct,
-      main_thread_pct = r.main_thread_pct,
+      main_thread_pct = r.main_thread_pct, median_ci = r.ci, samples = r.samples,
     }
   end
 end
