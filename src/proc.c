@@ -352,15 +352,34 @@ void mkh_own_child(pid_t pid, int own)
 /* Our children that are not services, the guardian, nor forked by this
  * process on purpose (popen): descendants of services, or of commands run
  * through a shell, reparented to us after their parent died. */
+static int cmp_pid(const void *a, const void *b)
+{
+    pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+    return (x > y) - (x < y);
+}
+
 static size_t orphans(pid_t *out, size_t cap)
 {
-    pid_t kids[1024];
-    size_t n = 0, k = mkh_children(kids, 1024);
+    static pid_t kids[4096];
+    size_t n = 0, k = mkh_children(kids, sizeof kids / sizeof kids[0]);
+    if (k == 0) return 0;
+    /* the live pids sorted once: a group of 1000 services stopping would
+     * otherwise walk the live list for each child, for each stop */
+    static pid_t *known;
+    static size_t capknown;
+    size_t nknown = 0;
+    for (mkh_proc *p = live; p; p = p->next) {
+        void *arr = known;
+        if (mkh_grow(&arr, &capknown, nknown + 1, sizeof *known) != 0) break;
+        known = arr;
+        known[nknown++] = p->pid;
+    }
+    if (nknown) qsort(known, nknown, sizeof *known, cmp_pid);
     for (size_t i = 0; i < k && n < cap; i++) {
         pid_t pid = kids[i];
-        int known = pid == mkh_guardian_pid() || is_own_kid(pid);
-        for (mkh_proc *p = live; p && !known; p = p->next) known = p->pid == pid;
-        if (!known) out[n++] = pid;
+        if (pid == mkh_guardian_pid() || is_own_kid(pid)) continue;
+        if (nknown && bsearch(&pid, known, nknown, sizeof *known, cmp_pid)) continue;
+        out[n++] = pid;
     }
     return n;
 }

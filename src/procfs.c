@@ -118,7 +118,8 @@ unsigned long long mkh_ticks_now(void)
 
 size_t mkh_children(pid_t *out, size_t cap)
 {
-    char path[64], buf[16384];
+    static char buf[65536]; /* thousands of services: ~8 bytes a pid */
+    char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
     if (mkh_read_small(path, buf, sizeof buf) <= 0) return 0;
     size_t n = 0;
