@@ -130,7 +130,7 @@ describe("mkharness.busted assertions", function()
 
   it("assert.status on a real response", function()
     local port = mk.free_port()
-    local svc <close> = mk.tcp { H.fx, "--listen", port, "--serve-http", 503, port = port, timeout = 10 }:start()
+    local _svc <close> = mk.tcp { H.fx, "--listen", port, "--serve-http", 503, port = port, timeout = 10 }:start()
     local res = mk.get("http://127.0.0.1:" .. port .. "/health")
     assert.status(503, res)
     local ok, err = pcall(assert.status, 200, res)
