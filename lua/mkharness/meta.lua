@@ -136,7 +136,7 @@
 ---@class mkharness.GroupStopOptions
 ---@field order? mkharness.Executor[] stop in this order, one at a time
 
----@class mkharness.MarkFields: { [string]: string|number|boolean }
+---@alias mkharness.MarkFields table<string, string|number|boolean>
 
 -- ---------------------------------------------------------------------------
 -- Errors
