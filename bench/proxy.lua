@@ -33,7 +33,6 @@
 -- Throughput columns are GB/s (1e9 bytes/s) computed from run times: median,
 -- p90 and max run time, so "p90" and "max" are the slow tail.
 local mk = require "mkharness"
-local core = mk.core
 
 local HERE = (arg and arg[0] or "bench/proxy.lua"):match("^(.*)/[^/]*$") or "."
 local L = dofile(HERE .. "/lib.lua")
@@ -62,7 +61,7 @@ end
 local function have(prog) return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true end
 local function say(...) io.stderr:write(string.format(...), "\n") end
 
-local TCK = 100
+local TCK
 do
   local r = mk.run { "getconf", "CLK_TCK" }
   TCK = tonumber(r.stdout) or 100
@@ -123,7 +122,7 @@ local function throughput()
   sink:stop()
 
   -- upstream -> client
-  local src <close>, hport = tcp_service { "--http-huge", bytes, "--serve-http", 200 }
+  local _src <close>, hport = tcp_service { "--http-huge", bytes, "--serve-http", 200 }
   local q <close> = mk.proxy { upstream = "127.0.0.1:" .. hport }:start()
   local dtimes = { direct = {}, proxied = {} }
   local function down_run(target, proxied)
@@ -189,7 +188,7 @@ local function echo_latency()
     return
   end
   local port = mk.free_port()
-  local srv <close> = mk.tcp { "perl", "-e", ECHO_SERVER, port, port = port, timeout = 10, name = "echo" }:start()
+  local _srv <close> = mk.tcp { "perl", "-e", ECHO_SERVER, port, port = port, timeout = 10, name = "echo" }:start()
   local p <close> = mk.proxy { upstream = "127.0.0.1:" .. port }:start()
   local per = math.max(1, opts.echo // opts.rounds)
   local s = { direct = {}, proxied = {} }
@@ -205,7 +204,7 @@ local function echo_latency()
 end
 
 local function http_latency()
-  local srv <close>, port = tcp_service { "--serve-http", 200 }
+  local _srv <close>, port = tcp_service { "--serve-http", 200 }
   local p <close> = mk.proxy { upstream = "127.0.0.1:" .. port }:start()
   local direct, proxied = "http://127.0.0.1:" .. port .. "/x", "http://127.0.0.1:" .. p.port .. "/x"
   for _ = 1, 20 do mk.get(direct) mk.get(proxied) end -- warm up
@@ -234,7 +233,7 @@ local FAULTS = {
 local function fault_throughput()
   if not have("bash") or not have("dd") then return end
   local bytes = opts.mb * 1048576
-  local sink <close>, sport = tcp_service { "--serve-tcp" }
+  local _sink <close>, sport = tcp_service { "--serve-tcp" }
   local p <close> = mk.proxy { upstream = sport }:start()
   local times = {}
   for _, f in ipairs(FAULTS) do times[f.name] = {} end
@@ -267,7 +266,7 @@ end
 local function fault_echo()
   if not have("perl") then return end
   local port = mk.free_port()
-  local srv <close> = mk.tcp { "perl", "-e", ECHO_SERVER, port, port = port, timeout = 10, name = "echo" }:start()
+  local _srv <close> = mk.tcp { "perl", "-e", ECHO_SERVER, port, port = port, timeout = 10, name = "echo" }:start()
   local p <close> = mk.proxy { upstream = port }:start()
   local per = math.max(1, opts.echo // opts.rounds)
   local s = {}
@@ -300,9 +299,9 @@ end
 
 local function gbps(bytes, t) return t and string.format("%.2f", bytes / t / 1e9) or "-" end
 local function signed(v) return (v < 0 and "-" or "+") .. L.fmt(math.abs(v), "s") end
-local function table_of(rows)
+local function table_of(list)
   local out = {}
-  for _, r in ipairs(rows) do
+  for _, r in ipairs(list) do
     local p, d = r.proxied, r.direct
     if r.unit == "GB/s" then
       local b = r.note.bytes

@@ -10,7 +10,7 @@ local here = arg[0]:match("(.*/)") or "./"
 local KVD = here .. "../build/kvd"
 
 local port = mk.free_port()
-local kvd <close> = mk.http {
+local _kvd <close> = mk.http {
   KVD, "--port", port, "--data", mk.tmpdir() .. "/kvd.log",
   url = "http://127.0.0.1:" .. port .. "/health", method = "GET", timeout = 10,
 }:start()

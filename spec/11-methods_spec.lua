@@ -428,7 +428,7 @@ describe("mk.process", function()
     it("wait_for(fn): truthy returns self", function()
       local s <close> = mk.process { FX, "--forever" }:start()
       local n = 0
-      assert.equal(s, s:wait_for(function(svc)
+      assert.equal(s, s:wait_for(function()
         n = n + 1
         return n >= 3
       end))

@@ -120,10 +120,9 @@ end
 -- Run to completion in the foreground.
 local function run_scenario(tail, host_args)
   local dir, env = new_dir()
-  local list = {}
   finally(function() kill_all(recorded(dir)) end)
   local r = H.scenario(scenario_code(tail), { args = { dir }, host_args = host_args, env = env, timeout = 60 })
-  list = recorded(dir)
+  local list = recorded(dir)
   return r, dir, list
 end
 

@@ -33,7 +33,7 @@ describe("crash detection", function()
     { "mk.run", function() mk.run { "true" } end },
     { "mk.wait_until", function() mk.wait_until(function() return false end, { timeout = 0.2 }) end },
     { "another service's start()", function()
-        local o <close> = mk.process { FX, "--forever", name = "other" }:start()
+        local _o <close> = mk.process { FX, "--forever", name = "other" }:start()
       end },
     { "mk.get", function() mk.get("http://127.0.0.1:1/", { timeout = 1 }) end },
   } do
@@ -145,7 +145,7 @@ describe("cleanup never hides the real failure", function()
     local ok, e = pcall(function()
       local a <close> = mk.process { FX, "--exit", 2, on_exit = "ignore", name = "bad-a" }:start()
       local b = mk.process { FX, "--exit", 3, on_exit = "ignore", name = "bad-b" }
-      local g <close> = mk.group { b }:start()
+      local _g <close> = mk.group { b }:start()
       a:wait_exit { timeout = 5 }
       b:wait_exit { timeout = 5 }
       mk.wait_until(function() return false end, { timeout = 0.1, message = "the real one" })

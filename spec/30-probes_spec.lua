@@ -367,7 +367,7 @@ describe("probes", function()
   describe("tcp", function()
     it("is ready once the port accepts", function()
       local port = mk.free_port()
-      local svc <close> = exe { FX, "--sleep", 0.2, "--listen", port, "--serve-tcp",
+      local _svc <close> = exe { FX, "--sleep", 0.2, "--listen", port, "--serve-tcp",
         ready = mk.probe.tcp { port = port } }:start()
       assert.is_true(listening(port))
     end)
@@ -395,7 +395,7 @@ describe("probes", function()
   describe("unix", function()
     it("is ready once the socket accepts", function()
       local path = mk.tmpdir() .. "/s.sock"
-      local svc <close> = exe { FX, "--sleep", 0.2, "--unix", path, "--serve-unix",
+      local _svc <close> = exe { FX, "--sleep", 0.2, "--unix", path, "--serve-unix",
         ready = mk.probe.unix { socket = path } }:start()
       assert.is_true(core.unix_probe(path) == true)
     end)
@@ -454,7 +454,7 @@ describe("probes", function()
     for _, method in ipairs { "HEAD", "GET", "POST" } do
       it("is ready with method " .. method, function()
         local port = mk.free_port()
-        local svc <close> = http_svc(port, { "--sleep", 0.1, "--serve-http", 200 },
+        local _svc <close> = http_svc(port, { "--sleep", 0.1, "--serve-http", 200 },
           { method = method, body = method == "POST" and "payload" or nil }):start()
         local r = mk.http_request { url = url(port, "/x"), method = method }
         assert.equal(200, r.status)
@@ -464,7 +464,7 @@ describe("probes", function()
 
     it("sends method and body (checked through kvd, which stores a PUT body)", function()
       local port = mk.free_port()
-      local svc <close> = exe { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log",
+      local _svc <close> = exe { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log",
         ready = mk.probe.http { url = url(port, "/kv/probe"), method = "PUT", body = "sent by the probe" } }:start()
       local r = mk.get(url(port, "/kv/probe"))
       assert.equal(200, r.status)
@@ -474,7 +474,7 @@ describe("probes", function()
     it("the server echoes what a request sends: path with query, method, body", function()
       local port = mk.free_port()
       local path = "/a/b%20c?x=1&y=%2F&z"
-      local svc <close> = http_svc(port, { "--serve-http", 200 }, { url = url(port, path), headers = { ["X-Test"] = "1" } }):start()
+      local _svc <close> = http_svc(port, { "--serve-http", 200 }, { url = url(port, path), headers = { ["X-Test"] = "1" } }):start()
       local r = mk.get(url(port, path))
       assert.equal(path, r.headers["x-path"])
       local p = mk.http_request { url = url(port, path), method = "POST", body = "hello" }
@@ -483,7 +483,7 @@ describe("probes", function()
 
     it("accepts headers as a map and as a list", function()
       local port = mk.free_port()
-      local svc <close> = http_svc(port, { "--serve-http", 200 },
+      local _svc <close> = http_svc(port, { "--serve-http", 200 },
         { headers = { ["X-One"] = "1", Accept = "text/plain" } }):start()
       local p = mk.probe.http { url = url(port), headers = { "X-Two: 2" } }
       assert.equal("http", p.kind)
@@ -532,7 +532,7 @@ describe("probes", function()
 
     it("becomes ready once the status turns good (--http-status-after)", function()
       local port = mk.free_port()
-      local svc <close> = http_svc(port, { "--http-status-after", 0.3, 200, "--serve-http", 200 }, {}):start()
+      local _svc <close> = http_svc(port, { "--http-status-after", 0.3, 200, "--serve-http", 200 }, {}):start()
       assert.equal(200, mk.get(url(port)).status)
     end)
 
@@ -583,7 +583,7 @@ describe("probes", function()
   describe("file", function()
     it("is ready once the file exists", function()
       local path = mk.tmpdir() .. "/ready.flag"
-      local svc <close> = exe { FX, "--sleep", 0.2, "--touch", path, "--forever",
+      local _svc <close> = exe { FX, "--sleep", 0.2, "--touch", path, "--forever",
         ready = mk.probe.file { path = path } }:start()
       assert.is_true(exists(path))
     end)
@@ -601,7 +601,7 @@ describe("probes", function()
   describe("notify", function()
     it("is ready when the service sends READY=1", function()
       local stamp = mk.tmpdir() .. "/before-notify"
-      local svc <close> = exe { FX, "--sleep", 0.2, "--touch", stamp, "--notify", "--forever",
+      local _svc <close> = exe { FX, "--sleep", 0.2, "--touch", stamp, "--notify", "--forever",
         ready = mk.probe.notify {} }:start()
       assert.is_true(exists(stamp)) -- so it waited for the datagram, not for the spawn
     end)
@@ -628,7 +628,7 @@ describe("probes", function()
   describe("exec", function()
     it("is ready once the command exits 0", function()
       local path = mk.tmpdir() .. "/exec.flag"
-      local svc <close> = exe { FX, "--sleep", 0.2, "--touch", path, "--forever",
+      local _svc <close> = exe { FX, "--sleep", 0.2, "--touch", path, "--forever",
         ready = mk.probe.exec { "test", "-e", path } }:start()
       assert.is_true(exists(path))
     end)

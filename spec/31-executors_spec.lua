@@ -138,7 +138,7 @@ describe("executors", function()
 
     it("mk.notify", function()
       local stamp = mk.tmpdir() .. "/stamp"
-      local svc <close> = mk.notify { FX, "--sleep", 0.2, "--touch", stamp, "--notify", "--forever", timeout = 10 }:start()
+      local _svc <close> = mk.notify { FX, "--sleep", 0.2, "--touch", stamp, "--notify", "--forever", timeout = 10 }:start()
       assert.is_not_nil(core.size(stamp))
     end)
 
@@ -182,7 +182,7 @@ describe("executors", function()
 
     it("POST sends its payload (kvd stores the body of a PUT/POST-style request)", function()
       local port = mk.free_port()
-      local svc <close> = mk.http { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log", url = url(port, "/kv/greeting"), method = "PUT",
+      local _svc <close> = mk.http { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log", url = url(port, "/kv/greeting"), method = "PUT",
         body = "hello from the probe", status = 204, timeout = 10 }:start()
       assert.equal("hello from the probe", mk.get(url(port, "/kv/greeting")).body)
     end)
@@ -225,7 +225,7 @@ describe("executors", function()
 
     it("names the holder by its process title, trimmed (redis pads its title with spaces)", function()
       local port = mk.free_port()
-      local h <close> = mk.tcp { "bash", "-c", "exec -a 'padded-title   with   gaps   ' " .. FX .. " --listen " .. port ..
+      local _h <close> = mk.tcp { "bash", "-c", "exec -a 'padded-title   with   gaps   ' " .. FX .. " --listen " .. port ..
         " --serve-tcp", port = port, timeout = 10, name = "holder" }:start()
       local svc = mk.tcp { FX, "--listen", port, "--serve-tcp", port = port, timeout = 10 }
       local e = expect_error("AlreadyRunning", function() svc:start() end)

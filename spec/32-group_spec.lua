@@ -44,7 +44,7 @@ describe("mk.group", function()
       mk.notify { FX, "--sleep", 0.2, "--notify", "--forever", timeout = 10 },
       mk.process { FX, "--forever" },
     }
-    local g <close> = mk.group(members):start()
+    local _g <close> = mk.group(members):start()
     for _, s in ipairs(members) do assert.is_true(s:running(), s.name) end
     assert.equal("ready", members[1].ready_match.line)
   end)
@@ -128,7 +128,7 @@ describe("mk.group", function()
   it("<close> stops all members", function()
     local members = { slow_tcp(0.05), slow_tcp(0.05) }
     do
-      local g <close> = mk.group(members):start()
+      local _g <close> = mk.group(members):start()
       assert.is_true(members[1]:running() and members[2]:running())
     end
     assert.is_false(members[1]:running())
@@ -138,7 +138,7 @@ describe("mk.group", function()
   it("<close> stops all members when the block raises", function()
     local members = { slow_tcp(0.05), slow_tcp(0.05) }
     local ok = pcall(function()
-      local g <close> = mk.group(members):start()
+      local _g <close> = mk.group(members):start()
       error("boom")
     end)
     assert.is_false(ok)

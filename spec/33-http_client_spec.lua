@@ -22,7 +22,7 @@ describe("http client", function()
   H.leakcheck()
 
   it("mk.get returns status, lower-case headers and body", function()
-    local svc <close>, port = server()
+    local _svc <close>, port = server()
     local r = mk.get(url(port, "/hello"))
     assert.equal(200, r.status)
     assert.equal("table", type(r.headers))
@@ -34,13 +34,13 @@ describe("http client", function()
   end)
 
   it("returns non-2xx statuses without raising", function()
-    local svc <close>, port = server({}, 503)
+    local _svc <close>, port = server({}, 503)
     local r = mk.get(url(port))
     assert.equal(503, r.status)
   end)
 
   it("sends the path and query string as given", function()
-    local svc <close>, port = server()
+    local _svc <close>, port = server()
     for _, p in ipairs { "/a/b?x=1&y=2", "/enc%2Fded/..%2f?q=%20", "/?", "/x?a=b#frag" } do
       local r = mk.get(url(port, p))
       assert.equal((p:gsub("#.*$", "")), r.headers["x-path"])
@@ -48,7 +48,7 @@ describe("http client", function()
   end)
 
   it("POST echoes the body; methods and headers are sent", function()
-    local svc <close>, port = server()
+    local _svc <close>, port = server()
     local r = mk.http_request { url = url(port, "/items?id=7"), method = "POST", body = "a=1\nb=2",
       headers = { ["Content-Type"] = "text/plain", ["X-Custom"] = "yes" }, timeout = 5 }
     assert.equal(200, r.status)
@@ -60,14 +60,14 @@ describe("http client", function()
   end)
 
   it("a binary body round-trips", function()
-    local svc <close>, port = server()
+    local _svc <close>, port = server()
     local body = "\0\1\2binary\255\r\n\0end"
     local r = mk.http_request { url = url(port, "/bin"), method = "POST", body = body }
     assert.equal("POST /bin\n" .. body, r.body)
   end)
 
   it("HEAD returns no body", function()
-    local svc <close>, port = server()
+    local _svc <close>, port = server()
     local r = mk.http_request { url = url(port, "/h"), method = "HEAD" }
     assert.equal(200, r.status)
     assert.equal("", r.body)
@@ -76,7 +76,7 @@ describe("http client", function()
 
   it("talks to kvd: PUT then GET", function()
     local port = mk.free_port()
-    local kvd <close> = mk.http { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log",
+    local _kvd <close> = mk.http { H.kvd, "--port", port, "--data", mk.tmpdir() .. "/kvd.log",
       url = url(port, "/health"), method = "GET", timeout = 10 }:start()
     local put = mk.http_request { url = url(port, "/kv/k1"), method = "PUT", body = "value one" }
     assert.equal(204, put.status)
@@ -98,7 +98,7 @@ describe("http client", function()
   end)
 
   it("a hung endpoint errors out at the timeout", function()
-    local svc <close>, port = server { "--http-hang" }
+    local _svc <close>, port = server { "--http-hang" }
     local u = url(port, "/hang")
     local t0 = mk.now()
     local ok, e = pcall(mk.http_request, { url = u, timeout = 0.3 })
@@ -110,13 +110,13 @@ describe("http client", function()
   end)
 
   it("a slow server answering within the timeout succeeds", function()
-    local svc <close>, port = server { "--http-delay", 0.3 }
+    local _svc <close>, port = server { "--http-delay", 0.3 }
     local r = mk.http_request { url = url(port, "/slow"), timeout = 10 }
     assert.equal(200, r.status)
   end)
 
   it("a garbage answer is an error naming the URL", function()
-    local svc <close>, port = server { "--http-garbage" }
+    local _svc <close>, port = server { "--http-garbage" }
     local u = url(port, "/g")
     local ok, e = pcall(mk.get, u, { timeout = 5 })
     assert.is_false(ok)
@@ -125,14 +125,14 @@ describe("http client", function()
   end)
 
   it("a large body arrives whole", function()
-    local svc <close>, port = server { "--http-huge", 5000000 }
+    local _svc <close>, port = server { "--http-huge", 5000000 }
     local r = mk.get(url(port, "/big"), { timeout = 20 })
     assert.equal(200, r.status)
     assert.equal(5000000, #r.body)
   end)
 
   it("an endless body stops at max_body with an error naming the limit", function()
-    local svc <close>, port = server { "--http-endless" }
+    local _svc <close>, port = server { "--http-endless" }
     local u = url(port, "/endless")
     local t0 = mk.now()
     local e = expect_error("ExecutorError", function() mk.get(u, { max_body = 1000000, timeout = 20 }) end)
@@ -145,7 +145,7 @@ describe("http client", function()
   end)
 
   it("a body of exactly max_body bytes arrives whole", function()
-    local svc <close>, port = server { "--http-huge", 1000 }
+    local _svc <close>, port = server { "--http-huge", 1000 }
     local r = mk.get(url(port, "/exact"), { max_body = 1000 })
     assert.equal(1000, #r.body)
     expect_error("ExecutorError", function() mk.get(url(port, "/over"), { max_body = 999 }) end)

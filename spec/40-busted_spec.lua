@@ -42,6 +42,102 @@ describe("mkharness.busted assertions", function()
     assert.is_false(ok)
     assert.matches("never true", tostring(err), 1, true)
   end)
+
+  it("assert.eventually reports the first and the last error fn raised", function()
+    local n = 0
+    local ok, err = pcall(assert.eventually, function()
+      n = n + 1
+      error(n == 1 and "connection refused" or ("still warming up, try " .. n))
+    end, { timeout = 0.2, interval = 0.01 })
+    assert.is_false(ok)
+    err = tostring(err)
+    assert.is_true(n >= 3)
+    assert.matches("first error %(attempt 1 of %d+%): [^\n]*connection refused", err)
+    assert.matches("last error %(attempt %d+ of %d+%): [^\n]*still warming up, try %d+", err)
+    -- an error then success passes: errors only mean "not yet"
+    n = 0
+    assert.eventually(function()
+      n = n + 1
+      if n < 3 then error("not yet") end
+      return "done"
+    end, { timeout = 5, interval = 0.001 })
+    -- one error only: said once
+    ok, err = pcall(assert.eventually, function()
+      n = n + 1
+      if n == 4 then error("the one failure") end
+      return false
+    end, { timeout = 0.1, interval = 0.01 })
+    assert.is_false(ok)
+    assert.matches("first error (attempt 1 of", tostring(err), 1, true)
+    assert.is_nil(tostring(err):find("last error", 1, true))
+  end)
+
+  it("assert.eventually{ falsy = true } waits for a falsy value", function()
+    local t0 = mk.now()
+    assert.eventually(function() return mk.now() - t0 < 0.05 end, { falsy = true, timeout = 5 })
+    assert.is_true(mk.now() - t0 >= 0.05)
+    local ok, err = pcall(assert.eventually, function() return "still here" end, { falsy = true, timeout = 0.05 })
+    assert.is_false(ok)
+    assert.matches("falsy", tostring(err), 1, true)
+    -- nil and false both count; an error does not
+    assert.eventually(function() return nil end, { falsy = true })
+    ok = pcall(assert.eventually, function() error("boom") end, { falsy = true, timeout = 0.05 })
+    assert.is_false(ok)
+  end)
+
+  it("assert.eventually{ no_error = true } waits until fn stops raising", function()
+    local n = 0
+    assert.eventually(function()
+      n = n + 1
+      assert.is_true(n >= 3, "attempt " .. n)
+      return false -- the value does not matter in this mode
+    end, { no_error = true, timeout = 5, interval = 0.001 })
+    assert.equal(3, n)
+    local ok, err = pcall(assert.eventually, function() error("refused") end, { no_error = true, timeout = 0.05 })
+    assert.is_false(ok)
+    assert.matches("stop raising", tostring(err), 1, true)
+    assert.matches("first error (attempt 1 of", tostring(err), 1, true)
+    assert.has_error(function() assert.eventually(function() end, { no_error = true, falsy = true }) end)
+    -- a mistake in the test is not retried for the whole timeout
+    local t0 = mk.now()
+    assert.error_kind("ConfigError", function()
+      assert.eventually(function() mk.process { H.fx, bogus = 1 } end, { no_error = true, timeout = 10 })
+    end)
+    assert.is_true(mk.now() - t0 < 5)
+  end)
+
+  it("assert.status shows the body and headers of a wrong response", function()
+    local res = { status = 500, headers = { ["content-type"] = "text/plain", ["x-request-id"] = "r-17" },
+      body = "database is locked\nretry later" }
+    assert.status(500, res)
+    assert.is_not.status(200, res)
+    local ok, err = pcall(assert.status, 200, res)
+    assert.is_false(ok)
+    err = tostring(err)
+    assert.matches("Expected HTTP status 200", err, 1, true)
+    assert.matches("HTTP 500", err, 1, true)
+    assert.matches("content-type: text/plain", err, 1, true)
+    assert.matches("x-request-id: r-17", err, 1, true)
+    assert.matches("database is locked\n  retry later", err, 1, true)
+    -- long bodies are cut
+    ok, err = pcall(assert.status, 200, { status = 404, headers = {}, body = ("x"):rep(10000) })
+    assert.is_false(ok)
+    assert.matches("more bytes", tostring(err), 1, true)
+    assert.is_true(#tostring(err) < 6000)
+    assert.has_error(function() assert.status(200, nil) end)
+    assert.has_error(function() assert.status("200", res) end)
+  end)
+
+  it("assert.status on a real response", function()
+    local port = mk.free_port()
+    local _svc <close> = mk.tcp { H.fx, "--listen", port, "--serve-http", 503, port = port, timeout = 10 }:start()
+    local res = mk.get("http://127.0.0.1:" .. port .. "/health")
+    assert.status(503, res)
+    local ok, err = pcall(assert.status, 200, res)
+    assert.is_false(ok)
+    assert.matches("x-path: /health", tostring(err), 1, true)
+    assert.matches("GET /health", tostring(err), 1, true)
+  end)
 end)
 
 -- The busted integration, seen from outside: a child `mkharness test` (or

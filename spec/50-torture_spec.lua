@@ -618,7 +618,7 @@ end
       local g = assert(io.open(dir .. "/open-file", "r"))
       -- an HTTP server and a request to it through libcurl
       local port = mk.free_port()
-      local web <close> = mk.http { H.fx, "--listen", port, "--serve-http", 200,
+      local _web <close> = mk.http { H.fx, "--listen", port, "--serve-http", 200,
         url = "http://127.0.0.1:" .. port .. "/", name = "web" }:start()
       local res = mk.get("http://127.0.0.1:" .. port .. "/x")
       assert.equal(200, res.status)
@@ -627,7 +627,7 @@ end
       assert(w:add(dir, "create"))
       local sock = assert(core.dgram(dir .. "/dgram.sock"))
       -- a service waiting for its banner keeps a scanner and a watch open
-      local banner <close> = mk.output { H.fx, "--print", "ready", "--forever", banner = "ready" }:start()
+      local _banner <close> = mk.output { H.fx, "--print", "ready", "--forever", banner = "ready" }:start()
       finally(function()
         f:close()
         g:close()

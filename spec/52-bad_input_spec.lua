@@ -133,7 +133,8 @@ describe("bad input", function()
       refused("env%[1%] must be a string, got table", core.spawn, { argv = { "true" }, env = { {} } })
       refused("argv%[1%] contains a NUL byte", core.spawn, { argv = { "tr\0ue" }, env = {} })
       refused("argv must be a list of strings, got nil", core.spawn, { env = {} })
-      refused("stop_timeout", core.spawn, { argv = { "true" }, env = {}, stop_timeout = 1 / 0, stop_signal = 15, kill_signal = 9, stdout = "null", stderr = "null" })
+      refused("stop_timeout", core.spawn, { argv = { "true" }, env = {}, stop_timeout = 1 / 0, stop_signal = 15, kill_signal = 9,
+        stdout = "null", stderr = "null" })
     end)
 
     it("poll, sleep, wait: odd lengths and NaN or huge timeouts", function()
@@ -142,7 +143,8 @@ describe("bad input", function()
       assert.same({}, core.poll({}, 0 / 0))
       assert.same({}, core.poll({}, -0.0))
       core.sleep(0 / 0)
-      local proc = assert(core.spawn { argv = { H.fx, "--forever" }, env = {}, stdout = "null", stderr = "null", stop_signal = 15, kill_signal = 9, stop_timeout = 1 })
+      local proc = assert(core.spawn { argv = { H.fx, "--forever" }, env = {}, stdout = "null", stderr = "null",
+        stop_signal = 15, kill_signal = 9, stop_timeout = 1 })
       refused("timeout is NaN", proc.wait, proc, 0 / 0)
       assert.is_nil(proc:wait(-1)) -- negative: no wait at all
       proc:signal(9)

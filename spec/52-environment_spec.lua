@@ -51,7 +51,7 @@ describe("hostile environment #hostile", function()
 
     it("bounds mk.tcp, mk.proxy and mk.get by their timeouts", function()
       if not is_root() then pending("needs root: a mount namespace points DNS at a silent local server") return end
-      local sink <close>, addr = dns_sink()
+      local _sink <close>, addr = dns_sink()
       local path = scenario(string.format([[
 local NAME = %q
 local function try(what, fn)
@@ -87,7 +87,7 @@ try("get", function() mk.get("http://" .. NAME .. ":9/", { timeout = 1 }) end)
 
     it("a Ctrl-C reaches a start() waiting for the resolver", function()
       if not is_root() then pending("needs root: a mount namespace points DNS at a silent local server") return end
-      local sink <close>, addr = dns_sink()
+      local _sink <close>, addr = dns_sink()
       local path = scenario(string.format([[
 print("STARTING")
 io.stdout:flush()

@@ -105,7 +105,7 @@ describe("mk.proxy", function()
   H.leakcheck()
 
   it("forwards HTTP to the upstream and counts it", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     assert.is_true(math.type(p.port) == "integer" and p.port > 0 and p.port ~= port)
     assert.equal("127.0.0.1:" .. port, p.upstream)
@@ -123,7 +123,7 @@ describe("mk.proxy", function()
   end)
 
   it("moves large bodies intact both ways, with and without latency", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     local body = {}
     for i = 1, 60000 do body[i] = string.format("%07d\n", i) end -- 480 KB, position-dependent
@@ -134,7 +134,7 @@ describe("mk.proxy", function()
     r = mk.http_request { url = url(p, "/big2"), method = "POST", body = body, timeout = 20 }
     assert.equal("POST /big2\n" .. body, r.body)
     p:clear()
-    local huge <close>, hport = http_server { "--http-huge", 20000000 }
+    local _huge <close>, hport = http_server { "--http-huge", 20000000 }
     local q <close> = proxy_to(hport)
     r = mk.http_request { url = url(q, "/"), timeout = 30 }
     assert.equal(20000000, #r.body)
@@ -145,7 +145,7 @@ describe("mk.proxy", function()
 
   it("keeps forwarding while the scenario is inside os.execute", function()
     if not need_client() then return end
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     local dir = mk.tmpdir()
     -- the whole request happens while the Lua thread is blocked in os.execute
@@ -165,7 +165,7 @@ describe("mk.proxy", function()
   end)
 
   it("latency delays each direction by at least the configured time", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     assert.equal(p, p:latency(100))
     local t0 = mk.now()
@@ -182,7 +182,7 @@ describe("mk.proxy", function()
   end)
 
   it("bandwidth limits throughput", function()
-    local svc <close>, port = http_server { "--http-huge", 50000 }
+    local _svc <close>, port = http_server { "--http-huge", 50000 }
     local p <close> = proxy_to(port)
     assert.equal(p, p:bandwidth(100000))
     local t0 = mk.now()
@@ -196,7 +196,7 @@ describe("mk.proxy", function()
   end)
 
   it("down refuses connections, up restores them", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     assert.equal(200, mk.get(url(p)).status)
     assert.equal(p, p:down())
@@ -212,7 +212,7 @@ describe("mk.proxy", function()
 
   it("down closes the connections already open", function()
     if not need_client() then return end
-    local svc <close>, port = http_server { "--http-hang" }
+    local _svc <close>, port = http_server { "--http-hang" }
     local p <close> = proxy_to(port)
     local out = mk.tmpdir() .. "/out"
     local c = mk.process(client_argv(p.port, "/hang", out)):start()
@@ -225,7 +225,7 @@ describe("mk.proxy", function()
   end)
 
   it("blackhole accepts and passes nothing; clear restores", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     assert.equal(p, p:blackhole())
     local e = expect_error("ExecutorError", function()
@@ -244,7 +244,7 @@ describe("mk.proxy", function()
 
   it("reset sends an RST on every open connection", function()
     if not need_client() then return end
-    local svc <close>, port = http_server { "--http-hang" }
+    local _svc <close>, port = http_server { "--http-hang" }
     local p <close> = proxy_to(port)
     local out = mk.tmpdir() .. "/out"
     local c = mk.process(client_argv(p.port, "/hang", out)):start()
@@ -263,7 +263,7 @@ describe("mk.proxy", function()
   end)
 
   it("clear removes every fault at once, down included", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     p:latency(500):bandwidth(10):blackhole():down()
     p:clear()
@@ -274,7 +274,7 @@ describe("mk.proxy", function()
   end)
 
   it("clear also removes the slicer and limit_data", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     p:slicer { size = 1, delay = 1000 }:limit_data(0)
     assert.matches("slicer 1±0 B/1000 ms, limit_data 0 B", tostring(p), 1, true)
@@ -285,7 +285,7 @@ describe("mk.proxy", function()
   end)
 
   it("upstream may be a bare port (a number or a string of digits) on 127.0.0.1", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = mk.proxy { upstream = port }:start()
     assert.equal("127.0.0.1:" .. port, p.upstream)
     assert.equal("GET /n\n", mk.get(url(p, "/n")).body)
@@ -298,7 +298,7 @@ describe("mk.proxy", function()
 
   it("latency direction: down delays only what the upstream sends, up only what the client sends", function()
     if not need_client() then return end
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     local dir = mk.tmpdir()
     p:latency(1000, { direction = "down" })
@@ -328,7 +328,7 @@ describe("mk.proxy", function()
   end)
 
   it("bandwidth direction: up limits what the client sends, down what the upstream sends", function()
-    local svc <close>, port = http_server { "--http-huge", 50000 }
+    local _svc <close>, port = http_server { "--http-huge", 50000 }
     local p <close> = proxy_to(port)
     -- a ~60-byte request at 100 B/s takes >= 0.4 s; the 50 KB answer would take 500 s
     p:bandwidth(100, { direction = "up" })
@@ -343,7 +343,7 @@ describe("mk.proxy", function()
   end)
 
   it("blackhole direction: one way passes, the other does not", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     p:blackhole { direction = "down" }
     expect_error("ExecutorError", function() mk.http_request { url = url(p, "/void"), timeout = 0.5 } end)
@@ -354,7 +354,7 @@ describe("mk.proxy", function()
     p:clear()
     wait_active(p, 0)
     -- up: an answer already on its way still arrives
-    local slow <close>, sport = http_server { "--http-delay", 0.5 }
+    local _slow <close>, sport = http_server { "--http-delay", 0.5 }
     local q <close> = proxy_to(sport)
     if not need_client() then return end
     local out = mk.tmpdir() .. "/out"
@@ -367,7 +367,7 @@ describe("mk.proxy", function()
 
   it("slicer cuts what passes into pieces with a delay between them", function()
     if not need_perl() then return end
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     local whole = raw(p.port, GET)
     assert.equal("eof", whole.ending)
@@ -399,7 +399,7 @@ describe("mk.proxy", function()
 
   it("limit_data closes the connection once that many bytes have passed", function()
     if not need_perl() then return end
-    local svc <close>, port = http_server { "--http-huge", 50000 }
+    local _svc <close>, port = http_server { "--http-huge", 50000 }
     local p <close> = proxy_to(port)
     assert.equal(p, p:limit_data(1000, { direction = "down" }))
     local r = raw(p.port, GET)
@@ -427,7 +427,7 @@ describe("mk.proxy", function()
   end)
 
   it("probability: the share of connections a fault applies to, drawn per connection", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     -- limit_data(0) closes a connection at once: a failed request
     p:limit_data(0, { probability = 0.5 })
@@ -453,7 +453,7 @@ describe("mk.proxy", function()
 
   it("reset{ probability } resets a share of the open connections", function()
     if not need_client() then return end
-    local svc <close>, port = http_server { "--http-hang" }
+    local _svc <close>, port = http_server { "--http-hang" }
     local p <close> = proxy_to(port)
     local dir = mk.tmpdir()
     local clients = {}
@@ -510,7 +510,7 @@ describe("mk.proxy", function()
   end)
 
   it("cut(fn) is down during fn and up after, even when fn raises", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     local a, b = p:cut(function(self)
       assert.equal(p, self)
@@ -533,7 +533,7 @@ describe("mk.proxy", function()
   end)
 
   it("stats count connections, bytes each way and upstream errors", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = proxy_to(port)
     local down = 0
     for i = 1, 3 do down = down + #mk.get(url(p, "/n" .. i)).body end
@@ -621,7 +621,7 @@ describe("mk.proxy", function()
   end)
 
   it("faults set before start apply; stop and start again keep the port", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = mk.proxy { upstream = "127.0.0.1:" .. port }
     assert.is_nil(p.port)
     p:latency(50)
@@ -640,7 +640,7 @@ describe("mk.proxy", function()
   end)
 
   it("a port in use is an ExecutorError naming who holds it", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local p <close> = mk.proxy { upstream = "127.0.0.1:1", listen = port }
     local e = expect_error("ExecutorError", function() p:start() end)
     assert.matches("in use", e.message)
@@ -648,7 +648,7 @@ describe("mk.proxy", function()
   end)
 
   it("<close> and __gc of a running proxy free its port", function()
-    local svc <close>, port = http_server()
+    local _svc <close>, port = http_server()
     local lport = mk.free_port()
     do
       local p <close> = proxy_to(port, { listen = lport })
@@ -665,7 +665,7 @@ describe("mk.proxy", function()
     end
     collectgarbage()
     collectgarbage()
-    local after_gc <close> = mk.tcp { FX, "--listen", gport, "--serve-tcp", port = gport, timeout = 10 }:start()
+    local _after_gc <close> = mk.tcp { FX, "--listen", gport, "--serve-tcp", port = gport, timeout = 10 }:start()
   end)
 
   it("a proxy left running does not keep the host from exiting", function()

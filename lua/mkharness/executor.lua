@@ -19,7 +19,6 @@ local held, check_crashes = crash.held, crash.check
 local make_waiter, wait_all = wait.waiter, wait.all
 
 local X = {} -- what this file gives the others: the class, its helpers, the constructors
-local KILL = core.signum("KILL")
 
 -- A run inside a service of another run (nested harnesses) hands its
 -- services the tokens of the runs around it, so an outer stop() or
@@ -457,7 +456,7 @@ X.process = ctor("process", nil, nil, { "ready", "already_running" })
 X.executor = ctor("executor")
 X.output = ctor("output", { banner = types.required(types.nonempty), stream = types.enum("any", "stdout", "stderr"), plain = types.boolean,
   times = types.count },
-  function(o, self)
+  function(o)
     return { probes.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
   end)
 X.tcp = ctor("tcp", { host = types.nonempty, port = types.required(types.port) }, function(o, self)

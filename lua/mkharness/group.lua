@@ -70,7 +70,7 @@ end
 -- Returns a list of layers; the members of a layer stop together.
 local function stop_layers(g)
   local dependents = {}
-  for svc, deps in pairs(g.after) do
+  for _, deps in pairs(g.after) do
     for _, d in ipairs(deps) do dependents[d] = (dependents[d] or 0) + 1 end
   end
   local layers, left, done = {}, #g.members, {}

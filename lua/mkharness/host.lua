@@ -95,9 +95,9 @@ local function finish(code, failure, err, info)
     say("mkharness: run directory kept: ", dir, "\n")
   end
   io.stderr:flush()
-  local ok, err = pcall(teardown)
+  local ok, teardown_err = pcall(teardown)
   if not ok then
-    io.stderr:write("mkharness: teardown: ", tostring(err), "\n")
+    io.stderr:write("mkharness: teardown: ", tostring(teardown_err), "\n")
     if code == 0 then code = 1 end
   end
   if dir and not keep then core.rmtree(dir) end
@@ -163,13 +163,13 @@ function H.main(o)
   if o.mode == "report" then return require("mkharness.report").main(o.argv) end
   events.configure { verbose = o.verbose, quiet = o.quiet, report = o.report,
     color = o.color, timestamps = o.timestamps }
-  os.exit = exit_wrapper
+  os.exit = exit_wrapper -- luacheck: ignore 122 (exit through the host's teardown)
   events.emit("start", { mode = o.mode, run = core.run_id() })
   local fn, err
   local argv = o.argv
   if o.mode == "script" then
     _G.arg = argv
-    arg[-1] = o.progname
+    arg[-1] = o.progname -- luacheck: ignore 122 (the script's own arg table, set just above)
   else
     _G.arg = { [0] = o.progname }
   end

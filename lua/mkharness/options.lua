@@ -251,7 +251,8 @@ local function pattern_items(p)
   end
   if p:sub(1, 1) == "^" then items[1] = { kind = "start" } i = 2 end
   while i <= n do
-    local c, item = p:sub(i, i), nil
+    local c = p:sub(i, i)
+    local item
     if c == "(" then
       if p:sub(i + 1, i + 1) == ")" then -- position capture
         caps[#caps + 1] = true
@@ -344,7 +345,7 @@ function O.check(ctx, t, schema, skip)
   t = options_table(ctx, t)
   local out = {}
   for k, v in pairs(t) do
-    if math.type(k) == "integer" then
+    if math.type(k) == "integer" then -- luacheck: ignore 542
       -- array part: handled by the caller (argv)
     elseif type(k) ~= "string" then
       fail(ctx, tostring(k), "is not an option name (keys are strings)")

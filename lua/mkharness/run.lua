@@ -16,7 +16,7 @@ local R = {}
 -- register them, so that waiting for stray zombies never takes them.
 do
   local popen = io.popen
-  io.popen = function(...)
+  io.popen = function(...) -- luacheck: ignore 122 (wrapped on purpose, see above)
     local before = {}
     for _, pid in ipairs(core.children()) do before[pid] = true end
     local f, err, code = popen(...)

@@ -9,7 +9,8 @@ local executor = require "mkharness.executor"
 local types = options.types
 local fmt_ms, fmt_s, svc_error, describe_code = describe.fmt_ms, describe.fmt_s, describe.svc_error, describe.describe_code
 local held, check_crashes, notice_exit = crash.held, crash.check, crash.notice
-local Executor, services, pump_echo, echo_close, drop_launcher = executor.Executor, executor.services, executor.pump_echo, executor.echo_close, executor.drop_launcher
+local Executor, services, pump_echo = executor.Executor, executor.services, executor.pump_echo
+local echo_close, drop_launcher = executor.echo_close, executor.drop_launcher
 local KILL = core.signum("KILL")
 
 local function judge_ok(code, sig, expected)
@@ -103,14 +104,14 @@ function Executor:_stop_finish(s)
   held[self] = nil
   echo_close(self)
   local took = core.now() - s.t0
-  local crash = self._crash
+  local crashed = self._crash
   if s.code then
     -- it had ended before stop(): say how, never as if stop() had done it
-    events.emit("cleaned", { service = self.name, exit_code = code, crashed = crash and true or nil },
+    events.emit("cleaned", { service = self.name, exit_code = code, crashed = crashed and true or nil },
       string.format("%s: was not running at stop() (%s%s); cleaned up", self.name,
-        crash and "crashed: " or "", describe_code(code, self)))
-    if crash and crash.raised then return end -- already reported as UnexpectedExit
-    if crash then crash.reported = true end
+        crashed and "crashed: " or "", describe_code(code, self)))
+    if crashed and crashed.raised then return end -- already reported as UnexpectedExit
+    if crashed then crashed.reported = true end
   else
     events.emit("stopped", { service = self.name, exit_code = code, ms = took * 1000, escalated = s.escalated or nil },
       string.format("%s: stopped in %s (%s%s)", self.name, fmt_ms(took), describe_code(code, self),

@@ -149,7 +149,7 @@ local function wait_all(waiters)
   end
 end
 
-local function make_waiter(svc, probes, opts)
+local function make_waiter(svc, probe_list, opts)
   local t0 = opts.t0 or core.now()
   local w = {
     svc = svc, t0 = t0, probes = {}, interval = opts.interval or (svc and svc.interval) or defaults.interval,
@@ -157,7 +157,7 @@ local function make_waiter(svc, probes, opts)
     what_done = opts.what_done, on_ready = opts.on_ready, on_fail = opts.on_fail,
     message = opts.message,
   }
-  for i, p in ipairs(probes) do
+  for i, p in ipairs(probe_list) do
     w.probes[i] = { probe = p, st = opts.states and opts.states[i] or {}, attempts = 0, next_at = 0 }
   end
   return w

@@ -1,0 +1,613 @@
+---@meta mkharness
+-- Editor annotations (LuaLS / LuaCATS) for `require "mkharness"` and the
+-- busted matchers of `require "mkharness.busted"`. Editors read this file
+-- through `"workspace.library"` (docs/api.md); the module never loads it, and
+-- the functions below have no bodies. spec/14-annotations_spec.lua checks that every
+-- public function and every option key is annotated here.
+
+-- ---------------------------------------------------------------------------
+-- Commands and options
+
+---A command: the array part is argv (numbers become strings), or `cmd =`
+---(split by shell word rules, no shell), or `shell =` (run by /bin/sh -c).
+---@class mkharness.Command
+---@field [integer] string|number
+---@field cmd? string
+---@field shell? string
+
+---@alias mkharness.Signal string|integer a name ("TERM", "SIGTERM", "RTMIN+2") or a number
+---@alias mkharness.Stream "capture"|"inherit"|"null"
+---@alias mkharness.ProbeLike mkharness.Probe|fun(svc: mkharness.Executor): any
+---@alias mkharness.Ready mkharness.ProbeLike|mkharness.ProbeLike[]
+---@alias mkharness.Status integer|integer[]|string|fun(status: integer): boolean
+
+---Options of every executor (mk.process takes only these).
+---@class mkharness.BaseOptions: mkharness.Command
+---@field name? string logs, errors and capture file names; made unique
+---@field timeout? number|false seconds start() may wait for readiness (60); false = no limit
+---@field interval? number the longest pause between attempts of a polling probe (0.1)
+---@field stop_timeout? number seconds stop() waits before kill_signal (10)
+---@field stop_signal? mkharness.Signal ("TERM")
+---@field kill_signal? mkharness.Signal ("KILL")
+---@field expected_returncode? integer an exit code stop() accepts besides 0 and the stop signal
+---@field env? table<string, string|false> variables to add (string) or remove (false)
+---@field clear_env? boolean start from an empty environment
+---@field cwd? string working directory
+---@field user? string|integer run as this user (needs root)
+---@field group? string|integer run with this group
+---@field stdin? string what the child reads on stdin
+---@field stdout? mkharness.Stream ("capture")
+---@field stderr? mkharness.Stream ("capture")
+---@field echo? boolean copy the output live to stderr, prefixed `[name] `
+---@field on_exit? "fail"|"ignore"|"restart" what a crash does ("fail")
+---@field max_restarts? integer with on_exit = "restart" (5)
+---@field stop_command? string|mkharness.Command run first by stop()
+
+---@class mkharness.ProcessOptions: mkharness.BaseOptions
+
+---Options of every executor with readiness.
+---@class mkharness.ExecutorOptions: mkharness.BaseOptions
+---@field ready? mkharness.Ready a probe, a function or a list of them (all must pass)
+---@field already_running? "error"|"reuse"|"ignore" when the probe passes before spawning ("error")
+
+---@class mkharness.OutputOptions: mkharness.ExecutorOptions
+---@field banner string a Lua pattern (or plain text with plain = true)
+---@field stream? "any"|"stdout"|"stderr"
+---@field plain? boolean
+---@field times? integer the N-th matching line
+
+---@class mkharness.TcpOptions: mkharness.ExecutorOptions
+---@field host? string ("127.0.0.1")
+---@field port integer
+
+---@class mkharness.UnixOptions: mkharness.ExecutorOptions
+---@field socket string the socket's path
+
+---@class mkharness.HttpOptions: mkharness.ExecutorOptions
+---@field url string
+---@field status? mkharness.Status ("2xx")
+---@field method? string ("HEAD")
+---@field headers? table<string, string>
+---@field body? string
+---@field insecure? boolean do not verify TLS certificates
+
+---@class mkharness.PidfileOptions: mkharness.ExecutorOptions
+---@field file string the pid file the daemon writes
+
+---@class mkharness.NotifyOptions: mkharness.ExecutorOptions
+
+---@class mkharness.StopOptions
+---@field signal? mkharness.Signal
+---@field timeout? number
+---@field expected_returncode? integer
+
+---@class mkharness.KillOptions
+---@field signal? mkharness.Signal ("KILL")
+---@field wait? boolean reap the tree (true)
+
+---@class mkharness.WaitExitOptions
+---@field timeout? number|false
+
+---@class mkharness.WaitOutputOptions
+---@field timeout? number|false
+---@field stream? "any"|"stdout"|"stderr"
+---@field plain? boolean
+---@field since? "start"|"now"|mkharness.Mark
+---@field times? integer
+
+---@class mkharness.WaitUntilOptions
+---@field timeout? number|false (10)
+---@field interval? number
+---@field message? string said by the TimeoutExpired error
+
+---@class mkharness.RunOptions: mkharness.Command
+---@field timeout? number|false (60)
+---@field stdin? string
+---@field env? table<string, string|false>
+---@field clear_env? boolean
+---@field cwd? string
+---@field user? string|integer
+---@field group? string|integer
+
+---@class mkharness.RunResult
+---@field code integer
+---@field stdout string
+---@field stderr string
+
+---@class mkharness.TmpdirOptions
+---@field owner? string|integer give the directory to this user
+---@field mode? string|integer an octal string ("755") or a number
+
+---@class mkharness.GetOptions
+---@field method? string ("GET")
+---@field headers? table<string, string>
+---@field body? string
+---@field timeout? number|false (30)
+---@field insecure? boolean do not verify TLS certificates
+---@field max_body? integer bytes (64 MB); longer is an ExecutorError
+
+---@class mkharness.HttpRequestOptions: mkharness.GetOptions
+---@field url string
+
+---@class mkharness.GroupOptions
+---@field [integer] mkharness.Executor
+---@field after? table<mkharness.Executor, mkharness.Executor[]> a member starts once these are ready
+
+---@class mkharness.GroupStopOptions
+---@field order? mkharness.Executor[] stop in this order, one at a time
+
+---@alias mkharness.MarkFields table<string, string|number|boolean>
+
+-- ---------------------------------------------------------------------------
+-- Errors
+
+---@alias mkharness.ErrorKind
+---| "ConfigError"
+---| "SpawnError"
+---| "AlreadyRunning"
+---| "TimeoutExpired"
+---| "ProcessExitedWithError"
+---| "ProcessFinishedWithError"
+---| "ExecutorError"
+---| "UnexpectedExit"
+
+---A harness error, raised as a table; tostring(e) is the full message.
+---@class mkharness.Error
+---@field kind mkharness.ErrorKind
+---@field message string
+---@field name? string the service
+---@field command? string
+---@field exit_code? integer the code, or -N when killed by signal N
+---@field timeout? number TimeoutExpired: the seconds it was given
+---@field waited? number TimeoutExpired: the seconds it waited
+---@field tried? string TimeoutExpired: each probe, its attempts and last result
+---@field since_ready? number UnexpectedExit: seconds it had been ready
+---@field crashed_at? number UnexpectedExit: mk.now() when it ended
+---@field option? string ConfigError: the option at fault
+---@field disk_full? string the full filesystem's directory, when that explains it
+---@field log_tail? string the last lines of the service's output
+---@field where? string the caller's file:line
+---@field cleanup? any[] errors of cleanup steps while this one unwound
+---@field url? string
+---@field max_body? integer
+---@field KINDS table<mkharness.ErrorKind, true>
+local Error = {}
+
+---@param kind mkharness.ErrorKind
+---@param fields table
+---@return mkharness.Error
+function Error.new(kind, fields) end
+
+---@param kind mkharness.ErrorKind
+---@param fields table
+function Error.raise(kind, fields) end
+
+---@param e any
+---@param kind? mkharness.ErrorKind
+---@return boolean
+function Error.is(e, kind) end
+
+-- ---------------------------------------------------------------------------
+-- Executors
+
+---A position in a service's output, for wait_output{ since = mark }.
+---@class mkharness.Mark
+
+---@class mkharness.ReadyMatch
+---@field line string
+---@field [integer] string the pattern's captures
+
+---@class mkharness.Executor
+---@field name string
+---@field kind string
+---@field command string the command as a string
+---@field argv string[]
+---@field host? string mk.tcp, mk.http
+---@field port? integer mk.tcp, mk.http
+---@field url? string mk.http
+---@field socket? string mk.unix
+---@field file? string mk.pidfile
+---@field ready_match? mkharness.ReadyMatch the line an output probe matched
+---@field notify_status? string STATUS= of an mk.notify service
+local Executor = {}
+
+---Spawn and wait until ready; a no-op when running.
+---@return self
+function Executor:start() end
+
+---@param opts? mkharness.StopOptions
+---@return self
+function Executor:stop(opts) end
+
+---@param opts? mkharness.KillOptions
+---@return self
+function Executor:kill(opts) end
+
+---@return self
+function Executor:restart() end
+
+---@param sig mkharness.Signal
+---@return self
+function Executor:signal(sig) end
+
+---@return self
+function Executor:pause() end
+
+---@return self
+function Executor:resume() end
+
+---Stop, call fn(self), start again (also when fn raises). Without fn: a
+---to-be-closed guard.
+---@generic R
+---@param fn? fun(svc: mkharness.Executor): R
+---@return R|any
+function Executor:stopped(fn) end
+
+---Pause, call fn(self), resume (also when fn raises). Without fn: a
+---to-be-closed guard.
+---@generic R
+---@param fn? fun(svc: mkharness.Executor): R
+---@return R|any
+function Executor:paused(fn) end
+
+---@return boolean
+function Executor:running() end
+
+---@return integer?
+function Executor:pid() end
+
+---@return integer? code the code, -N when killed by signal N, nil while running
+function Executor:exit_code() end
+
+---@param opts? mkharness.WaitExitOptions
+---@return integer? code
+function Executor:wait_exit(opts) end
+
+---@return string
+function Executor:output() end
+
+---@return string
+function Executor:err_output() end
+
+---@param pattern string
+---@param opts? mkharness.WaitOutputOptions
+---@return string line
+---@return string ... the pattern's captures
+function Executor:wait_output(pattern, opts) end
+
+---@return mkharness.Mark
+function Executor:mark() end
+
+---Call fn until truthy within the service's timeout; otherwise kill it and
+---raise TimeoutExpired.
+---@param fn fun(): any
+---@return self
+function Executor:wait_for(fn) end
+
+---@class mkharness.Group
+---@field members mkharness.Executor[]
+local Group = {}
+
+---@return self
+function Group:start() end
+
+---@param opts? mkharness.GroupStopOptions
+---@return self
+function Group:stop(opts) end
+
+-- ---------------------------------------------------------------------------
+-- Probes
+
+---@class mkharness.Probe
+---@field kind string
+local Probe = {}
+
+---@return string
+function Probe:describe() end
+
+---@class mkharness.probe.OutputOptions
+---@field banner string
+---@field stream? "any"|"stdout"|"stderr"
+---@field plain? boolean
+---@field times? integer
+
+---@class mkharness.probe.TcpOptions
+---@field host? string ("127.0.0.1")
+---@field port integer
+
+---@class mkharness.probe.UnixOptions
+---@field socket string
+
+---@class mkharness.probe.HttpOptions
+---@field url string
+---@field status? mkharness.Status ("2xx")
+---@field method? string ("HEAD")
+---@field headers? table<string, string>
+---@field body? string
+---@field insecure? boolean
+
+---@class mkharness.probe.FileOptions
+---@field path string
+
+---@class mkharness.probe.NotifyOptions
+
+---@class mkharness.probe.ExecOptions: mkharness.Command
+
+---@class mkharness.probe.AnyOptions
+---@field [integer] mkharness.ProbeLike
+
+---@class mkharness.probes
+local probe = {}
+
+---@param t mkharness.probe.OutputOptions
+---@return mkharness.Probe
+function probe.output(t) end
+
+---@param t mkharness.probe.TcpOptions
+---@return mkharness.Probe
+function probe.tcp(t) end
+
+---@param t mkharness.probe.UnixOptions
+---@return mkharness.Probe
+function probe.unix(t) end
+
+---@param t mkharness.probe.HttpOptions
+---@return mkharness.Probe
+function probe.http(t) end
+
+---@param t mkharness.probe.FileOptions
+---@return mkharness.Probe
+function probe.file(t) end
+
+---@param t? mkharness.probe.NotifyOptions
+---@return mkharness.Probe
+function probe.notify(t) end
+
+---@param t mkharness.probe.ExecOptions
+---@return mkharness.Probe
+function probe.exec(t) end
+
+---Ready when the first of its members is.
+---@param t mkharness.probe.AnyOptions
+---@return mkharness.Probe
+function probe.any(t) end
+
+-- ---------------------------------------------------------------------------
+-- Fault proxy
+
+---@class mkharness.ProxyOptions
+---@field upstream string|integer "host:port" or a port on 127.0.0.1
+---@field listen? integer (0: any free port)
+---@field host? string ("127.0.0.1")
+---@field name? string
+---@field timeout? number|false seconds to resolve host names (5)
+
+---@class mkharness.FaultOptions
+---@field direction? "up"|"down"|"both" ("both")
+---@field probability? number the share of connections affected (1)
+
+---@class mkharness.LatencyOptions: mkharness.FaultOptions
+---@field jitter? number milliseconds
+
+---@class mkharness.SlicerOptions: mkharness.FaultOptions
+---@field size integer bytes per piece
+---@field size_variation? integer bytes
+---@field delay? number milliseconds between pieces
+
+---@class mkharness.ResetOptions
+---@field probability? number
+
+---@class mkharness.ProxyStats
+---@field connections integer
+---@field active integer
+---@field bytes_up integer
+---@field bytes_down integer
+---@field upstream_errors integer
+---@field resets integer
+---@field limited integer
+
+---@class mkharness.Proxy
+---@field upstream string
+---@field host string
+---@field listen integer
+---@field name string
+---@field port? integer set by start()
+local Proxy = {}
+
+---@return self
+function Proxy:start() end
+
+---@return self
+function Proxy:stop() end
+
+---@return boolean
+function Proxy:running() end
+
+---@return boolean
+function Proxy:listening() end
+
+---@param ms number 0 turns latency off
+---@param opts? mkharness.LatencyOptions
+---@return self
+function Proxy:latency(ms, opts) end
+
+---@param bytes_per_second number
+---@param opts? mkharness.FaultOptions
+---@return self
+function Proxy:bandwidth(bytes_per_second, opts) end
+
+---@param opts? mkharness.FaultOptions
+---@return self
+function Proxy:blackhole(opts) end
+
+---@param opts mkharness.SlicerOptions
+---@return self
+function Proxy:slicer(opts) end
+
+---@param bytes integer
+---@param opts? mkharness.FaultOptions
+---@return self
+function Proxy:limit_data(bytes, opts) end
+
+---@return self
+function Proxy:down() end
+
+---@return self
+function Proxy:up() end
+
+---@param opts? mkharness.ResetOptions
+---@return self
+function Proxy:reset(opts) end
+
+---@return self
+function Proxy:clear() end
+
+---Down during fn, up after (even if fn raises). Without fn: a to-be-closed
+---guard.
+---@generic R
+---@param fn? fun(): R
+---@return R|any
+function Proxy:cut(fn) end
+
+---@return mkharness.ProxyStats
+function Proxy:stats() end
+
+-- ---------------------------------------------------------------------------
+-- HTTP
+
+---@class mkharness.Response
+---@field status integer
+---@field headers table<string, string> lower-case names
+---@field body string
+local Response = {}
+
+---@return any
+function Response:json() end
+
+-- ---------------------------------------------------------------------------
+-- The module
+
+---@class mkharness.json
+---@field null any encodes a JSON null
+local json = {}
+
+---@param v any
+---@return string
+function json.encode(v) end
+
+---@param s string
+---@return any
+function json.decode(s) end
+
+---@class mkharness
+---@field _VERSION string
+---@field core table the C part (not a stable API)
+---@field Error mkharness.Error
+---@field Executor mkharness.Executor the executor class
+---@field Service mkharness.Executor the executor class's earlier name
+---@field DEFAULT_INTERVAL number
+---@field probe mkharness.probes
+---@field json mkharness.json
+local mk = {}
+
+---A service without readiness: start() returns once spawned.
+---@param t mkharness.ProcessOptions
+---@return mkharness.Executor
+function mk.process(t) end
+
+---@param t mkharness.ExecutorOptions
+---@return mkharness.Executor
+function mk.executor(t) end
+
+---@param t mkharness.OutputOptions
+---@return mkharness.Executor
+function mk.output(t) end
+
+---@param t mkharness.TcpOptions
+---@return mkharness.Executor
+function mk.tcp(t) end
+
+---@param t mkharness.UnixOptions
+---@return mkharness.Executor
+function mk.unix(t) end
+
+---@param t mkharness.HttpOptions
+---@return mkharness.Executor
+function mk.http(t) end
+
+---@param t mkharness.PidfileOptions
+---@return mkharness.Executor
+function mk.pidfile(t) end
+
+---@param t mkharness.NotifyOptions
+---@return mkharness.Executor
+function mk.notify(t) end
+
+---@param t mkharness.GroupOptions
+---@return mkharness.Group
+function mk.group(t) end
+
+---@param t mkharness.ProxyOptions
+---@return mkharness.Proxy
+function mk.proxy(t) end
+
+---Poll fn until truthy and return its value; else TimeoutExpired.
+---@generic T
+---@param fn fun(): T
+---@param opts? mkharness.WaitUntilOptions
+---@return T
+function mk.wait_until(fn, opts) end
+
+---@param seconds number
+function mk.sleep(seconds) end
+
+---@return number seconds CLOCK_MONOTONIC
+function mk.now() end
+
+---@return integer port free on 127.0.0.1 now
+function mk.free_port() end
+
+---@param opts? mkharness.TmpdirOptions
+---@return string path
+function mk.tmpdir(opts) end
+
+---Run to completion.
+---@param t mkharness.RunOptions
+---@return mkharness.RunResult
+function mk.run(t) end
+
+---@param t mkharness.HttpRequestOptions|string
+---@return mkharness.Response
+function mk.http_request(t) end
+
+---@param url string
+---@param opts? mkharness.GetOptions
+---@return mkharness.Response
+function mk.get(url, opts) end
+
+---@param err any
+---@param kind? mkharness.ErrorKind
+---@return boolean
+function mk.is_error(err, kind) end
+
+---A user event in events.jsonl, --report and -v.
+---@param text string
+---@param fields? mkharness.MarkFields
+function mk.mark(text, fields) end
+
+-- ---------------------------------------------------------------------------
+-- Busted matchers (require "mkharness.busted"); luassert's class is
+-- extended so that `assert.running(svc)` completes in editors.
+
+---@class mkharness.EventuallyOptions: mkharness.WaitUntilOptions
+---@field falsy? boolean wait for a falsy value instead
+---@field no_error? boolean wait until fn stops raising
+
+---@class luassert
+---@field running fun(svc: mkharness.Executor, message?: string) the service is running
+---@field not_running fun(svc: mkharness.Executor, message?: string) the service is not running
+---@field error_kind fun(kind: mkharness.ErrorKind, fn: function) fn raises a harness error of that kind
+---@field eventually fun(fn: function, opts?: mkharness.EventuallyOptions) fn comes true (falsy, no error) in time; the first and last errors are reported
+---@field status fun(expected: integer, res: mkharness.Response) res.status is expected; the body and headers are shown otherwise
+
+return mk
