@@ -37,6 +37,8 @@ static const char usage[] =
     "       mkharness [options] -e CODE             run a chunk\n"
     "       mkharness report [FILE] [--html OUT]    draw a run's events.jsonl (default:\n"
     "                                               the newest kept run's) as a timeline\n"
+    "       mkharness clean                         remove kept run directories of finished\n"
+    "                                               runs (and the mkharness-last link)\n"
     "options (short flags bundle: -vq, -vt; a long option's value may follow\n"
     "an = sign: --timeout=5, --report=FILE):\n"
     "  -v, --verbose     events (spawned, ready after N ms via which probe, stopped,\n"
@@ -319,11 +321,19 @@ int main(int argc, char **argv)
     const char *target = i < argc ? argv[i] : NULL;
     if (target && !strcmp(target, "test")) mode = "test";
     else if (target && !strcmp(target, "report")) mode = "report";
+    else if (target && !strcmp(target, "clean") && i + 1 == argc) {
+        /* kept run directories of finished runs, and the mkharness-last link */
+        const char *base;
+        size_t n = mkh_runs_clean(&base);
+        printf("mkharness clean: removed %zu kept run director%s from %s\n", n, n == 1 ? "y" : "ies", base);
+        return 0;
+    }
     else if (!target && ncodes) mode = "code";
     else if (!target) return bad_usage("no script given (usage: mkharness [options] SCRIPT [ARGS...])", NULL);
     /* a mistyped subcommand (tset): a bare word that names no file */
     if (!strcmp(mode, "script") && !strpbrk(target, "/.") && access(target, F_OK) != 0) {
-        const char *sub = close_word(target, "test") ? "test" : close_word(target, "report") ? "report" : NULL;
+        const char *sub = close_word(target, "test") ? "test" : close_word(target, "report") ? "report"
+                        : close_word(target, "clean") ? "clean" : NULL;
         if (sub) {
             fprintf(stderr, "mkharness: no script `%s` (did you mean `%s`?); see mkharness --help\n", target, sub);
             return 2;

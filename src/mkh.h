@@ -100,6 +100,9 @@ const char *mkh_run_dir_if_made(void);   /* without creating it */
 void mkh_set_run_dir_keep(int keep);
 int mkh_run_dir_keep(void);
 void mkh_run_dir_finish(void);           /* remove it unless it is kept */
+/* Remove every kept directory of a finished run in the runs' base (the one
+ * the run directory goes to); sets *base; returns how many. */
+size_t mkh_runs_clean(const char **base);
 
 /* ---- procfs.c: reading /proc ---- */
 /* Fields of /proc/PID/stat: state, ppid, pgrp, session and (ticks not NULL)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #define FINISHED_MARKER ".finished"
+#define LAST_LINK "mkharness-last"
 #define KEEP_RUNS_DEFAULT 20
 
 static char run_id[64];
@@ -79,23 +80,16 @@ static int finished_run(int basefd, const char *name, time_t *mtime)
 /* Remove finished runs' directories in base beyond the newest keep_n
  * (MKHARNESS_KEEP_RUNS, default 20). Done when this run makes its own
  * directory: a run that makes none adds nothing and pays nothing. */
-static void prune_old_runs(const char *base)
+static size_t prune_runs(const char *base, long keep_n)
 {
-    long keep_n = KEEP_RUNS_DEFAULT;
-    const char *env = getenv("MKHARNESS_KEEP_RUNS");
-    if (env && *env) {
-        char *end;
-        long v = strtol(env, &end, 10);
-        if (!*end && v >= 0) keep_n = v;
-    }
     int basefd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (basefd < 0) return;
+    if (basefd < 0) return 0;
     int dupfd = fcntl(basefd, F_DUPFD_CLOEXEC, 0);
     DIR *d = dupfd >= 0 ? fdopendir(dupfd) : NULL;
     if (!d) {
         if (dupfd >= 0) close(dupfd);
         close(basefd);
-        return;
+        return 0;
     }
     old_run *runs = NULL;
     size_t n = 0, cap = 0;
@@ -116,24 +110,60 @@ static void prune_old_runs(const char *base)
         n++;
     }
     closedir(d);
+    size_t removed = 0;
     if (n > (size_t)keep_n) {
         qsort(runs, n, sizeof *runs, newest_first);
         char path[4096 + 300];
         for (size_t k = (size_t)keep_n; k < n; k++) {
             snprintf(path, sizeof path, "%s/%s", base, runs[k].name);
-            mkh_rmtree(path);
+            if (mkh_rmtree(path) == 0) removed++;
         }
     }
     free(runs);
+    /* the link to the newest kept run, once that run is gone */
+    char target[4096];
+    ssize_t tl = readlinkat(basefd, LAST_LINK, target, sizeof target - 1);
+    if (tl > 0) {
+        target[tl] = '\0';
+        struct stat sb;
+        if (fstatat(basefd, target, &sb, 0) != 0) unlinkat(basefd, LAST_LINK, 0);
+    }
     close(basefd);
+    return removed;
+}
+
+static const char *runs_base(void)
+{
+    const char *base = getenv("MKHARNESS_TMPDIR");
+    if (!base || !*base) base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    return base;
+}
+
+/* Earlier runs' kept directories beyond the newest keep_n
+ * (MKHARNESS_KEEP_RUNS, default 20). */
+static void prune_old_runs(const char *base)
+{
+    long keep_n = KEEP_RUNS_DEFAULT;
+    const char *env = getenv("MKHARNESS_KEEP_RUNS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (!*end && v >= 0) keep_n = v;
+    }
+    prune_runs(base, keep_n);
+}
+
+size_t mkh_runs_clean(const char **base)
+{
+    *base = runs_base();
+    return prune_runs(*base, 0);
 }
 
 const char *mkh_run_dir(char *err, size_t errlen)
 {
     if (run_dir_made) return run_dir;
-    const char *base = getenv("MKHARNESS_TMPDIR");
-    if (!base || !*base) base = getenv("TMPDIR");
-    if (!base || !*base) base = "/tmp";
+    const char *base = runs_base();
     snprintf(run_dir, sizeof run_dir, "%s/mkharness-%s", base, mkh_run_id());
     if (mkh_mkdir_p(run_dir, err, errlen) != 0) return NULL;
     run_dir_made = 1;
@@ -165,4 +195,12 @@ void mkh_run_dir_finish(void)
     snprintf(marker, sizeof marker, "%s/" FINISHED_MARKER, run_dir);
     int fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) close(fd);
+    /* BASE/mkharness-last -> the newest kept run (relative: the base may
+     * move), swapped in atomically by a rename */
+    char link[sizeof run_dir + 64], tmp[sizeof run_dir + 96];
+    const char *slash = strrchr(run_dir, '/');
+    size_t blen = slash ? (size_t)(slash - run_dir) : 0;
+    snprintf(link, sizeof link, "%.*s/" LAST_LINK, (int)blen, run_dir);
+    snprintf(tmp, sizeof tmp, "%s.%d", link, (int)getpid());
+    if (symlink(slash ? slash + 1 : run_dir, tmp) == 0 && rename(tmp, link) != 0) unlink(tmp);
 }

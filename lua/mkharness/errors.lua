@@ -49,6 +49,12 @@ function Error.new(kind, fields)
   for k, v in pairs(fields) do e[k] = v end
   e.kind = kind
   e.where = e.where or where()
+  -- an error that names a file of the run directory (a log, a tmpdir)
+  -- keeps the directory, also under stock Lua and busted where no host
+  -- keeps failing runs' directories
+  local ok, core = pcall(require, "mkharness.core")
+  local dir = ok and core.run_dir(nil, true)
+  if dir and tostring(e.message):find(dir, 1, true) then core.keep(true) end
   return e
 end
 
