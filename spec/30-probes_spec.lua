@@ -552,16 +552,17 @@ describe("probes", function()
       assert.matches(url(port, "/health"), e.message, 1, true)
     end)
 
-    it("a request in flight at the timeout is closed when the start fails: no fd left before any collection", function()
+    it("a request still running at the timeout is closed when the start fails: no fd left before any collection", function()
       local port = mk.free_port()
-      local svc = http_svc(port, { "--http-hang", "--serve-http", 200 }, {}, { timeout = 0.5 })
+      -- 2 s: a slow (sanitized, loaded) fixture listens in time for a request
+      local svc = http_svc(port, { "--http-hang", "--serve-http", 200 }, {}, { timeout = 2 })
       collectgarbage()
       local before = #core.fds()
       collectgarbage("stop") -- an fd closed only by __gc would pass the leak check; not this one
       local e = expect_error("TimeoutExpired", function() svc:start() end)
       local after = #core.fds()
       collectgarbage("restart")
-      assert.matches("no answer yet to HEAD " .. url(port, "/health"), e.message, 1, true)
+      assert.matches("http HEAD " .. url(port, "/health"), e.message, 1, true)
       assert.equal(before, after)
     end)
 
@@ -741,6 +742,15 @@ describe("probes", function()
           function() calls = calls + 1 return calls >= 3 end } }:start()
       assert.equal(3, calls)
       assert.is_true(svc:running())
+    end)
+
+    it("an HTTP member's request in flight does not hold the others: ready long before the slow answer", function()
+      local port = mk.free_port()
+      local t0 = mk.now()
+      local svc <close> = exe { FX, "--listen", port, "--http-delay", 1.5, "--serve-http", 200,
+        ready = mk.probe.any { mk.probe.http { url = url(port) }, function() return mk.now() - t0 > 0.2 end } }:start()
+      -- a blocking request would hold the check until the answer, 1.5 s on
+      assert.is_true(mk.now() - t0 < 1.0, string.format("ready after %.2f s", mk.now() - t0))
     end)
 
     it("mixes notify (its NOTIFY_SOCKET is set) and http", function()
