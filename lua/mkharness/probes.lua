@@ -1,8 +1,11 @@
 -- Readiness probes (docs/api.md, "Probes"). A probe is a plain description; each
 -- start() attaches it to a service, which gives it per-start state:
 --   probe:attach(svc)        -> st   (before spawn: watches, sockets, env)
---   probe:check(st, svc, deadline) -> ok, detail
+--   probe:check(st, svc, deadline) -> ok, detail, answered, busy
+--       (answered: a polling probe's service answered "not yet", back off;
+--        busy: an attempt is in flight, check again on its fds or wake)
 --   probe:fds(st)            -> fds that wake the wait loop (events)
+--   probe:wake(st)           -> when the loop must wake for it at the latest
 --   probe:detach(st)
 --   probe.poll               true: no event, check at the polling pace
 --   probe:precheck(svc)      -> true, who  when it already passes (AlreadyRunning)
@@ -512,10 +515,10 @@ function P.http(t, ctx)
   return new("http", o)
 end
 -- An attempt is a request in flight (core.http_start): check() starts one
--- and returns at once; until it ends, check() returns a fourth value,
--- true, "in flight", and the wait loop checks again when its fd (curl's
--- sockets) is readable or its wake time (curl's timer) has come. A slow
--- endpoint thus holds no other waiter.
+-- and returns at once; until the answer, check() says busy (its fourth
+-- result) and the wait loop checks again when its fd (curl's sockets) is
+-- readable or its wake time (curl's timer) has come. A slow endpoint thus
+-- holds no other waiter.
 KINDS.http = {
   describe = function(p) return string.format("http %s %s (%s)", p.method, p.url, p.status_desc) end,
   check = function(p, st, _, deadline)
