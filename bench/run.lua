@@ -56,6 +56,7 @@ local N = {
   stop = Q and { 10, 10 } or { 30, 150 }, stop_base = Q and { 4, 4 } or { 20, 30 },
   mixed = Q and 2 or 10, file_group = Q and { 1, 1 } or { 6, 3 },
   feature = Q and { 10, 10 } or { 40, 200 },
+  ready_beside = Q and 3 or 20,
   drain = Q and 2 or 5,
   overhead = Q and 5 or 20, rss = Q and 2 or 5,
   group_reps = Q and 1 or 3,
@@ -275,6 +276,25 @@ local function bench_readiness()
       target = { text = "mirakuru 46-64 ms" }, is_baseline = true }
     local _ = mkrow
   end
+  -- A tcp member in a group beside an HTTP member whose endpoint answers
+  -- 0.5 s after spawn: the tcp member's latency must not include that wait
+  -- (a blocking request held the whole loop until the answer came).
+  local dir = mk.tmpdir()
+  local samples = {}
+  for _ = 1, N.ready_beside do
+    local c = ready_ctx(dir)
+    local hport = mk.free_port()
+    local slow = mk.http(with(argv_of("--listen", hport, "--http-delay", "0.5", "--serve-http", "200"),
+      { url = "http://127.0.0.1:" .. hport .. "/", name = "ready-slow-http" }))
+    local fast = mk.tcp(with(argv_of(RANDOM, "--listen", c.port, "--stamp", c.stamp, "--serve-tcp"),
+      { port = c.port, name = "ready-tcp-beside" }))
+    local g <close> = mk.group { slow, fast }
+    g:start()
+    samples[#samples + 1] = fast._ready_at - read_stamp(c.stamp)
+    g:stop()
+  end
+  add { key = "ready.tcp_beside_http", what = "ready: tcp beside a slow http (mk.group)", unit = "s",
+    samples = samples, target = { value = 0.002, text = "≤ 2 ms" } }
 end
 
 ---------------------------------------------------------------- 2. stop, start+stop

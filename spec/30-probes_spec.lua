@@ -552,6 +552,52 @@ describe("probes", function()
       assert.matches(url(port, "/health"), e.message, 1, true)
     end)
 
+    it("a request still running at the timeout is closed when the start fails: no fd left before any collection", function()
+      local port = mk.free_port()
+      -- 2 s: a slow (sanitized, loaded) fixture listens in time for a request
+      local svc = http_svc(port, { "--http-hang", "--serve-http", 200 }, {}, { timeout = 2 })
+      collectgarbage()
+      local before = #core.fds()
+      collectgarbage("stop") -- an fd closed only by __gc would pass the leak check; not this one
+      local e = expect_error("TimeoutExpired", function() svc:start() end)
+      local after = #core.fds()
+      collectgarbage("restart")
+      assert.matches("http HEAD " .. url(port, "/health"), e.message, 1, true)
+      assert.equal(before, after)
+    end)
+
+    it("core.http_start: one request driven without blocking; its fds are close-on-exec", function()
+      local port = mk.free_port()
+      local _svc <close> = http_svc(port, { "--http-delay", 0.3, "--serve-http", 201 }, { status = 201 }):start()
+      local had = core.fds()
+      local before, old = #had, {}
+      for _, fd in ipairs(had) do old[fd] = true end
+      local t0 = mk.now()
+      local a = assert(core.http_start { url = url(port, "/x"), method = "GET", timeout = 5 })
+      assert.is_true(mk.now() - t0 < 0.2, "http_start blocked")
+      assert.is_nil(a:perform())
+      local fds = core.fds()
+      assert.is_true(#fds > before)
+      for _, fd in ipairs(fds) do
+        local f = io.open("/proc/self/fdinfo/" .. fd)
+        if f and not old[fd] then
+          local flags = tonumber(f:read("a"):match("flags:%s*(%d+)"), 8)
+          f:close()
+          assert.is_true(flags & 0x80000 ~= 0, "fd " .. fd .. " is not close-on-exec")
+        elseif f then f:close() end
+      end
+      local status
+      repeat
+        local wake = a:wake()
+        core.poll({ a:fd() }, wake and math.max(0, wake - mk.now()) or 1)
+        status = a:perform()
+      until status ~= nil or mk.now() - t0 > 5
+      assert.equal(201, status)
+      assert.is_true(mk.now() - t0 >= 0.25)
+      assert.equal(before, #core.fds()) -- an ended request holds no fd
+      a:close()
+    end)
+
     it("a garbage response is not ready", function()
       local port = mk.free_port()
       local e = expect_error("TimeoutExpired", function()
@@ -696,6 +742,15 @@ describe("probes", function()
           function() calls = calls + 1 return calls >= 3 end } }:start()
       assert.equal(3, calls)
       assert.is_true(svc:running())
+    end)
+
+    it("an HTTP member's request in flight does not hold the others: ready long before the slow answer", function()
+      local port = mk.free_port()
+      local t0 = mk.now()
+      local _svc <close> = exe { FX, "--listen", port, "--http-delay", 1.5, "--serve-http", 200,
+        ready = mk.probe.any { mk.probe.http { url = url(port) }, function() return mk.now() - t0 > 0.2 end } }:start()
+      -- a blocking request would hold the check until the answer, 1.5 s on
+      assert.is_true(mk.now() - t0 < 1.0, string.format("ready after %.2f s", mk.now() - t0))
     end)
 
     it("mixes notify (its NOTIFY_SOCKET is set) and http", function()

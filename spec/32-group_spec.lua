@@ -146,6 +146,42 @@ describe("mk.group", function()
     assert.is_false(members[2]:running())
   end)
 
+  it("a member behind a slow HTTP endpoint holds no other: the fast member is ready long before the answer", function()
+    local hport, tport = mk.free_port(), mk.free_port()
+    local slow = mk.executor { FX, "--listen", hport, "--http-delay", 1.5, "--serve-http", 200, name = "slow-http",
+      timeout = 20, ready = mk.probe.http { url = "http://127.0.0.1:" .. hport .. "/", method = "GET" } }
+    local fast_at
+    local fast = mk.executor { FX, "--sleep", 0.2, "--listen", tport, "--serve-tcp", name = "fast-tcp", timeout = 20,
+      ready = function()
+        if listening(tport) then fast_at = mk.now() return true end
+        return false
+      end }
+    local t0 = mk.now()
+    local _g <close> = mk.group { slow, fast }:start()
+    local took = mk.now() - t0
+    assert.is_true(slow:running() and fast:running())
+    -- the slow member answered only after its 1.5 s delay ...
+    assert.is_true(took >= 1.4, string.format("group start took %.2f s", took))
+    -- ... while its request was in flight the fast one was seen (a blocking
+    -- request would hold the loop until ~1.5 s)
+    assert.is_true(fast_at - t0 < 1.0, string.format("fast member ready after %.2f s", fast_at - t0))
+  end)
+
+  it("a member failing while another's HTTP request is in flight fails at once, not when the request ends", function()
+    local hport = mk.free_port()
+    local slow = mk.executor { FX, "--listen", hport, "--http-hang", "--serve-http", 200, name = "hung-http",
+      timeout = 20, ready = mk.probe.http { url = "http://127.0.0.1:" .. hport .. "/" } }
+    local bad = mk.executor { FX, "--sleep", 0.3, "--exit", 2, name = "quits", timeout = 20,
+      ready = mk.probe.file { path = mk.tmpdir() .. "/never" } }
+    local t0 = mk.now()
+    local e = expect_error("ProcessExitedWithError", function() mk.group { slow, bad }:start() end)
+    local took = mk.now() - t0
+    assert.equal("quits", e.name)
+    -- a blocking request would hold the loop until the probe's own timeout
+    assert.is_true(took < 5, string.format("the failure took %.2f s", took))
+    assert.is_false(slow:running())
+  end)
+
   it("a non-executor member is a ConfigError", function()
     local svc = mk.process { FX, "--forever" }
     expect_error("ConfigError", function() mk.group { svc, "redis" } end)

@@ -1,5 +1,7 @@
-/* HTTP through libcurl: core.http_request{...}, used by mk.http_request,
- * mk.get and the HTTP readiness probe.
+/* HTTP through libcurl: core.http_request{...}, the blocking client of
+ * mk.http_request, mk.get and the HTTP probe's precheck; and
+ * core.http_start{...}, one non-blocking request driven by the wait loop
+ * (the HTTP readiness probe), so a slow endpoint holds no other waiter.
  *
  * libcurl is loaded on first use with dlopen: linked in, its ~34 shared
  * libraries cost every run 6 ms of start-up and 8 MB of RSS, even the many
@@ -11,9 +13,15 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -28,6 +36,13 @@ static struct {
     struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
     void (*slist_free_all)(struct curl_slist *);
     CURLcode (*global_init)(long);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+    CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+    CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+    CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+    CURLMsg *(*multi_info_read)(CURLM *, int *);
+    CURLMcode (*multi_cleanup)(CURLM *);
 } cu;
 
 /* NULL when ready, else why libcurl cannot be used. */
@@ -53,6 +68,13 @@ static const char *load_curl(void)
         { (void **)&cu.slist_append, "curl_slist_append" },
         { (void **)&cu.slist_free_all, "curl_slist_free_all" },
         { (void **)&cu.global_init, "curl_global_init" },
+        { (void **)&cu.multi_init, "curl_multi_init" },
+        { (void **)&cu.multi_setopt, "curl_multi_setopt" },
+        { (void **)&cu.multi_add_handle, "curl_multi_add_handle" },
+        { (void **)&cu.multi_remove_handle, "curl_multi_remove_handle" },
+        { (void **)&cu.multi_socket_action, "curl_multi_socket_action" },
+        { (void **)&cu.multi_info_read, "curl_multi_info_read" },
+        { (void **)&cu.multi_cleanup, "curl_multi_cleanup" },
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         *syms[i].slot = dlsym(h, syms[i].name);
@@ -131,6 +153,96 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
     return mkh_interrupted() ? 1 : 0; /* a Ctrl-C must not wait for a slow server */
 }
 
+/* curl's sockets are made here: libcurl 7.88 opens them without
+ * SOCK_CLOEXEC, and one in flight while the loop spawns or os.execute
+ * runs must not reach the child. */
+static curl_socket_t open_cloexec(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)ud; (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* libcurl's own lookup gives up at CURLOPT_TIMEOUT, but then waits for
+ * its resolver thread: a name the DNS never answers would hold us for
+ * the resolver's retries. So the name is resolved here, within the
+ * timeout (which is reduced by the time it took), and the addresses are
+ * handed to libcurl in *pinned. Returns 0, or the number of results
+ * pushed (nil, err, code). */
+static int pin_host(lua_State *L, const char *url, const char *method, double *timeout,
+                    struct curl_slist **pinned)
+{
+    mkh_url u;
+    char uerr[128];
+    *pinned = NULL;
+    if (mkh_parse_url(url, strlen(url), &u, uerr, sizeof uerr) == 0 && u.host_len < 256) {
+        char host[256];
+        unsigned char bin[16];
+        memcpy(host, u.host, u.host_len);
+        host[u.host_len] = '\0';
+        if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1) {
+            struct sockaddr_storage ss;
+            socklen_t sl;
+            char addrs[1024], rerr[512], entry[1400];
+            double t0 = mkh_now();
+            if (mkh_resolve(host, u.port, 0, 0, *timeout, &ss, &sl, addrs, sizeof addrs, rerr,
+                            sizeof rerr) != 0) {
+                lua_pushnil(L);
+                lua_pushfstring(L, "%s %s: %s", method, url, rerr);
+                lua_pushinteger(L, (lua_Integer)CURLE_COULDNT_RESOLVE_HOST);
+                return 3;
+            }
+            *timeout -= mkh_now() - t0;
+            if (*timeout < 0.001) *timeout = 0.001;
+            snprintf(entry, sizeof entry, "%s:%d:%s", host, u.port, addrs);
+            *pinned = cu.slist_append(NULL, entry);
+        }
+    }
+    return 0;
+}
+
+/* The request's `headers` list ({"K: V", ...}) of the options at idx. */
+static struct curl_slist *header_slist(lua_State *L, int idx)
+{
+    struct curl_slist *hdrs = NULL;
+    lua_getfield(L, idx, "headers");
+    if (lua_istable(L, -1)) {
+        /* raw reads up to the raw length: a __len or __index cannot make
+         * this loop run for ever or hand curl a NULL */
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *h = lua_tostring(L, -1);
+            if (h) hdrs = cu.slist_append(hdrs, h);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return hdrs;
+}
+
+/* What both the blocking and the non-blocking request set. */
+static void configure(CURL *c, const char *url, const char *method, double timeout, int insecure,
+                      char *errbuf)
+{
+    cu.easy_setopt(c, CURLOPT_URL, url);
+    cu.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    cu.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    cu.easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000.0) + 1);
+    cu.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    cu.easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send the path as given */
+    cu.easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec);
+    if (insecure) {
+        cu.easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        cu.easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    /* No connection is kept between requests: services restart under
+     * chaos, and a cached socket would also be an fd the harness holds. */
+    cu.easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+    cu.easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+    if (!strcmp(method, "HEAD")) cu.easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0) cu.easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+}
+
 /* core.http_request{ url=, method=, headers={"K: V",...}, body=, timeout=,
  *   insecure=, max_body= } -> { status=, headers=, body= } | nil, err */
 static int l_http_request(lua_State *L)
@@ -159,36 +271,9 @@ static int l_http_request(lua_State *L)
     lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40);
     lua_pop(L, 2);
 
-    /* libcurl's own lookup gives up at CURLOPT_TIMEOUT, but then waits for
-     * its resolver thread: a name the DNS never answers would hold us for
-     * the resolver's retries. So the name is resolved here, within the
-     * timeout, and the addresses are handed to libcurl. */
     struct curl_slist *pinned = NULL;
-    mkh_url u;
-    char uerr[128];
-    if (mkh_parse_url(url, strlen(url), &u, uerr, sizeof uerr) == 0 && u.host_len < 256) {
-        char host[256];
-        unsigned char bin[16];
-        memcpy(host, u.host, u.host_len);
-        host[u.host_len] = '\0';
-        if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1) {
-            struct sockaddr_storage ss;
-            socklen_t sl;
-            char addrs[1024], rerr[512], entry[1400];
-            double t0 = mkh_now();
-            if (mkh_resolve(host, u.port, 0, 0, timeout, &ss, &sl, addrs, sizeof addrs, rerr,
-                            sizeof rerr) != 0) {
-                lua_pushnil(L);
-                lua_pushfstring(L, "%s %s: %s", method, url, rerr);
-                lua_pushinteger(L, (lua_Integer)CURLE_COULDNT_RESOLVE_HOST);
-                return 3;
-            }
-            timeout -= mkh_now() - t0;
-            if (timeout < 0.001) timeout = 0.001;
-            snprintf(entry, sizeof entry, "%s:%d:%s", host, u.port, addrs);
-            pinned = cu.slist_append(NULL, entry);
-        }
-    }
+    int nerr = pin_host(L, url, method, &timeout, &pinned);
+    if (nerr) return nerr;
 
     /* A fresh handle per request: a kept one holds a socketpair (an fd
      * the harness would carry for ever); the cost is a few microseconds. */
@@ -200,38 +285,10 @@ static int l_http_request(lua_State *L)
         return 2;
     }
 
-    struct curl_slist *hdrs = NULL;
-    lua_getfield(L, 1, "headers");
-    if (lua_istable(L, -1)) {
-        /* raw reads up to the raw length: a __len or __index cannot make
-         * this loop run for ever or hand curl a NULL */
-        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, i);
-            const char *h = lua_tostring(L, -1);
-            if (h) hdrs = cu.slist_append(hdrs, h);
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
+    struct curl_slist *hdrs = header_slist(L, 1);
 
     char errbuf[CURL_ERROR_SIZE] = "";
-    cu.easy_setopt(c, CURLOPT_URL, url);
-    cu.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    cu.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    cu.easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000.0) + 1);
-    cu.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    cu.easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send the path as given */
-    if (insecure) {
-        cu.easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-        cu.easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    /* No connection is kept between requests: services restart under
-     * chaos, and a cached socket would also be an fd the harness holds. */
-    cu.easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
-    cu.easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
-    if (!strcmp(method, "HEAD")) cu.easy_setopt(c, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0) cu.easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    configure(c, url, method, timeout, insecure, errbuf);
     if (body) {
         cu.easy_setopt(c, CURLOPT_POSTFIELDS, body);
         cu.easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
@@ -279,8 +336,252 @@ static int l_http_request(lua_State *L)
     return 1;
 }
 
+/* ---------------------------------------------------------------------
+ * core.http_start{ url=, method=, headers=, body=, timeout=, insecure= }
+ *   -> attempt | nil, err, code
+ * One request on its own multi handle, never blocking (but for the name
+ * lookup, bounded by the timeout). The wait loop polls attempt:fd() (an
+ * epoll fd holding the sockets curl asked to watch: core.poll only waits
+ * for input, and a connecting socket needs output) and calls
+ * attempt:perform() when it is readable or attempt:wake() has passed.
+ * The body is not read: the probe needs the status only. */
+#define ATTEMPT_MT "mkharness.http_attempt"
+
+typedef struct {
+    CURLM *m;
+    CURL *e;
+    int ep;            /* epoll fd; -1 once closed */
+    double timer_at;   /* when curl wants its timeout action; < 0: none */
+    int done;
+    CURLcode rc;
+    long status;
+    struct curl_slist *hdrs, *pinned;
+    char what[320];    /* "METHOD url" for messages */
+    char errbuf[CURL_ERROR_SIZE];
+} attempt;
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp)
+{
+    (void)e; (void)sp;
+    attempt *a = ud;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(a->ep, EPOLL_CTL_DEL, s, NULL); /* may be closed already: fine */
+        return 0;
+    }
+    struct epoll_event ev = { 0 };
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.data.fd = s;
+    if (epoll_ctl(a->ep, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(a->ep, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long ms, void *ud)
+{
+    (void)m;
+    attempt *a = ud;
+    a->timer_at = ms < 0 ? -1 : mkh_now() + (double)ms / 1000.0;
+    return 0;
+}
+
+static size_t no_body(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p; (void)size; (void)n; (void)ud;
+    return 0; /* the status is known by now: stop (CURLE_WRITE_ERROR) */
+}
+
+static void attempt_free(attempt *a)
+{
+    if (a->m) {
+        if (a->e) cu.multi_remove_handle(a->m, a->e);
+        cu.multi_cleanup(a->m);
+        a->m = NULL;
+    }
+    if (a->e) cu.easy_cleanup(a->e);
+    a->e = NULL;
+    cu.slist_free_all(a->hdrs);
+    cu.slist_free_all(a->pinned);
+    a->hdrs = a->pinned = NULL;
+    if (a->ep >= 0) close(a->ep);
+    a->ep = -1;
+}
+
+static int l_attempt_close(lua_State *L)
+{
+    attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    attempt_free(a);
+    return 0;
+}
+
+/* libcurl 7.88's multi handle makes a socketpair (its wakeup pipe) without
+ * SOCK_CLOEXEC. It takes the two lowest free fds: found before the init,
+ * they are marked after it if they turned into sockets lacking the flag. */
+static CURLM *multi_init_cloexec(void)
+{
+    int lo[2];
+    lo[0] = fcntl(0, F_DUPFD_CLOEXEC, 0);
+    lo[1] = lo[0] < 0 ? -1 : fcntl(0, F_DUPFD_CLOEXEC, 0);
+    for (int i = 0; i < 2; i++)
+        if (lo[i] >= 0) close(lo[i]);
+    CURLM *m = cu.multi_init();
+    for (int i = 0; m && i < 2; i++) {
+        struct stat sb;
+        int fl;
+        if (lo[i] >= 0 && fstat(lo[i], &sb) == 0 && S_ISSOCK(sb.st_mode)
+            && (fl = fcntl(lo[i], F_GETFD)) >= 0 && !(fl & FD_CLOEXEC))
+            fcntl(lo[i], F_SETFD, fl | FD_CLOEXEC);
+    }
+    return m;
+}
+
+/* Runs what curl is due: its timer, then the sockets epoll says are
+ * ready; never waits. */
+static void attempt_drive(attempt *a)
+{
+    int running = 0;
+    /* a few rounds: an action often asks for the next one at once (0 ms) */
+    for (int round = 0; round < 4 && !a->done; round++) {
+        int acted = 0;
+        if (a->timer_at >= 0 && mkh_now() >= a->timer_at) {
+            a->timer_at = -1;
+            cu.multi_socket_action(a->m, CURL_SOCKET_TIMEOUT, 0, &running);
+            acted = 1;
+        }
+        struct epoll_event ev[8];
+        int n = epoll_wait(a->ep, ev, 8, 0);
+        for (int i = 0; i < n; i++) {
+            int mask = 0;
+            if (ev[i].events & (EPOLLIN | EPOLLHUP)) mask |= CURL_CSELECT_IN;
+            if (ev[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+            if (ev[i].events & EPOLLERR) mask |= CURL_CSELECT_ERR;
+            cu.multi_socket_action(a->m, ev[i].data.fd, mask, &running);
+            acted = 1;
+        }
+        int left;
+        CURLMsg *msg;
+        while ((msg = cu.multi_info_read(a->m, &left))) {
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == a->e) {
+                a->done = 1;
+                a->rc = msg->data.result;
+                cu.easy_getinfo(a->e, CURLINFO_RESPONSE_CODE, &a->status);
+            }
+        }
+        if (!acted) break;
+    }
+    if (a->done) attempt_free(a); /* the sockets go now, not when the collector runs */
+}
+
+/* attempt:perform() -> nil (in flight) | status | false, err, code */
+static int l_attempt_perform(lua_State *L)
+{
+    attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    if (!a->done && !a->m) return luaL_error(L, "http attempt: perform after close");
+    if (!a->done) attempt_drive(a);
+    if (!a->done) return 0;
+    /* an answer with a body ends in the write error no_body asked for */
+    if (a->status > 0 && (a->rc == CURLE_OK || a->rc == CURLE_WRITE_ERROR)) {
+        lua_pushinteger(L, a->status);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    if (a->rc == CURLE_ABORTED_BY_CALLBACK) lua_pushfstring(L, "%s: interrupted", a->what);
+    else lua_pushfstring(L, "%s: %s", a->what, a->errbuf[0] ? a->errbuf : cu.easy_strerror(a->rc));
+    lua_pushinteger(L, (lua_Integer)a->rc);
+    return 3;
+}
+
+/* attempt:fd() -> the epoll fd to poll for input, nil once finished */
+static int l_attempt_fd(lua_State *L)
+{
+    attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    if (a->ep < 0) return 0;
+    lua_pushinteger(L, a->ep);
+    return 1;
+}
+
+/* attempt:wake() -> when curl's timer is due (core.now() time), or nil */
+static int l_attempt_wake(lua_State *L)
+{
+    attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    if (a->done || a->timer_at < 0) return 0;
+    lua_pushnumber(L, a->timer_at);
+    return 1;
+}
+
+static int l_http_start(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *unusable = load_curl();
+    if (unusable) {
+        lua_pushnil(L);
+        lua_pushstring(L, unusable);
+        return 2;
+    }
+    lua_getfield(L, 1, "url");
+    const char *url = luaL_checkstring(L, -1);
+    lua_getfield(L, 1, "method");
+    const char *method = luaL_optstring(L, -1, "GET");
+    lua_getfield(L, 1, "body");
+    size_t blen = 0;
+    const char *body = lua_tolstring(L, -1, &blen);
+    lua_getfield(L, 1, "timeout");
+    double timeout = luaL_optnumber(L, -1, 30);
+    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 1, "timeout must be 0 to 1e9 seconds");
+    lua_getfield(L, 1, "insecure");
+    int insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+
+    struct curl_slist *pinned = NULL;
+    int nerr = pin_host(L, url, method, &timeout, &pinned);
+    if (nerr) return nerr;
+
+    attempt *a = lua_newuserdatauv(L, sizeof *a, 0);
+    memset(a, 0, sizeof *a);
+    a->ep = -1;
+    a->timer_at = -1;
+    a->pinned = pinned;
+    luaL_setmetatable(L, ATTEMPT_MT);
+    snprintf(a->what, sizeof a->what, "%s %s", method, url);
+    a->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (a->ep < 0) return lmkh_push_errno(L, "epoll_create1");
+    a->m = multi_init_cloexec();
+    a->e = cu.easy_init();
+    if (!a->m || !a->e) {
+        attempt_free(a);
+        return lmkh_push_fail(L, "curl_multi_init/curl_easy_init failed");
+    }
+    a->hdrs = header_slist(L, 1);
+    configure(a->e, url, method, timeout, insecure, a->errbuf);
+    if (body) {
+        /* copied: the Lua string may be gone before the request is sent */
+        cu.easy_setopt(a->e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        cu.easy_setopt(a->e, CURLOPT_COPYPOSTFIELDS, body);
+        if (!strcmp(method, "GET")) cu.easy_setopt(a->e, CURLOPT_CUSTOMREQUEST, "GET");
+    }
+    if (a->hdrs) cu.easy_setopt(a->e, CURLOPT_HTTPHEADER, a->hdrs);
+    if (a->pinned) cu.easy_setopt(a->e, CURLOPT_RESOLVE, a->pinned);
+    cu.easy_setopt(a->e, CURLOPT_WRITEFUNCTION, no_body);
+    cu.multi_setopt(a->m, CURLMOPT_SOCKETFUNCTION, on_socket);
+    cu.multi_setopt(a->m, CURLMOPT_SOCKETDATA, a);
+    cu.multi_setopt(a->m, CURLMOPT_TIMERFUNCTION, on_timer);
+    cu.multi_setopt(a->m, CURLMOPT_TIMERDATA, a);
+    if (cu.multi_add_handle(a->m, a->e) != CURLM_OK) {
+        attempt_free(a);
+        return lmkh_push_fail(L, "curl_multi_add_handle failed");
+    }
+    attempt_drive(a); /* connect and send now: a local answer may be back at the next wake */
+    return 1;
+}
+
 void lmkh_open_http(lua_State *L)
 {
+    static const luaL_Reg methods[] = {
+        { "perform", l_attempt_perform }, { "fd", l_attempt_fd }, { "wake", l_attempt_wake },
+        { "close", l_attempt_close }, { NULL, NULL },
+    };
+    lmkh_new_class(L, ATTEMPT_MT, methods, l_attempt_close);
+    lua_pushcfunction(L, l_http_start);
+    lua_setfield(L, -2, "http_start");
     lua_pushcfunction(L, l_http_request);
     lua_setfield(L, -2, "http_request");
 }

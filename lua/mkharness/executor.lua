@@ -336,11 +336,20 @@ function Executor:_launch()
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
   if #self._probes == 0 then self._ready_at = core.now() return nil end
   local mine = self._probes
+  local released = false
+  -- a waiter's probes let go of what they hold (watches, sockets, an HTTP
+  -- request in flight) once, whichever way the wait ends
+  local function release()
+    if released then return end
+    released = true
+    for i, p in ipairs(mine) do p:detach(states[i]) end
+  end
   return make_waiter(self, mine, {
     t0 = t0, timeout = self.timeout or nil, states = states,
+    release = release,
     on_ready = function(w)
       self._ready_at = core.now()
-      for i, p in ipairs(mine) do p:detach(states[i]) end
+      release()
       if self.kind == "pidfile" then self:_adopt_daemon() end
       local how = {}
       local attempts = 0 -- of the polling probes; event probes just saw their event
@@ -353,7 +362,7 @@ function Executor:_launch()
           attempts > 0 and string.format("%d attempt%s", attempts, attempts == 1 and "" or "s") or "on its event"))
     end,
     on_fail = function()
-      for i, p in ipairs(mine) do p:detach(states[i]) end
+      release()
       self:kill()
     end,
   })

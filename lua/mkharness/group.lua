@@ -125,6 +125,9 @@ function Group:start()
     end
   end)
   if not ok then
+    -- the members still waiting let go of their probes now, not when the
+    -- collector finds them
+    for _, w in ipairs(waiters) do if w.release then w.release() end end
     -- say what happened to each other member, as it happened
     local fates = {}
     for _, svc in ipairs(launched) do

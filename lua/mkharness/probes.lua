@@ -1,8 +1,11 @@
 -- Readiness probes (docs/api.md, "Probes"). A probe is a plain description; each
 -- start() attaches it to a service, which gives it per-start state:
 --   probe:attach(svc)        -> st   (before spawn: watches, sockets, env)
---   probe:check(st, svc, deadline) -> ok, detail
+--   probe:check(st, svc, deadline) -> ok, detail, answered, busy
+--       (answered: a polling probe's service answered "not yet", back off;
+--        busy: an attempt is in flight, check again on its fds or wake)
 --   probe:fds(st)            -> fds that wake the wait loop (events)
+--   probe:wake(st)           -> when the loop must wake for it at the latest
 --   probe:detach(st)
 --   probe.poll               true: no event, check at the polling pace
 --   probe:precheck(svc)      -> true, who  when it already passes (AlreadyRunning)
@@ -387,7 +390,7 @@ KINDS.any = {
     return "any of (" .. table.concat(parts, ", ") .. ")"
   end,
   attach = function(p, svc)
-    local st = { sub = {}, next_at = {}, interval = any_interval(svc), env = {} }
+    local st = { sub = {}, next_at = {}, busy = {}, interval = any_interval(svc), env = {} }
     for i, m in ipairs(p.members) do
       local ok, sub = pcall(m.attach, m, svc)
       if not ok then
@@ -403,14 +406,19 @@ KINDS.any = {
     local why = {}
     local now = core.now()
     for i, m in ipairs(p.members) do
-      if not m.poll or now >= st.next_at[i] then
+      if not m.poll or st.busy[i] or now >= st.next_at[i] then
         local t0 = core.now()
-        local ok, detail = m:check(st.sub[i], svc, deadline)
+        local ok, detail, _, busy = m:check(st.sub[i], svc, deadline)
         local after = core.now()
         if ok then return true, detail end
-        if m.poll then st.next_at[i] = after + P.pause_for(after - t0, st.interval) end
         st.last = st.last or {}
-        st.last[i] = detail
+        if busy then -- a request in flight: paced when it ends, by what it cost
+          if not st.busy[i] then st.busy[i], st.last[i] = t0, st.last[i] or detail end
+        else
+          if m.poll then st.next_at[i] = after + P.pause_for(after - (st.busy[i] or t0), st.interval) end
+          st.busy[i] = nil
+          st.last[i] = detail
+        end
       end
       why[#why + 1] = m.kind .. ": " .. tostring(st.last and st.last[i] or "not tried yet")
     end
@@ -426,7 +434,9 @@ KINDS.any = {
   wake = function(p, st)
     local at
     for i, m in ipairs(p.members) do
-      if m.poll then at = math.min(at or math.huge, st.next_at[i]) end
+      if m.poll and not st.busy[i] then at = math.min(at or math.huge, st.next_at[i]) end
+      local w = m:wake(st.sub[i])
+      if w then at = math.min(at or math.huge, w) end
     end
     return at
   end,
@@ -504,21 +514,41 @@ function P.http(t, ctx)
   o.poll = true
   return new("http", o)
 end
+-- An attempt is a request in flight (core.http_start): check() starts one
+-- and returns at once; until the answer, check() says busy (its fourth
+-- result) and the wait loop checks again when its fd (curl's sockets) is
+-- readable or its wake time (curl's timer) has come. A slow endpoint thus
+-- holds no other waiter.
 KINDS.http = {
   describe = function(p) return string.format("http %s %s (%s)", p.method, p.url, p.status_desc) end,
-  check = function(p, _, _, deadline)
-    local left = deadline and math.max(0.001, deadline - core.now()) or 30
-    -- TCP first: refused connections are answered in microseconds this way
-    local ok, err = core.tcp_probe(p.parsed.host, p.parsed.port, math.min(left, 1))
-    if not ok then return false, err end
-    local res, herr = core.http_request {
-      url = p.url, method = p.method, headers = p.header_list, body = p.body,
-      insecure = p.insecure, timeout = math.min(left, 30), max_body = 0,
-    }
-    if not res then return false, herr end
-    local good = p.match(res.status)
-    if good then return true, "status " .. res.status end
-    return false, "answered status " .. res.status, true -- answered: back off
+  check = function(p, st, _, deadline)
+    local a = st.attempt
+    if not a then
+      local left = deadline and math.max(0.001, deadline - core.now()) or 30
+      -- TCP first: refused connections are answered in microseconds this way
+      local ok, err = core.tcp_probe(p.parsed.host, p.parsed.port, math.min(left, 1))
+      if not ok then return false, err end
+      left = deadline and math.max(0.001, deadline - core.now()) or 30
+      local herr
+      a, herr = core.http_start {
+        url = p.url, method = p.method, headers = p.header_list, body = p.body,
+        insecure = p.insecure, timeout = math.min(left, 30),
+      }
+      if not a then return false, herr end
+      st.attempt = a
+    end
+    local status, herr = a:perform()
+    if status == nil then return false, "no answer yet to " .. p.method .. " " .. p.url, nil, true end
+    a:close()
+    st.attempt = nil
+    if not status then return false, herr end
+    if p.match(status) then return true, "status " .. status end
+    return false, "answered status " .. status, true -- answered: back off
+  end,
+  fds = function(_, st) return st.attempt and { st.attempt:fd() } end,
+  wake = function(_, st) return st.attempt and st.attempt:wake() end,
+  detach = function(_, st)
+    if st.attempt then st.attempt:close() st.attempt = nil end
   end,
   precheck = function(p)
     if not core.tcp_probe(p.parsed.host, p.parsed.port, 1) then return false end

@@ -29,8 +29,8 @@ local function probe_summary(w)
       -- an event probe makes no attempts to count: it waited for its event
       local tries = p.probe.poll and string.format("%d attempt%s", p.attempts, p.attempts == 1 and "" or "s")
         or "waited for the event"
-      parts[#parts + 1] = string.format("%s (%s%s)", p.probe:describe(), tries,
-        p.last and (", last: " .. tostring(p.last)) or "")
+      parts[#parts + 1] = string.format("%s (%s%s%s)", p.probe:describe(), tries,
+        p.last and (", last: " .. tostring(p.last)) or "", p.busy and p.flight and ((p.last and "; then " or ", ") .. p.flight) or "")
     end
   end
   return table.concat(parts, "; ")
@@ -67,14 +67,20 @@ local function step(w, now)
   local all = true
   for _, p in ipairs(w.probes) do
     if not p.done then
-      if not p.probe.poll or now >= p.next_at then
+      if not p.probe.poll or p.busy or now >= p.next_at then
         local t = core.now()
-        local ok, detail, answered = p.probe:check(p.st, svc, w.deadline)
+        local ok, detail, answered, busy = p.probe:check(p.st, svc, w.deadline)
         local after = core.now()
-        p.attempts = p.attempts + 1
+        if not busy then p.attempts = p.attempts + 1 end
         if ok then
           p.done, p.detail = true, detail
+        elseif busy then
+          -- an attempt in flight (an HTTP request): checked again when its
+          -- fds or wake time say so; its pause comes when it ends
+          if not p.busy then p.busy, p.flight = t, detail end
+          all = false
         else
+          t, p.busy, p.flight = p.busy or t, nil, nil -- the pause is paced by the whole attempt's cost
           -- a polling attempt the deadline cut short (a request given the
           -- last few ms) says less than the one before
           if not (p.probe.poll and p.last and w.deadline and after >= w.deadline) then p.last = detail end
@@ -135,7 +141,7 @@ local function wait_all(waiters)
           end
           for _, p in ipairs(w.probes) do
             if not p.done then
-              if p.probe.poll then wake = math.min(wake, p.next_at) end
+              if p.probe.poll and not p.busy then wake = math.min(wake, p.next_at) end
               wake = math.min(wake, p.probe:wake(p.st) or math.huge)
               for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
             end
@@ -155,7 +161,7 @@ local function make_waiter(svc, probe_list, opts)
     svc = svc, t0 = t0, probes = {}, interval = opts.interval or (svc and svc.interval) or defaults.interval,
     deadline = opts.timeout and (t0 + opts.timeout) or nil, what = opts.what or "it was ready",
     what_done = opts.what_done, on_ready = opts.on_ready, on_fail = opts.on_fail,
-    message = opts.message,
+    release = opts.release, message = opts.message,
   }
   for i, p in ipairs(probe_list) do
     w.probes[i] = { probe = p, st = opts.states and opts.states[i] or {}, attempts = 0, next_at = 0 }
