@@ -577,7 +577,7 @@ local function bench_groups()
   end
   add { key = "mixed.lag", what = "fast member seen ready after its ready instant", unit = "s", samples = ml,
     base = "tcponly.lag", compare = "ratio",
-    target = { text = "known limit: an http attempt blocks the loop" } }
+    target = { text = "≈ base: the http requests run inside the loop" } }
   add { key = "mixed.from_start", what = "fast member ready, from group start()", unit = "s", samples = mf,
     base = "tcponly.from_start", compare = "ratio" }
   add { key = "tcponly.lag", what = "  baseline: same tcp members alone: lag", unit = "s", samples = bl,
