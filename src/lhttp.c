@@ -245,31 +245,47 @@ static void configure(CURL *c, const char *url, const char *method, double timeo
 
 /* core.http_request{ url=, method=, headers={"K: V",...}, body=, timeout=,
  *   insecure=, max_body= } -> { status=, headers=, body= } | nil, err */
-static int l_http_request(lua_State *L)
+/* The request table both clients take (argument 1); its strings stay on
+ * the stack. timeout is required: the defaults live in Lua. */
+typedef struct {
+    const char *url, *method, *body;
+    size_t blen;
+    double timeout;
+    int insecure;
+} request;
+
+static void read_request(lua_State *L, request *r)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    const char *unusable = load_curl();
-    if (unusable) {
-        lua_pushnil(L);
-        lua_pushstring(L, unusable);
-        return 2;
-    }
     lua_getfield(L, 1, "url");
-    const char *url = luaL_checkstring(L, -1);
+    r->url = luaL_checkstring(L, -1);
     lua_getfield(L, 1, "method");
-    const char *method = luaL_optstring(L, -1, "GET");
+    r->method = luaL_optstring(L, -1, "GET"); /* HTTP's own default, not ours */
     lua_getfield(L, 1, "body");
-    size_t blen = 0;
-    const char *body = lua_tolstring(L, -1, &blen);
+    r->blen = 0;
+    r->body = lua_tolstring(L, -1, &r->blen);
     lua_getfield(L, 1, "timeout");
-    double timeout = luaL_optnumber(L, -1, 30);
-    /* converted to a long of ms below */
-    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 1, "timeout must be 0 to 1e9 seconds");
+    r->timeout = luaL_checknumber(L, -1);
+    /* converted to a long of ms by configure() */
+    luaL_argcheck(L, r->timeout >= 0 && r->timeout <= 1e9, 1, "timeout must be 0 to 1e9 seconds");
     lua_getfield(L, 1, "insecure");
-    int insecure = lua_toboolean(L, -1);
+    r->insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+}
+
+static int l_http_request(lua_State *L)
+{
+    request r;
+    read_request(L, &r);
+    const char *url = r.url, *method = r.method, *body = r.body;
+    size_t blen = r.blen;
+    double timeout = r.timeout;
+    int insecure = r.insecure;
+    const char *unusable = load_curl();
+    if (unusable) return lmkh_push_fail(L, unusable);
     lua_getfield(L, 1, "max_body");
-    lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40);
-    lua_pop(L, 2);
+    lua_Integer max_body = luaL_optinteger(L, -1, (lua_Integer)1 << 40); /* none given: no limit */
+    lua_pop(L, 1);
 
     struct curl_slist *pinned = NULL;
     int nerr = pin_host(L, url, method, &timeout, &pinned);
@@ -510,26 +526,14 @@ static int l_attempt_wake(lua_State *L)
 
 static int l_http_start(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    request r;
+    read_request(L, &r);
+    const char *url = r.url, *method = r.method, *body = r.body;
+    size_t blen = r.blen;
+    double timeout = r.timeout;
+    int insecure = r.insecure;
     const char *unusable = load_curl();
-    if (unusable) {
-        lua_pushnil(L);
-        lua_pushstring(L, unusable);
-        return 2;
-    }
-    lua_getfield(L, 1, "url");
-    const char *url = luaL_checkstring(L, -1);
-    lua_getfield(L, 1, "method");
-    const char *method = luaL_optstring(L, -1, "GET");
-    lua_getfield(L, 1, "body");
-    size_t blen = 0;
-    const char *body = lua_tolstring(L, -1, &blen);
-    lua_getfield(L, 1, "timeout");
-    double timeout = luaL_optnumber(L, -1, 30);
-    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 1, "timeout must be 0 to 1e9 seconds");
-    lua_getfield(L, 1, "insecure");
-    int insecure = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    if (unusable) return lmkh_push_fail(L, unusable);
 
     struct curl_slist *pinned = NULL;
     int nerr = pin_host(L, url, method, &timeout, &pinned);
