@@ -1,6 +1,6 @@
 -- `luarocks make` (or `luarocks make --tree DIR`) builds and installs from
--- this source tree; nothing is downloaded. The JSON module (lua-dkjson) and
--- libcurl come from Debian packages, so the only dependency LuaRocks checks
+-- this source tree; nothing is downloaded. The JSON module (lua-dkjson),
+-- libcurl, libmnl and libnftables come from Debian packages, so the only dependency LuaRocks checks
 -- is the Lua version.
 rockspec_format = "3.0"
 package = "mkharness"

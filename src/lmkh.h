@@ -47,6 +47,10 @@ void lmkh_open_http(lua_State *L);
 /* lproxy.c: adds the fault proxy's functions to the core table on top. */
 void lmkh_open_proxy(lua_State *L);
 
+#define LMKH_LAB_MT "mkharness.lab"
+void lmkh_open_lab(lua_State *L);
+struct mkh_lab *lmkh_check_lab(lua_State *L, int i); /* lproc.c spawns into a lab's host */
+
 /* pmatch.c: string.find(s, p, init + 1) that gives up when `deadline`
  * (mkh_now() seconds; <= 0: none) passes or a signal is pending. Returns
  * the number of values pushed (start, end, captures), 0 for no match (none

@@ -139,9 +139,9 @@ static void field_io(lua_State *L, const char *key, mkh_io *io)
 }
 
 /* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stdout_path=, stderr=, stderr_path=,
- *             stop_signal=, kill_signal=, stop_timeout=, token=, ids= }:
+ *             stop_signal=, kill_signal=, stop_timeout=, token=, ids=, lab=, lab_host=, lab_where= }:
  * converts the table; the engine (mkh_proc_start) does the rest. Every
- * field but cwd, stdin, token and ids is required: the defaults live in
+ * field but cwd, stdin, token, ids and the lab's is required: the defaults live in
  * lua/mkharness/defaults.lua. */
 static int l_spawn(lua_State *L)
 {
@@ -170,6 +170,15 @@ static int l_spawn(lua_State *L)
     field_io(L, "stderr", &o.err);
     mkh_ids ids;
     if (spawn_ids(L, 1, &ids, &o.spawn.who)) o.spawn.ids = &ids;
+    int ns[3];
+    if (lua_getfield(L, 1, "lab") != LUA_TNIL) { /* run inside a lab host (0: its control node) */
+        struct mkh_lab *lab = lmkh_check_lab(L, -1);
+        if (mkh_lab_ns_fds(lab, (int)field_integer(L, "lab_host", 0, MKH_LAB_HOSTS_MAX) - 1, ns) != 0)
+            luaL_error(L, "core.spawn: no such lab host");
+        o.spawn.ns = ns;
+        lua_getfield(L, 1, "lab_where");
+        o.spawn.where = lua_tostring(L, -1);
+    }
 
     lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);

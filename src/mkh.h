@@ -4,6 +4,7 @@
 #define MKH_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -83,6 +84,8 @@ typedef struct {
     int fd_cgroup;         /* cgroup.procs to join before exec, or -1 */
     const mkh_ids *ids;    /* NULL: the harness's own user and groups */
     const char *who;       /* ids as the user gave them, for messages ("user 'nobody'") */
+    const int *ns;         /* a lab's namespaces to enter (user, net, mount), or NULL */
+    const char *where;     /* those namespaces as the user names them ("lab host 'n1'") */
 } mkh_spawn_opts;
 
 /* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
@@ -91,6 +94,31 @@ typedef struct {
  * empty mask, only fds 0-2, SIGKILL when the harness dies; with ids, their
  * groups, gid and uid (set before cwd is entered). */
 int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
+
+/* ---- lab.c: hosts with their own network, no root ---- */
+#define MKH_LAB_NAME_MAX 31
+#define MKH_LAB_HOSTS_MAX 253   /* .2 to .254 of the lab's /24 */
+typedef struct mkh_lab mkh_lab;
+/* Builds a lab of n hosts, with hosts_file bound on /etc/hosts inside;
+ * NULL with the reason in err (naming the setting to change when user
+ * namespaces are not allowed). */
+mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, char *err, size_t errlen);
+void mkh_lab_close(mkh_lab *lab);
+int mkh_lab_hosts(const mkh_lab *lab);
+pid_t mkh_lab_keeper(const mkh_lab *lab);
+unsigned long mkh_lab_user_ino(const mkh_lab *lab);
+uint32_t mkh_lab_addr(const mkh_lab *lab, int host);  /* host order; host -1: the control node */
+/* the namespaces to spawn into host (-1: the control node): user, net, mount */
+int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3]);
+/* Replaces a host's packet filter with an nft script; in force on return. */
+int mkh_lab_filter(mkh_lab *lab, int host, const char *script, char *err, size_t errlen);
+int mkh_lab_netem(mkh_lab *lab, int host, double delay_ms, double jitter_ms, double loss_pct,
+                  char *err, size_t errlen);
+/* A lab host's address by name (network order); -1 when no live lab has it. */
+int mkh_lab_lookup(const char *name, uint32_t *addr_be);
+/* socket(2), close-on-exec, made in the lab's control network when dst is
+ * a lab address, so that the harness reaches the hosts. */
+int mkh_socket(int family, int type, int proto, const struct sockaddr *dst);
 
 /* ---- run.c ---- */
 const char *mkh_run_id(void);

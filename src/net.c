@@ -110,6 +110,17 @@ int mkh_resolve(const char *host, int port, int passive, int prefer_v4, double t
                 char *err, size_t errlen)
 {
     char serv[16];
+    uint32_t lab_addr;
+    if (!passive && mkh_lab_lookup(host, &lab_addr) == 0) { /* a lab's host: no DNS, no /etc/hosts */
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        memset(ss, 0, sizeof *ss);
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((unsigned short)port);
+        s4->sin_addr.s_addr = lab_addr;
+        *len = sizeof *s4;
+        if (all && alllen) inet_ntop(AF_INET, &s4->sin_addr, all, (socklen_t)alllen);
+        return 0;
+    }
     snprintf(serv, sizeof serv, "%d", port);
     lookup *l = NULL;
     int slot = -1;
@@ -237,7 +248,7 @@ int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t 
         timeout -= mkh_now() - t0;
         if (timeout <= 0) timeout = 0.001;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = mkh_socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0, (struct sockaddr *)&ss);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;

@@ -540,7 +540,7 @@ static void conn_new(mkh_proxy *p, int cfd, double now)
 {
     atomic_fetch_add(&p->n_conns, 1);
     conn *c = calloc(1, sizeof *c);
-    int ufd = c ? socket(p->uaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    int ufd = c ? mkh_socket(p->uaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0, (struct sockaddr *)&p->uaddr) : -1;
     if (ufd < 0) {
         atomic_fetch_add(&p->n_uperr, 1);
         free(c);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC, STAGE_SETGROUPS, STAGE_SETGID, STAGE_SETUID };
+enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC, STAGE_SETGROUPS, STAGE_SETGID, STAGE_SETUID,
+       STAGE_NS };
 
 struct exec_report { int stage; int err; };
 
@@ -46,6 +48,18 @@ static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t par
     if (setsid() < 0) child_fail(rep, STAGE_SETUP, errno);
     /* join our cgroup before anything can fork: no descendant escapes it */
     if (o->fd_cgroup >= 0 && write(o->fd_cgroup, "0", 1) != 1) child_fail(rep, STAGE_SETUP, errno);
+    if (o->ns) {
+        /* entering a mount namespace moves us to its root: come back to
+         * the same path there */
+        char here[4096];
+        int have_cwd = getcwd(here, sizeof here) != NULL;
+        if (setns(o->ns[0], CLONE_NEWUSER) != 0 || setns(o->ns[1], CLONE_NEWNET) != 0 ||
+            setns(o->ns[2], CLONE_NEWNS) != 0)
+            child_fail(rep, STAGE_NS, errno);
+        if (have_cwd && chdir(here) != 0 && !o->cwd) child_fail(rep, STAGE_NS, errno);
+        /* new credentials clear the parent-death signal */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -158,6 +172,10 @@ static void describe(const mkh_spawn_opts *o, struct exec_report r, char *err, s
             snprintf(err, errlen, "cannot execute '%s': not an executable format (a script without '#!'?)", cmd);
         else
             snprintf(err, errlen, "cannot execute '%s': %s", cmd, strerror(r.err));
+        break;
+    case STAGE_NS:
+        snprintf(err, errlen, "cannot enter %s for '%s': %s", o->where ? o->where : "the lab", cmd,
+                 strerror(r.err));
         break;
     case STAGE_FDS:
         snprintf(err, errlen, "cannot set up stdio for '%s': %s", cmd, strerror(r.err));

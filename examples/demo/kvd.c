@@ -2,7 +2,9 @@
  * kvd -- the quickstart demo service: a tiny HTTP key-value store backed by
  * an append-only log.
  *
- *   kvd [--port N] [--data FILE] [--delay SECONDS]
+ *   kvd [--port N] [--bind ADDR] [--data FILE] [--delay SECONDS]
+ *
+ *   --bind: the IPv4 address to listen on (127.0.0.1; 0.0.0.0 in a lab host)
  *
  *   GET /health      200 "ok\n"            GET /kv        200 keys, one a line
  *   GET /kv/KEY      200 value | 404       PUT /kv/KEY    204 (body = value)
@@ -35,7 +37,7 @@
 #define MAX_KEY 256
 #define MAX_VALUE (1 << 20)
 #define MAX_HEAD 16384
-#define USAGE "usage: kvd [--port N] [--data FILE] [--delay SECONDS]\n"
+#define USAGE "usage: kvd [--port N] [--bind ADDR] [--data FILE] [--delay SECONDS]\n"
 
 struct kv { char *key, *val; size_t vlen; };
 static struct kv *kvs;
@@ -353,7 +355,8 @@ int main(int argc, char **argv)
 {
     long port = 0;
     double delay = 0;
-    const char *data = "kvd.log";
+    const char *data = "kvd.log", *bind_addr = "127.0.0.1";
+    struct in_addr bind_in;
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (!strcmp(argv[i], "--help")) { say(1, USAGE); return 0; }
@@ -361,6 +364,10 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--port")) port = strtol(argv[++i], &end, 10);
         else if (!strcmp(argv[i], "--delay")) delay = strtod(argv[++i], &end);
         else if (!strcmp(argv[i], "--data")) data = argv[++i];
+        else if (!strcmp(argv[i], "--bind")) {
+            bind_addr = argv[++i];
+            if (inet_pton(AF_INET, bind_addr, &bind_in) != 1) { say(2, "kvd: bad value '%s'\n", bind_addr); return 64; }
+        }
         else { say(2, USAGE); return 64; }
         if ((end && (*end || end == argv[i])) || port < 0 || port > 65535 ||
             !(delay >= 0 && delay < 1e6)) {
@@ -395,16 +402,17 @@ int main(int argc, char **argv)
         }
         struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        inet_pton(AF_INET, bind_addr, &addr.sin_addr);
         socklen_t alen = sizeof addr;
         int one = 1;
         lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
             listen(lfd, 128) < 0 || getsockname(lfd, (struct sockaddr *)&addr, &alen) < 0) {
-            say(2, "kvd: cannot listen on 127.0.0.1:%ld: %s\n", port, strerror(errno));
+            say(2, "kvd: cannot listen on %s:%ld: %s\n", bind_addr, port, strerror(errno));
             return 1;
         }
-        say(1, "kvd: listening on 127.0.0.1:%d\n", ntohs(addr.sin_port));
+        say(1, "kvd: listening on %s:%d\n", bind_addr, ntohs(addr.sin_port));
     }
 
     struct pollfd *pfds = NULL;

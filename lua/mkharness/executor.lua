@@ -47,6 +47,7 @@ local COMMON = {
     return v
   end,
   user = types.user, group = types.group,
+  host = function(ctx, k, v) return require("mkharness.lab").check_host(ctx, k, v) end,
   ready = function(_, _, v) return v end,
   cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
 }
@@ -109,6 +110,8 @@ local function new_service(kind, ctx, t, extra_schema, probes_of)
   self.stop_command = o.stop_command
   self._ids = options.identity(ctx, o.user, o.group)
   self.user, self.group = o.user, o.group
+  -- a lab host to run in; false: the machine's own network, even for mk.run
+  if o.host == false or getmetatable(o.host) == require("mkharness.lab").Host then self.lab_host = o.host end
   local ready = probes.list(ctx, o.ready)
   if probes_of then
     for _, p in ipairs(probes_of(o, self)) do table.insert(ready, 1, p) end
@@ -315,6 +318,14 @@ function Executor:_launch()
     end
   end
   local env, path = build_env(self, extra)
+  local where, werr
+  if self.lab_host ~= nil or self._control then where, werr = require("mkharness.lab").spawn_fields(self.lab_host) end
+  if werr then
+    for i, p in ipairs(self._probes) do p:detach(states[i]) end
+    echo_close(self)
+    svc_error(self, "SpawnError", "cannot start in " .. tostring(self.lab_host) .. ": " .. werr, { log_tail = "" })
+  end
+  where = where or {}
   local t0 = core.now()
   local proc, err = core.spawn {
     argv = self.argv, env = env, path = path, cwd = self.cwd, stdin = self.stdin,
@@ -322,6 +333,7 @@ function Executor:_launch()
     stderr = self._logs.stderr and "file" or self.stderr, stderr_path = self._logs.stderr,
     stop_signal = self.stop_signal, kill_signal = self.kill_signal, stop_timeout = self.stop_timeout,
     token = "MKHARNESS_SERVICE=" .. extra.MKHARNESS_SERVICE, ids = self._ids,
+    lab = where.lab, lab_host = where.lab_host, lab_where = where.lab_where,
   }
   if not proc then
     for i, p in ipairs(self._probes) do p:detach(states[i]) end
@@ -468,8 +480,13 @@ X.output = ctor("output", { banner = types.required(types.nonempty), stream = ty
   function(o)
     return { probes.output({ banner = o.banner, stream = o.stream, plain = o.plain, times = o.times }, "mk.output") }
   end)
-X.tcp = ctor("tcp", { host = types.nonempty, port = types.required(types.port) }, function(o, self)
+-- host: the address to probe, or a lab host to run in and probe
+X.tcp = ctor("tcp", { host = function(ctx, k, v)
+    if type(v) == "string" then return types.nonempty(ctx, k, v) end
+    return require("mkharness.lab").check_host(ctx, k, v)
+  end, port = types.required(types.port) }, function(o, self)
   self.host, self.port = o.host or "127.0.0.1", o.port
+  if type(o.host) == "table" then self.host = o.host.ip elseif o.host == false then self.host = "127.0.0.1" end
   return { probes.tcp { host = self.host, port = self.port } }
 end)
 X.unix = ctor("unix", { socket = types.required(types.nonempty) }, function(o, self)

@@ -46,6 +46,7 @@ M.http_request, M.get = http.request, http.get
 M.is_error = Error.is
 M.json = { encode = json.encode, decode = function(s) return json.decode(s) end, null = json.null }
 function M.proxy(t) return require("mkharness.proxy").new(t) end
+function M.lab(t) return require("mkharness.lab").new(t) end
 
 -- mk.mark(text [, fields]): a user event, in events.jsonl, --report and -v.
 -- Fields are flat (string keys, scalar values) so that the line reads as

@@ -64,17 +64,21 @@ function R.tmpdir(opts)
 end
 
 local RUN = { timeout = types.timeout, stdin = types.string, env = types.env, cwd = types.nonempty, clear_env = types.boolean,
-  user = types.user, group = types.group, cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end }
+  user = types.user, group = types.group, cmd = function(_, _, v) return v end, shell = function(_, _, v) return v end,
+  host = function(ctx, k, v) return require("mkharness.lab").check_host(ctx, k, v) end }
 function R.run(t)
   local o = options.check("mk.run", t, RUN)
   options.identity("mk.run", o.user, o.group) -- named as mk.run's when they do not exist
   t = t or {}
   local spec = { env = o.env, cwd = o.cwd, stdin = o.stdin, clear_env = o.clear_env, user = o.user, group = o.group,
-    cmd = t.cmd, shell = t.shell, name = "run", timeout = false }
+    cmd = t.cmd, shell = t.shell, name = "run", timeout = false, host = o.host }
   -- the argv by its keys, as options.command reads it: ipairs would follow an
   -- __index for ever
   for k, a in pairs(t) do if math.type(k) == "integer" then spec[k] = a end end
   local svc = executor.process(spec)
+  -- the scenario is the lab's control node: without host =, a command
+  -- runs where it reaches every lab host
+  svc._control = o.host == nil
   svc:start()
   local ok, code = pcall(Executor.wait_exit, svc, { timeout = o.timeout == nil and defaults.run_timeout or o.timeout })
   if not ok then
