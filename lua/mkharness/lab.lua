@@ -86,9 +86,10 @@ function L.new(t)
     _by_name = {}, _cut = {}, _netem = {} }, Lab)
   local dir, err = core.run_dir()
   if not dir then raise(self, "mk.lab: " .. err) end
-  -- the hosts file every process in the lab sees as /etc/hosts
+  -- the hosts file every process in the lab sees as /etc/hosts: the
+  -- hosts first (the first match wins), then the machine's own lines
   local path = string.format("%s/%s.hosts", dir, self.name)
-  local lines = { "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback" }
+  local lines = { "# the hosts of " .. self.name .. ", added by mkharness" }
   local names = {}
   for i, name in ipairs(o.hosts) do names[i] = name end
   -- the addresses come from the keeper: build first, then write the file it binds
@@ -105,6 +106,9 @@ function L.new(t)
     lines[#lines + 1] = h.ip .. "\t" .. name
   end
   self.control_ip = c:addr(0)
+  local sys = io.open("/etc/hosts")
+  lines[#lines + 1] = sys and sys:read("a") or "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback"
+  if sys then sys:close() end
   f = io.open(path, "w")
   if f then f:write(table.concat(lines, "\n"), "\n") f:close() end
   core.chmod(path, tonumber("644", 8))
