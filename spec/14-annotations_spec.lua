@@ -69,6 +69,8 @@ local function schema_of(fn)
   return got_ctx, got
 end
 
+local Lab = require("mkharness.lab").Lab
+
 describe("editor annotations (meta.lua)", function()
   H.leakcheck()
 
@@ -128,6 +130,7 @@ describe("editor annotations (meta.lua)", function()
       ["mkharness.Executor"] = mk.Executor,
       ["mkharness.Group"] = getmetatable(mk.group { mk.process { H.fx } }),
       ["mkharness.Proxy"] = getmetatable(proxy),
+      ["mkharness.Lab"] = Lab,
     }
     local missing = {}
     for class, mt in pairs(classes_of) do
@@ -178,6 +181,11 @@ describe("editor annotations (meta.lua)", function()
       ["mkharness.FaultOptions"] = function() proxy:blackhole {} end,
       ["mkharness.SlicerOptions"] = function() proxy:slicer { size = 1 } end,
       ["mkharness.ResetOptions"] = function() proxy:reset {} end,
+      ["mkharness.LabOptions"] = function() mk.lab { hosts = { "n1" } } end,
+      -- a lab's methods reach their option check without a lab built
+      ["mkharness.DropOptions"] = function() setmetatable({ _core = true, name = "lab" }, Lab):drop {} end,
+      ["mkharness.LabLatencyOptions"] = function() setmetatable({ _core = true, name = "lab" }, Lab):latency {} end,
+      ["mkharness.LossOptions"] = function() setmetatable({ _core = true, name = "lab" }, Lab):loss {} end,
     }
     local wrong = {}
     for class, call in pairs(calls) do

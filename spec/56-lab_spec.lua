@@ -38,7 +38,7 @@ describe("mk.lab", function()
   it("gives each host its own network: the same port on every host, reached by name and address", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1", "n2", "n3" } }
-    local g <close> = kvds(lab)
+    local _g <close> = kvds(lab)
     assert.equal("198.18.", lab:ip("n1"):sub(1, 7))
     assert.are_not.equal(lab:ip("n1"), lab:ip("n2"))
     assert.equal(lab:ip("n2"), lab.n2.ip)
@@ -55,7 +55,7 @@ describe("mk.lab", function()
   it("runs mk.run on the control node by default, in a host with host =, outside with host = false", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1", "n2" } }
-    local g <close> = kvds(lab)
+    local _g <close> = kvds(lab)
     -- /etc/hosts names the hosts inside the lab, not outside it
     assert.matches("\tn1\n", mk.run { "cat", "/etc/hosts" }.stdout, 1, true)
     assert.matches("\tn2\n", mk.run { "cat", "/etc/hosts", host = lab.n1 }.stdout, 1, true)
@@ -74,7 +74,7 @@ describe("mk.lab", function()
   it("lets a proxy forward to a lab host", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1" } }
-    local g <close> = kvds(lab)
+    local _g <close> = kvds(lab)
     local p <close> = mk.proxy { upstream = "n1:8080" }:start()
     assert.equal("ok\n", mk.get("http://127.0.0.1:" .. p.port .. "/health").body)
   end)
@@ -82,7 +82,7 @@ describe("mk.lab", function()
   it("isolates a host both ways and heals; the control node is never cut", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1", "n2", "n3" } }
-    local g <close> = kvds(lab)
+    local _g <close> = kvds(lab)
     assert.is_true(tcp_ok(lab, "n1", "n2"))
     lab:isolate("n2")
     assert.same({ "n1->n2", "n2->n1", "n2->n3", "n3->n2" }, lab:cuts())
@@ -99,7 +99,7 @@ describe("mk.lab", function()
   it("partitions into groups; hosts in no group form one more", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "a", "b", "c", "d" } }
-    local g <close> = kvds(lab)
+    local _g <close> = kvds(lab)
     lab:partition { { "a" }, { lab.b, "c" } }
     assert.is_true(tcp_ok(lab, "b", "c"))
     assert.is_false(tcp_ok(lab, "a", "b"))

@@ -42,6 +42,7 @@
 ---@field on_exit? "fail"|"ignore"|"restart" what a crash does ("fail")
 ---@field max_restarts? integer with on_exit = "restart" (5)
 ---@field stop_command? string|mkharness.Command run first by stop()
+---@field host? mkharness.LabHost|false run inside this lab host (lab.n1); false: the machine's own network
 
 ---@class mkharness.ProcessOptions: mkharness.BaseOptions
 
@@ -57,7 +58,7 @@
 ---@field times? integer the N-th matching line
 
 ---@class mkharness.TcpOptions: mkharness.ExecutorOptions
----@field host? string ("127.0.0.1")
+---@field host? string|mkharness.LabHost|false the address to probe ("127.0.0.1"), or a lab host to run in and probe
 ---@field port integer
 
 ---@class mkharness.UnixOptions: mkharness.ExecutorOptions
@@ -108,6 +109,7 @@
 ---@field cwd? string
 ---@field user? string|integer
 ---@field group? string|integer
+---@field host? mkharness.LabHost|false a lab host to run in; by default the lab's control node while a lab is up; false: the machine's own network
 
 ---@class mkharness.RunResult
 ---@field code integer
@@ -406,6 +408,91 @@ function probe.any(t) end
 ---@field resets integer
 ---@field limited integer
 
+-- ---------------------------------------------------------------------------
+-- Lab
+
+---@class mkharness.LabOptions
+---@field hosts string[] host names: a lower-case letter, then letters, digits or '-' (at most 31)
+---@field name? string ("lab", then "lab2", ...)
+
+---A host of a lab: pass it as `host =` to run a command inside it.
+---@class mkharness.LabHost
+---@field lab mkharness.Lab
+---@field name string
+---@field index integer
+---@field ip string its address on the lab's network
+
+---@class mkharness.DropOptions
+---@field from string|mkharness.LabHost|(string|mkharness.LabHost)[]
+---@field to string|mkharness.LabHost|(string|mkharness.LabHost)[]
+
+---@class mkharness.LabLatencyOptions
+---@field host string|mkharness.LabHost
+---@field ms number
+---@field jitter? number milliseconds
+
+---@class mkharness.LossOptions
+---@field host string|mkharness.LabHost
+---@field percent number 0 to 100
+
+---Hosts with a network of their own; `lab.n1` is the host named n1.
+---@class mkharness.Lab
+---@field name string
+---@field control_ip string the address of the control node (the scenario's side of the lab)
+---@field [string] mkharness.LabHost
+local Lab = {}
+
+---The address peers use to reach a host.
+---@param host string|mkharness.LabHost
+---@return string
+function Lab:ip(host) end
+
+---The host names, in order.
+---@return string[]
+function Lab:hosts() end
+
+---No traffic between the groups; hosts in no group form one more group.
+---@param groups (string|mkharness.LabHost)[][]
+---@return mkharness.Lab
+function Lab:partition(groups) end
+
+---Cut one host from every other, both ways.
+---@param host string|mkharness.LabHost
+---@return mkharness.Lab
+function Lab:isolate(host) end
+
+---Drop the packets from some hosts to others (one way).
+---@param t mkharness.DropOptions
+---@return mkharness.Lab
+function Lab:drop(t) end
+
+---Delay a host's packets (netem; ExecutorError where the kernel lacks it).
+---@param t mkharness.LabLatencyOptions
+---@return mkharness.Lab
+function Lab:latency(t) end
+
+---Lose a share of a host's packets (netem; ExecutorError where the kernel lacks it).
+---@param t mkharness.LossOptions
+---@return mkharness.Lab
+function Lab:loss(t) end
+
+---Every cut and every netem setting removed; in force on return.
+---@return mkharness.Lab
+function Lab:heal() end
+
+---The cut one-way links, as "n1->n2", sorted.
+---@return string[]
+function Lab:cuts() end
+
+---The keeper's pid and the inode of the lab's user namespace.
+---@return integer pid
+---@return integer inode
+function Lab:keeper() end
+
+---Take the lab down (also at the end of the run).
+---@return mkharness.Lab
+function Lab:close() end
+
 ---@class mkharness.Proxy
 ---@field upstream string
 ---@field host string
@@ -550,6 +637,11 @@ function mk.group(t) end
 ---@param t mkharness.ProxyOptions
 ---@return mkharness.Proxy
 function mk.proxy(t) end
+
+---Hosts with a network of their own, without root.
+---@param t mkharness.LabOptions
+---@return mkharness.Lab
+function mk.lab(t) end
 
 ---Poll fn until truthy and return its value; else TimeoutExpired.
 ---@generic T
