@@ -172,13 +172,20 @@ describe("mk.lab", function()
     if not need_lab() then return end
     local r = H.scenario([[
 local lab <close> = mk.lab { hosts = { "n1", "n2" }, name = "net" }
+mk.sleep(0.2)
 lab:isolate("n1")
+mk.sleep(0.2)
 lab:heal()
+mk.sleep(0.2)
 ]], { host_args = { "--keep" } })
     assert.equal(0, r.code, r.stderr)
     local dir = r.stderr:match("run directory kept: (%S+)")
     local events = H.slurp(dir .. "/events.jsonl")
+    -- the timeline draws one lane per host, cut while isolated
+    local drawn = mk.run { H.host, "report", dir .. "/events.jsonl" }.stdout
     mk.run { "rm", "-rf", dir }
+    assert.matches("\nhost net/n1 +|[ -]*%-#+%-+", drawn)
+    assert.matches("lab net: isolate n1", drawn, 1, true)
     for _, a in ipairs { "up", "isolate", "heal", "close" } do
       assert.matches('"action":"' .. a .. '"', events, 1, true)
     end

@@ -344,7 +344,8 @@ function Executor:_launch()
   self._exit_seen, self._crash, self._ending, self._signalled, self._ready_at = nil, nil, nil, nil, nil
   held[self] = true
   self._starts = (self._starts or 0) + 1 -- marks of earlier starts are void
-  events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command },
+  events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command,
+    host = self.lab_host and self.lab_host.name or nil },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
   if #self._probes == 0 then self._ready_at = core.now() return nil end
   local mine = self._probes

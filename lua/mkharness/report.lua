@@ -118,12 +118,14 @@ function R.model(list)
   local last = t0
   for _, ev in ipairs(list) do if ev.t > last then last = ev.t end end
   local m = { start = start, events = list, dur = math.max(last - t0, 1e-3), lanes = {}, ticks = {} }
-  local by_name = {}
+  local by_name, labs = {}, {}
   local function lane(kind, name)
     local key = kind .. "\0" .. name
     local l = by_name[key]
     if not l then
-      l = { kind = kind, name = name, label = (kind == "proxy" and not name:match("^proxy")) and ("proxy " .. name) or name,
+      local label = (kind == "proxy" and not name:match("^proxy")) and ("proxy " .. name) or name
+      if kind == "host" then label = "host " .. name:gsub("^lab/", "") end
+      l = { kind = kind, name = name, label = label,
         segs = {}, points = {}, cur = nil, since = 0, faults = {}, on = false, isdown = false }
       by_name[key] = l
       m.lanes[#m.lanes + 1] = l
@@ -166,6 +168,37 @@ function R.model(list)
       if state ~= l.cur or label ~= l.curlabel then set(l, t, state, label) end
       l.events = l.events or {}
       l.events[#l.events + 1] = i
+    elseif e == "lab" and type(ev.lab) == "string" then
+      -- one lane per lab host: up, or cut off (from some host, either way) or slowed (netem)
+      local hosts = labs[ev.lab]
+      if ev.action == "up" and type(ev.hosts) == "table" then
+        hosts = {}
+        labs[ev.lab] = hosts
+        for _, h in ipairs(ev.hosts) do
+          hosts[#hosts + 1] = { name = tostring(h), lane = lane("host", ev.lab .. "/" .. tostring(h)) }
+        end
+      end
+      for _, h in ipairs(hosts or {}) do
+        local l = h.lane
+        if ev.action == "close" then l.off = true end
+        if type(ev.cuts) == "table" or ev.action == "heal" then
+          l.cut = nil
+          for _, c in ipairs(type(ev.cuts) == "table" and ev.cuts or {}) do
+            local a, b = tostring(c):match("^(.-)%->(.*)$")
+            if a == h.name or b == h.name then l.cut = true end
+          end
+        end
+        if ev.action == "heal" then l.netem = nil end
+        if (ev.action == "latency" or ev.action == "loss") and ev.host == h.name then
+          l.netem = ((tonumber(ev.ms) or 0) > 0 or (tonumber(ev.jitter) or 0) > 0 or (tonumber(ev.percent) or 0) > 0) or nil
+        end
+        local state = not l.off and ((l.cut or l.netem) and "fault" or "forwarding") or nil
+        local label = state == "fault" and ((l.cut and "cut" or "") .. (l.cut and l.netem and ", " or "") ..
+          (l.netem and "netem" or "")) or nil
+        if state ~= l.cur or label ~= l.curlabel then set(l, t, state, label) end
+        l.events = l.events or {}
+        l.events[#l.events + 1] = i
+      end
     elseif e == "mark" then
       m.ticks[#m.ticks + 1] = { t = t, glyph = "^", class = "info", ev = i }
     elseif e == "test_end" then
@@ -210,6 +243,20 @@ local function describe(ev)
     end
     table.sort(f)
     return "proxy " .. ev.proxy .. ": " .. tostring(ev.action) .. (#f > 0 and (" (" .. table.concat(f, ", ") .. ")") or "")
+  elseif e == "lab" then
+    local what = tostring(ev.action)
+    if type(ev.groups) == "table" then
+      local g = {}
+      for i, side in ipairs(ev.groups) do g[i] = type(side) == "table" and table.concat(side, " ") or tostring(side) end
+      what = what .. " " .. table.concat(g, " | ")
+    elseif ev.action == "isolate" then what = what .. " " .. tostring(ev.host)
+    elseif ev.action == "drop" and type(ev.from) == "table" and type(ev.to) == "table" then
+      what = what .. " " .. table.concat(ev.from, " ") .. " -> " .. table.concat(ev.to, " ")
+    elseif ev.action == "latency" or ev.action == "loss" then
+      what = string.format("%s on %s (%s ms, jitter %s ms, loss %s %%)", what, tostring(ev.host), tostring(ev.ms),
+        tostring(ev.jitter), tostring(ev.percent))
+    end
+    return "lab " .. ev.lab .. ": " .. what
   elseif e == "crashed" or e == "exited" or e == "killed" then
     return ev.service .. " " .. e .. " (exit code " .. tostring(ev.exit_code) .. ")"
   elseif e == "restarting" then return ev.service .. " restarting (#" .. tostring(ev.restarts) .. ")"
@@ -289,7 +336,8 @@ function R.terminal(m, path)
     local e = ev.event
     local failing_test = e == "test_end" and (ev.status == "failure" or ev.status == "error")
     if e == "mark" or failing_test or e == "error" or e == "cleanup_error" or e == "crashed" or e == "restarting"
-      or e == "killed" or e == "exited" or (e == "proxy" and ev.action ~= "start" and ev.action ~= "stop") then
+      or e == "killed" or e == "exited" or (e == "proxy" and ev.action ~= "start" and ev.action ~= "stop")
+      or (e == "lab" and ev.action ~= "up" and ev.action ~= "close") then
       notes[#notes + 1] = i
     end
   end
@@ -306,6 +354,7 @@ function R.terminal(m, path)
   say("legend: services: . starting  = ready/running  ~ paused  X crashed  R restarting  K killed")
   say("                   x exited as expected  (blank: not running)")
   say("        proxies: - forwarding  # fault  _ down  ! reset     marks: ^ mark  F failing test  E error")
+  say("        lab hosts: - up  # cut off or slowed")
   return table.concat(out, "\n") .. "\n"
 end
 
@@ -336,8 +385,8 @@ h1{font-size:16px;margin:0 0 4px}
 <span><i class="sw" style="background:#f2d36b"></i>starting</span>
 <span><i class="sw" style="background:#5cb85c"></i>ready/running</span>
 <span><i class="sw" style="background:#9aa7c7"></i>paused</span>
-<span><i class="sw" style="background:#8ecae6"></i>proxy forwarding</span>
-<span><i class="sw" style="background:#f0883e"></i>proxy fault</span>
+<span><i class="sw" style="background:#8ecae6"></i>proxy forwarding, lab host up</span>
+<span><i class="sw" style="background:#f0883e"></i>fault (proxy, lab host)</span>
 <span><i class="sw" style="background:#555"></i>proxy down</span>
 <span style="color:#d9534f">X crashed</span><span style="color:#7b3fb5">R restarting</span>
 <span>ticks: <b style="color:#2e9e44">pass</b> <b style="color:#d9534f">fail</b> <b style="color:#3a7bd5">info</b></span>
