@@ -5,7 +5,9 @@
 -- process (four at a time), start a random mix of hostile services and end
 -- a different way per batch, cycling: normal end, Lua error, --timeout,
 -- SIGINT, SIGTERM, SIGKILL at a random moment (while the scenario loops
--- start()/stop()). Half the scenarios run without the cgroup net.
+-- start()/stop()). Half the scenarios run without the cgroup net. Some
+-- build a lab: its keeper carries the scenario's directory on its command
+-- line (a fork of the host), so it is looked for like every other process.
 -- After each batch: no process of any scenario is alive (found by pid file,
 -- by the scenario's directory on its command line, and by its run marker),
 -- no zombie is left whose parent is us, and each run directory is gone
@@ -204,7 +206,19 @@ KINDS.shell = function(t) -- a shell with a background job, one child ignoring T
     :format(t, t)
 end
 
-local KIND_NAMES = { "daemon", "stubborn", "tree", "exits", "flood", "port", "shell" }
+KINDS.lab = function(t) -- a lab (its keeper, namespaces, rules) with a stubborn service inside and a partition
+  return ([[do
+  local ok, lab = pcall(mk.lab, { hosts = { "n1", "n2" } })
+  if ok then -- a machine without user namespaces tortures the rest
+    keep(lab)
+    keep(mk.output { FX, "--ignore", "TERM", "--pidfile", D .. "/%s.pid", "--print", "lab up", "--forever",
+      name = "inlab", banner = "lab up", host = lab.n1, stop_timeout = ST }):start()
+    lab:partition { { "n1" }, { "n2" } }
+  end
+end]]):format(t)
+end
+
+local KIND_NAMES = { "daemon", "stubborn", "tree", "exits", "flood", "port", "shell", "lab" }
 
 -- The start/stop loop the interrupted scenarios run until they are ended:
 -- so an interruption lands during start(), during stop() (stubborn
