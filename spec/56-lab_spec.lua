@@ -168,6 +168,15 @@ describe("mk.lab", function()
     assert.equal("UnexpectedExit", e.kind)
   end)
 
+  it("runs a service as another user inside a host, as root", function()
+    if not need_lab() then return end
+    if not is_root() then pending("needs root: only root can run a service as another user") return end
+    local lab <close> = mk.lab { hosts = { "n1" } }
+    local r = mk.run { "id", "-un", user = "nobody", host = lab.n1 }
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("nobody\n", r.stdout)
+  end)
+
   it("writes its faults to the run's events", function()
     if not need_lab() then return end
     local r = H.scenario([[

@@ -57,7 +57,8 @@ struct mkh_lab {
     int ctl;                  /* our end of the keeper's socket */
     pid_t keeper;
     int fd_user, fd_mnt, fd_net; /* fd_net: the control node's network */
-    int *fd_host;             /* each host's network */
+    int *fd_host;             /* each host's network: nfd of them received so far */
+    int nfd;
     unsigned long user_ino;   /* the user namespace's inode: "is anything of it left?" */
     pthread_mutex_t mu;       /* one request at a time: the proxy's thread asks too */
 };
@@ -137,10 +138,12 @@ static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds, int *nfds)
 
 /* ==== the keeper ==== */
 
+typedef struct nft_ctx *nft_ctx_ptr;
+
 static struct {
     int ctl, fd_ctl_net, n;
     int *fd_net;
-    struct nft_ctx **nft;     /* one libnftables context per host */
+    nft_ctx_ptr *nft;         /* one libnftables context per host */
     char why[512];
 } K;
 
@@ -393,25 +396,21 @@ static void keeper_serve(void)
         a->ok = 1;
         a->text[0] = '\0';
         int fd = -1;
-        if ((size_t)n < sizeof *q || q->host < -1 || q->host >= K.n) {
+        int known = q->op == OP_SOCKET || q->op == OP_FILTER || q->op == OP_NETEM;
+        if ((size_t)n < sizeof *q || q->host < -1 || q->host >= K.n || !known) {
             a->ok = 0;
             snprintf(a->text, 1024, "bad request");
         } else if (q->op == OP_SOCKET) {
             fd = socket(q->family, q->type | SOCK_CLOEXEC, q->proto);
             if (fd < 0) { a->ok = 0; snprintf(a->text, 1024, "socket: %s", strerror(errno)); }
-        } else if (q->op == OP_FILTER || q->op == OP_NETEM) {
-            if (q->host < 0 || setns(K.fd_net[q->host], CLONE_NEWNET) != 0) {
-                a->ok = 0;
-                snprintf(a->text, 1024, "cannot enter the host: %s", strerror(errno));
-            } else {
-                int r = q->op == OP_FILTER ? nft_do(K.nft[q->host], q->text, a->text, 1024)
-                                           : netem_set(q->delay_ms, q->jitter_ms, q->loss_pct, a->text, 1024);
-                a->ok = r == 0;
-                if (setns(K.fd_ctl_net, CLONE_NEWNET) != 0) _exit(1); /* cannot serve sockets any more */
-            }
-        } else {
+        } else if (q->host < 0 || setns(K.fd_net[q->host], CLONE_NEWNET) != 0) {
             a->ok = 0;
-            snprintf(a->text, 1024, "bad request");
+            snprintf(a->text, 1024, "cannot enter the host: %s", strerror(errno));
+        } else {
+            int r = q->op == OP_FILTER ? nft_do(K.nft[q->host], q->text, a->text, 1024)
+                                       : netem_set(q->delay_ms, q->jitter_ms, q->loss_pct, a->text, 1024);
+            a->ok = r == 0;
+            if (setns(K.fd_ctl_net, CLONE_NEWNET) != 0) _exit(1); /* cannot serve sockets any more */
         }
         send_fds(K.ctl, a, sizeof *a + strlen(a->text) + 1, &fd, fd >= 0);
         if (fd >= 0) close(fd);
@@ -441,7 +440,7 @@ static void keeper_main(int ctl, pid_t parent, int n, int third, const char *hos
     K.ctl = ctl;
     K.n = n;
     K.fd_net = calloc((size_t)n, sizeof *K.fd_net);
-    K.nft = calloc((size_t)n, sizeof *K.nft);
+    K.nft = calloc((size_t)n, sizeof(nft_ctx_ptr));
     struct reply *a = calloc(1, sizeof *a + sizeof K.why);
     if (!K.fd_net || !K.nft || !a) _exit(1);
     int fds[3] = { -1, -1, -1 };
@@ -553,8 +552,7 @@ void mkh_lab_close(mkh_lab *lab)
     if (lab->fd_user >= 0) close(lab->fd_user);
     if (lab->fd_mnt >= 0) close(lab->fd_mnt);
     if (lab->fd_net >= 0) close(lab->fd_net);
-    for (int i = 0; lab->fd_host && i < lab->nhosts; i++)
-        if (lab->fd_host[i] >= 0) close(lab->fd_host[i]);
+    for (int i = 0; lab->fd_host && i < lab->nfd; i++) close(lab->fd_host[i]);
     if (lab->keeper > 0) {
         /* it leaves at end of file; bounded all the same */
         int st;
@@ -584,16 +582,13 @@ mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, ch
     lab->nhosts = n;
     pthread_mutex_init(&lab->mu, NULL);
     lab->names = calloc((size_t)n, sizeof *lab->names);
-    lab->fd_host = malloc((size_t)n * sizeof *lab->fd_host);
+    lab->fd_host = calloc((size_t)n, sizeof *lab->fd_host);
     if (!lab->names || !lab->fd_host) {
         snprintf(err, errlen, "out of memory");
         mkh_lab_close(lab);
         return NULL;
     }
-    for (int i = 0; i < n; i++) {
-        lab->fd_host[i] = -1;
-        snprintf(lab->names[i], sizeof lab->names[i], "%s", names[i]);
-    }
+    for (int i = 0; i < n; i++) snprintf(lab->names[i], sizeof lab->names[i], "%s", names[i]);
     pthread_mutex_lock(&live_mu);
     for (int i = 0; i < LAB_MAX && lab->slot < 0; i++)
         if (!live_labs[i]) lab->slot = i;
@@ -639,7 +634,7 @@ mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, ch
         if (write_maps(pid, err, errlen) != 0) go = 'n';
         if (write(lab->ctl, &go, 1) != 1) go = 'n';
     }
-    char buf[sizeof(struct reply) + 1024];
+    char buf[sizeof(struct reply) + 1024] = { 0 };
     struct reply *a = (struct reply *)buf;
     int fds[3], nfds = 3;
     ssize_t got = recv_fds(lab->ctl, buf, sizeof buf - 1, fds, &nfds);
@@ -660,13 +655,14 @@ mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, ch
     struct stat sb;
     if (fstat(lab->fd_user, &sb) == 0) lab->user_ino = (unsigned long)sb.st_ino;
     for (int i = 0; i < n; i++) {
-        int one = 1;
-        char h;
-        if (recv_fds(lab->ctl, &h, 1, &lab->fd_host[i], &one) != 1 || one != 1) {
+        int one = 1, fd = -1;
+        char h = 0;
+        if (recv_fds(lab->ctl, &h, 1, &fd, &one) != 1 || one != 1) {
             snprintf(err, errlen, "cannot build the lab: its keeper died");
             mkh_lab_close(lab);
             return NULL;
         }
+        lab->fd_host[lab->nfd++] = fd;
     }
     return lab;
 }
@@ -682,7 +678,7 @@ uint32_t mkh_lab_addr(const mkh_lab *lab, int host)
 
 int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3])
 {
-    if (host < -1 || host >= lab->nhosts || lab->ctl < 0) return -1;
+    if (host < -1 || host >= lab->nfd || lab->ctl < 0) return -1;
     fds[0] = lab->fd_user;
     fds[1] = host < 0 ? lab->fd_net : lab->fd_host[host];
     fds[2] = lab->fd_mnt;
@@ -692,7 +688,7 @@ int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3])
 /* One request, one reply (and maybe a descriptor). */
 static int ask(mkh_lab *lab, struct request *q, size_t qlen, int *fd, char *err, size_t errlen)
 {
-    char buf[sizeof(struct reply) + 1025];
+    char buf[sizeof(struct reply) + 1025] = { 0 };
     struct reply *a = (struct reply *)buf;
     int nfds = fd ? 1 : 0, got_fd = -1;
     pthread_mutex_lock(&lab->mu);
