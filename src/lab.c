@@ -753,26 +753,27 @@ static mkh_lab *lab_of(uint32_t addr_be)
 int mkh_socket(int family, int type, int proto, const struct sockaddr *dst)
 {
     if (family == AF_INET && dst && dst->sa_family == AF_INET) {
+        /* held across the request: the proxy's thread asks while the Lua
+         * thread may close the lab */
         pthread_mutex_lock(&live_mu);
         mkh_lab *lab = lab_of(((const struct sockaddr_in *)dst)->sin_addr.s_addr);
-        pthread_mutex_unlock(&live_mu);
+        int fd = -1;
         if (lab) {
             struct request q;
             memset(&q, 0, sizeof q);
             q.op = OP_SOCKET;
             q.host = -1;
             q.family = family;
-            q.type = type & ~SOCK_CLOEXEC;
+            q.type = type & ~SOCK_CLOEXEC; /* SOCK_NONBLOCK is a status flag: it travels with the socket */
             q.proto = proto;
             char err[256];
-            int fd = -1;
             if (ask(lab, &q, sizeof q, &fd, err, sizeof err) != 0 || fd < 0) {
+                fd = -1;
                 errno = EHOSTUNREACH;
-                return -1;
             }
-            /* SOCK_NONBLOCK is a file status flag: it travels with the socket */
-            return fd;
         }
+        pthread_mutex_unlock(&live_mu);
+        if (lab) return fd;
     }
     return socket(family, type | SOCK_CLOEXEC, proto);
 }
