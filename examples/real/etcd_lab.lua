@@ -208,11 +208,17 @@ mk.mark("every acknowledged write on every member", { acked = #acked })
 print(string.format("8. all %d acknowledged writes are on n1, n2 and n3 (linearizable and local reads); " ..
   "'refused' is on none", #acked))
 
--- On SIGTERM a leader hands over leadership first; stopped one at a time,
--- the leader first, each member leaves quickly.
-local order = { leader.svc }
-for _, m in ipairs(members) do if m ~= leader then order[#order + 1] = m.svc end end
-g:stop { order = order }
+-- On SIGTERM a leader hands leadership over first, and waits seconds if
+-- the member it chose is leaving too. So the followers go first (they
+-- hand nothing over), and the leader once it has stepped down, having
+-- lost its quorum.
+local last = leader_of(members) or leader
+for _, m in ipairs(members) do if m ~= last then m.svc:stop() end end
+mk.wait_until(function()
+  local s = status(last)
+  return s and s.leader ~= s.id
+end, { timeout = 10, message = last.name .. " never stepped down once alone" })
+g:stop()
 print(string.format("summary: leader %s isolated in term %d; %s elected in term %d; %d writes acknowledged, " ..
   "%d failed, all readable everywhere after the heal (%s led in term %d)", old.name, old_term, new.name, new_term,
   #acked, failed, leader.name, term))
