@@ -16,6 +16,7 @@ local EXAMPLES = {
   { name = "postgresql", needs = { { PG .. "postgres", "postgresql" }, { PG .. "initdb", "postgresql" },
     { PG .. "pg_ctl", "postgresql" }, { PG .. "psql", "postgresql-client-15" } } },
   { name = "etcd", needs = { { "etcd", "etcd-server" }, { "etcdctl", "etcd-client" } } },
+  { name = "etcd_lab", needs = { { "etcd", "etcd-server" }, { "etcdctl", "etcd-client" } } },
   { name = "haproxy", needs = { { "haproxy", "haproxy" }, { "nginx", "nginx" } } },
 }
 
