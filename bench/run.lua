@@ -65,7 +65,7 @@ local N = {
   lab_build = Q and { l3 = { 3, 3 }, l10 = { 3, 3 }, l50 = { 1, 1 }, base = { 3, 3 } }
     or { l3 = { 10, 40 }, l10 = { 10, 30 }, l50 = { 5, 5 }, base = { 20, 50 } },
   lab_fault = Q and { 5, 5 } or { 30, 150 }, lab_check = Q and 2 or 5, lab_nft = Q and { 3, 3 } or { 20, 50 },
-  lab_get = Q and { 30, 30 } or { 200, 1000 }, lab_run = Q and { 10, 10 } or { 40, 200 },
+  lab_get = Q and { 30, 30 } or { 200, 1000 }, lab_attempt = Q and 100 or 1000, lab_run = Q and { 10, 10 } or { 40, 200 },
 }
 
 ---------------------------------------------------------------- paths
@@ -841,26 +841,51 @@ local function bench_lab()
   -- readiness of a TCP service in n1 vs on 127.0.0.1, alternated; the
   -- fixture's stamp is read just before listen() (--stamp-before)
   heading("   lab readiness (mk.tcp): fixture's own ready instant -> start() returned (ready 150-250 ms after spawn)")
-  local rin, rout = {}, {}
-  local function ready_once(inside, into)
+  local R = { lab = {}, out = {}, lab5 = {}, out5 = {} }
+  local function ready_once(inside, interval, into)
     local stamp = dir .. "/stamp"
     rm(stamp)
     local port = mk.free_port()
     local svc <close> = mk.tcp(with(argv_of(RANDOM, "--stamp-before", stamp, inside and "--listen-any" or "--listen",
-      port, "--serve-tcp"), { port = port, host = inside and lab.n1 or false, name = "lab-ready" }))
+      port, "--serve-tcp"), { port = port, host = inside and lab.n1 or false, interval = interval, name = "lab-ready" }))
     svc:start()
     local t = mk.now()
     local st = read_stamp(stamp)
     svc:stop()
     into[#into + 1] = t - st
   end
+  -- the same again with interval = 0.005: the probe's pause is 50x an
+  -- attempt's cost, at most `interval`; capped at 5 ms, a costlier attempt
+  -- (the keeper's round trip for the socket) cannot stretch it
+  local function enough(t) return L.enough(t, N.ready[1], N.ready[2], 0.10) end
   repeat
-    ready_once(true, rin)
-    ready_once(false, rout)
-  until L.enough(rin, N.ready[1], N.ready[2], 0.10) and L.enough(rout, N.ready[1], N.ready[2], 0.10)
-  add { key = "lab.ready", what = "ready: tcp in lab host n1 (--listen-any)", unit = "s", samples = rin,
+    ready_once(true, nil, R.lab)
+    ready_once(false, nil, R.out)
+    ready_once(true, 0.005, R.lab5)
+    ready_once(false, 0.005, R.out5)
+  until enough(R.lab) and enough(R.out) and enough(R.lab5) and enough(R.out5)
+  add { key = "lab.ready", what = "ready: tcp in lab host n1 (--listen-any)", unit = "s", samples = R.lab,
     base = "lab.ready.local", compare = "ratio" }
-  add { key = "lab.ready.local", what = "  baseline: same, on 127.0.0.1, host = false", unit = "s", samples = rout,
+  add { key = "lab.ready.local", what = "  baseline: same, on 127.0.0.1, host = false", unit = "s", samples = R.out,
+    is_baseline = true }
+  add { key = "lab.ready.i5", what = "ready: tcp in lab host n1, interval = 0.005", unit = "s", samples = R.lab5,
+    base = "lab.ready.local.i5", compare = "ratio" }
+  add { key = "lab.ready.local.i5", what = "  baseline: same, on 127.0.0.1, interval = 0.005", unit = "s",
+    samples = R.out5, is_baseline = true }
+  -- what one attempt costs (connection refused: nothing listens on port 9):
+  -- in the lab it includes the keeper's round trip for the socket
+  local pin, pout = {}, {}
+  for _ = 1, N.lab_attempt do
+    local t0 = mk.now()
+    core.tcp_probe(lab.n1.ip, 9, 1)
+    pin[#pin + 1] = mk.now() - t0
+    t0 = mk.now()
+    core.tcp_probe("127.0.0.1", 9, 1)
+    pout[#pout + 1] = mk.now() - t0
+  end
+  add { key = "lab.attempt", what = "one tcp probe attempt to n1, refused", unit = "s", samples = pin,
+    base = "lab.attempt.local", compare = "ratio" }
+  add { key = "lab.attempt.local", what = "  baseline: the same to 127.0.0.1", unit = "s", samples = pout,
     is_baseline = true }
 
   -- mk.get round trip to kvd in n1 vs kvd on 127.0.0.1, alternated
