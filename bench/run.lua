@@ -10,7 +10,7 @@ local HERE = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
 local L = dofile(HERE .. "/lib.lua")
 
 ---------------------------------------------------------------- options
-local SECTIONS = { "readiness", "stop", "drain", "overhead", "scale", "cpu", "groups", "features" }
+local SECTIONS = { "readiness", "stop", "drain", "overhead", "scale", "cpu", "groups", "features", "lab" }
 local opts = { json = HERE .. "/results.json" }
 do
   local i = 1
@@ -62,6 +62,10 @@ local N = {
   group_reps = Q and 1 or 3,
   cycles = Q and 100 or 1000,
   cpu_wait = Q and 3 or 10,
+  lab_build = Q and { l3 = { 3, 3 }, l10 = { 3, 3 }, l50 = { 1, 1 }, base = { 3, 3 } }
+    or { l3 = { 10, 40 }, l10 = { 10, 30 }, l50 = { 5, 5 }, base = { 20, 50 } },
+  lab_fault = Q and { 5, 5 } or { 30, 150 }, lab_check = Q and 2 or 5, lab_nft = Q and { 3, 3 } or { 20, 50 },
+  lab_get = Q and { 30, 30 } or { 200, 1000 }, lab_attempt = Q and 100 or 1000, lab_run = Q and { 10, 10 } or { 40, 200 },
 }
 
 ---------------------------------------------------------------- paths
@@ -709,10 +713,241 @@ local function bench_cpu()
   end
 end
 
+---------------------------------------------------------------- 9. lab
+-- mk.lab: hosts with network namespaces of their own on a bridge, built by
+-- a keeper process in a user namespace. Every row beside a baseline taken
+-- in the same run, alternated with it sample by sample where both are cheap.
+local KVD = ROOT .. "/build/kvd"
+
+local function lab_of(n)
+  local hosts = {}
+  for i = 1, n do hosts[i] = "n" .. i end
+  return mk.lab { hosts = hosts, name = "bench" .. n }
+end
+
+local function bench_lab()
+  heading("9. lab: hosts with their own network namespaces (mk.lab), built without root by a keeper process")
+  local ok, why = pcall(function() mk.lab { hosts = { "probe" } }:close() end)
+  if not ok then
+    add { key = "lab.skipped", what = "lab: no lab on this machine", text = "skipped", note = tostring(why) }
+    return
+  end
+
+  -- 9a. build + close, alternated size by size; baseline: one namespace, one
+  -- process, so the ratio reads as "so many unshare -Urn true's worth"
+  heading("   lab build + close: mk.lab{} call -> close() returned; ratio = how many unshare -Urn true's worth")
+  local sizes = { 3, 10, 50 }
+  local built, only_build, only_close = {}, {}, {}
+  for _, n in ipairs(sizes) do built[n], only_build[n], only_close[n] = {}, {}, {} end
+  local ushare = {}
+  local function build_close(n)
+    local t0 = mk.now()
+    local lab = lab_of(n)
+    local t1 = mk.now()
+    lab:close()
+    local t2 = mk.now()
+    built[n][#built[n] + 1] = t2 - t0
+    only_build[n][#only_build[n] + 1], only_close[n][#only_close[n] + 1] = t1 - t0, t2 - t1
+  end
+  repeat
+    for _, n in ipairs(sizes) do
+      local want = N.lab_build["l" .. n]
+      if not L.enough(built[n], want[1], want[2], 0.10) then build_close(n) end
+    end
+    if not L.enough(ushare, N.lab_build.base[1], N.lab_build.base[2], 0.10) then
+      local t0 = mk.now()
+      run_ok { "unshare", "-Urn", "true", host = false, timeout = 10 }
+      ushare[#ushare + 1] = mk.now() - t0
+    end
+    local done = L.enough(ushare, N.lab_build.base[1], N.lab_build.base[2], 0.10)
+    for _, n in ipairs(sizes) do
+      local want = N.lab_build["l" .. n]
+      done = done and L.enough(built[n], want[1], want[2], 0.10)
+    end
+  until done
+  for _, n in ipairs(sizes) do
+    local r = add { key = "lab.build" .. n, what = string.format("mk.lab of %d hosts, then close()", n), unit = "s",
+      samples = built[n], base = "lab.unshare", compare = "ratio" }
+    local b, c = L.stats(only_build[n]), L.stats(only_close[n])
+    r.extra = { build_median = b.median, close_median = c.median, build_samples = only_build[n],
+      close_samples = only_close[n] }
+    r.note = string.format("build %s + close %s", L.fmt(b.median, "s"), L.fmt(c.median, "s"))
+  end
+  local per = (L.stats(built[50]).median - L.stats(built[3]).median) / 47
+  add { key = "lab.per_host", what = "  cost per host: (lab of 50 - lab of 3) / 47", unit = "s", value = per,
+    text = L.fmt(per, "s"), note = "medians" }
+  add { key = "lab.unshare", what = "  baseline mk.run{unshare -Urn true}, host = false", unit = "s",
+    samples = ushare, is_baseline = true }
+
+  -- 9b. faults: from the call to its return (the rules are in force on return)
+  heading("   lab faults: isolate(\"n1\") and heal(), call -> return")
+  local P = 9000 -- a listener on n1, for the check that the cut is in force
+  for _, n in ipairs { 3, 10 } do
+    local lab <close> = lab_of(n)
+    local iso, heal = {}, {}
+    for _ = 1, 3 do lab:isolate("n1") lab:heal() end -- warm up (the keeper's first nft runs)
+    repeat
+      local t0 = mk.now()
+      lab:isolate("n1")
+      iso[#iso + 1] = mk.now() - t0
+      t0 = mk.now()
+      lab:heal()
+      heal[#heal + 1] = mk.now() - t0
+    until L.enough(iso, N.lab_fault[1], N.lab_fault[2], 0.10) and L.enough(heal, N.lab_fault[1], N.lab_fault[2], 0.10)
+    -- in force on return, as traffic sees it: a connection n2 -> n1 opened
+    -- right after isolate() returned fails, and right after heal() returns succeeds
+    local cut, healed, tries = 0, 0, N.lab_check
+    if tries > 0 then
+      local _svc <close> = mk.tcp { FX, "--listen-any", P, "--serve-tcp", host = lab.n1, port = P, name = "lab-listener" }
+        :start()
+      local function connects()
+        return mk.run { "timeout", "0.5", "bash", "-c", "exec 3<>/dev/tcp/" .. lab.n1.ip .. "/" .. P,
+          host = lab.n2, timeout = 5 }.code == 0
+      end
+      for _ = 1, tries do
+        lab:isolate("n1")
+        if not connects() then cut = cut + 1 end
+        lab:heal()
+        if connects() then healed = healed + 1 end
+      end
+    end
+    add { key = "lab.isolate" .. n, what = string.format("lab of %d: isolate(\"n1\")", n), unit = "s", samples = iso,
+      base = "lab.nft", compare = "ratio",
+      note = tries > 0 and string.format("n2->n1 refused after return %d/%d", cut, tries) or nil }
+    add { key = "lab.heal" .. n, what = string.format("lab of %d: heal()", n), unit = "s", samples = heal,
+      base = "lab.nft", compare = "ratio",
+      note = tries > 0 and string.format("n2->n1 connects after return %d/%d", healed, tries) or nil }
+    by_key["lab.isolate" .. n].extra = { tries = tries, refused_after_isolate = cut, connected_after_heal = healed }
+  end
+  -- baseline: a shell test's way to change one namespace's filter: one
+  -- nft run in a namespace of its own (so it also pays for the namespace)
+  local NFT = "add table inet t; add chain inet t input { type filter hook input priority 0; policy accept; }; " ..
+    "add rule inet t input ip saddr { 198.18.1.3, 198.18.1.4 } drop"
+  local nft_t = {}
+  if have("nft") then
+    nft_t = collect(N.lab_nft, function()
+      local t0 = mk.now()
+      run_ok { "unshare", "-Urn", "nft", NFT, host = false, timeout = 10 }
+      return mk.now() - t0
+    end)
+  end
+  add { key = "lab.nft", what = "  baseline mk.run{unshare -Urn nft RULES}, host = false", unit = "s",
+    samples = #nft_t > 0 and nft_t or nil, text = #nft_t == 0 and "no nft" or nil, is_baseline = true }
+
+  -- 9c-e. one lab of 3 for the rest
+  local lab <close> = lab_of(3)
+  local dir = mk.tmpdir()
+
+  -- readiness of a TCP service in n1 vs on 127.0.0.1, alternated; the
+  -- fixture's stamp is read just before listen() (--stamp-before)
+  heading("   lab readiness (mk.tcp): fixture's own ready instant -> start() returned (ready 150-250 ms after spawn)")
+  local R = { lab = {}, out = {}, lab5 = {}, out5 = {} }
+  local function ready_once(inside, interval, into)
+    local stamp = dir .. "/stamp"
+    rm(stamp)
+    local port = mk.free_port()
+    local svc <close> = mk.tcp(with(argv_of(RANDOM, "--stamp-before", stamp, inside and "--listen-any" or "--listen",
+      port, "--serve-tcp"), { port = port, host = inside and lab.n1 or false, interval = interval, name = "lab-ready" }))
+    svc:start()
+    local t = mk.now()
+    local st = read_stamp(stamp)
+    svc:stop()
+    into[#into + 1] = t - st
+  end
+  -- the same again with interval = 0.005: the probe's pause is 50x an
+  -- attempt's cost, at most `interval`; capped at 5 ms, a costlier attempt
+  -- (the keeper's round trip for the socket) cannot stretch it
+  local function enough(t) return L.enough(t, N.ready[1], N.ready[2], 0.10) end
+  repeat
+    ready_once(true, nil, R.lab)
+    ready_once(false, nil, R.out)
+    ready_once(true, 0.005, R.lab5)
+    ready_once(false, 0.005, R.out5)
+  until enough(R.lab) and enough(R.out) and enough(R.lab5) and enough(R.out5)
+  add { key = "lab.ready", what = "ready: tcp in lab host n1 (--listen-any)", unit = "s", samples = R.lab,
+    base = "lab.ready.local", compare = "ratio" }
+  add { key = "lab.ready.local", what = "  baseline: same, on 127.0.0.1, host = false", unit = "s", samples = R.out,
+    is_baseline = true }
+  add { key = "lab.ready.i5", what = "ready: tcp in lab host n1, interval = 0.005", unit = "s", samples = R.lab5,
+    base = "lab.ready.local.i5", compare = "ratio" }
+  add { key = "lab.ready.local.i5", what = "  baseline: same, on 127.0.0.1, interval = 0.005", unit = "s",
+    samples = R.out5, is_baseline = true }
+  -- what one attempt costs (connection refused: nothing listens on port 9):
+  -- in the lab it includes the keeper's round trip for the socket
+  local pin, pout = {}, {}
+  for _ = 1, N.lab_attempt do
+    local t0 = mk.now()
+    core.tcp_probe(lab.n1.ip, 9, 1)
+    pin[#pin + 1] = mk.now() - t0
+    t0 = mk.now()
+    core.tcp_probe("127.0.0.1", 9, 1)
+    pout[#pout + 1] = mk.now() - t0
+  end
+  add { key = "lab.attempt", what = "one tcp probe attempt to n1, refused", unit = "s", samples = pin,
+    base = "lab.attempt.local", compare = "ratio" }
+  add { key = "lab.attempt.local", what = "  baseline: the same to 127.0.0.1", unit = "s", samples = pout,
+    is_baseline = true }
+
+  -- mk.get round trip to kvd in n1 vs kvd on 127.0.0.1, alternated
+  heading("   lab mk.get: GET /health to kvd, a new connection each")
+  local kp = ports(2)
+  local kin <close> = mk.http { KVD, "--port", kp[1], "--bind", "0.0.0.0", "--data", dir .. "/kv-in.log",
+    url = "http://" .. lab.n1.ip .. ":" .. kp[1] .. "/health", method = "GET", host = lab.n1, name = "kvd-n1",
+    timeout = 10 }
+  local kout <close> = mk.http { KVD, "--port", kp[2], "--data", dir .. "/kv-out.log",
+    url = "http://127.0.0.1:" .. kp[2] .. "/health", method = "GET", host = false, name = "kvd-local", timeout = 10 }
+  kin:start()
+  kout:start()
+  local function get(url, into)
+    local t0 = mk.now()
+    local r = mk.get(url)
+    local dt = mk.now() - t0
+    if r.status ~= 200 then error("GET " .. url .. ": status " .. tostring(r.status), 0) end
+    if into then into[#into + 1] = dt end
+  end
+  local gin, gout = {}, {}
+  for _ = 1, 10 do get(kin.url) get(kout.url) end -- warm up
+  repeat
+    get(kin.url, gin)
+    get(kout.url, gout)
+  until L.enough(gin, N.lab_get[1], N.lab_get[2], 0.10) and L.enough(gout, N.lab_get[1], N.lab_get[2], 0.10)
+  local gi, go = L.stats(gin), L.stats(gout)
+  add { key = "lab.get", what = "mk.get to kvd in lab host n1", unit = "s", samples = gin,
+    base = "lab.get.local", compare = "ratio",
+    note = string.format("+%s p50, +%s p90", L.fmt(gi.median - go.median, "s"), L.fmt(gi.p90 - go.p90, "s")) }
+  add { key = "lab.get.local", what = "  baseline: mk.get to kvd on 127.0.0.1", unit = "s", samples = gout,
+    is_baseline = true }
+  kin:stop()
+  kout:stop()
+
+  -- spawning: mk.run{"true"} into n1, on the control node, outside; alternated
+  heading("   lab spawn: mk.run{\"true\"}, call -> return")
+  local sin, sctl, sout = {}, {}, {}
+  local function run_true(host, into)
+    local t0 = mk.now()
+    local r = mk.run { "true", host = host }
+    into[#into + 1] = mk.now() - t0
+    if r.code ~= 0 then error("true exited " .. tostring(r.code), 0) end
+  end
+  for _ = 1, 3 do run_true(lab.n1, {}) run_true(false, {}) end -- warm up
+  repeat
+    run_true(lab.n1, sin)
+    run_true(nil, sctl)
+    run_true(false, sout)
+  until L.enough(sin, N.lab_run[1], N.lab_run[2], 0.10) and L.enough(sout, N.lab_run[1], N.lab_run[2], 0.10)
+    and L.enough(sctl, N.lab_run[1], N.lab_run[2], 0.10)
+  add { key = "lab.run", what = "mk.run{\"true\", host = lab.n1}", unit = "s", samples = sin,
+    base = "lab.run.outside", compare = "ratio" }
+  add { key = "lab.run.control", what = "mk.run{\"true\"} (the lab's control node)", unit = "s", samples = sctl,
+    base = "lab.run.outside", compare = "ratio" }
+  add { key = "lab.run.outside", what = "  baseline: mk.run{\"true\", host = false}", unit = "s", samples = sout,
+    is_baseline = true }
+end
+
 ---------------------------------------------------------------- run
 local RUNNERS = { readiness = bench_readiness, stop = bench_stop, drain = bench_drain,
   overhead = bench_overhead, scale = bench_scale, groups = bench_groups, features = bench_features,
-  cpu = bench_cpu }
+  cpu = bench_cpu, lab = bench_lab }
 
 local t_start = mk.now()
 for _, name in ipairs(SECTIONS) do
@@ -803,7 +1038,7 @@ for _, r in ipairs(rows) do
       target_on = r.target and r.target.value and (r.target.on or "median") or nil,
       baseline = r.base, ratio = r.ratio, verdict = r.verdict, is_baseline = r.is_baseline or nil,
       text = r.text, note = r.note, error = r.error, wall = r.wall, children_pct = r.children_pct,
-      main_thread_pct = r.main_thread_pct, median_ci = r.ci, samples = r.samples,
+      main_thread_pct = r.main_thread_pct, median_ci = r.ci, samples = r.samples, extra = r.extra,
     }
   end
 end
