@@ -23,6 +23,7 @@
 #include "mkh.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +60,7 @@ struct mkh_lab {
     int fd_user, fd_mnt, fd_net; /* fd_net: the control node's network */
     int *fd_host;             /* each host's network: nfd of them received so far */
     int nfd;
+    int pool[16], npool;      /* control-node TCP sockets made ahead, under mu */
     unsigned long user_ino;   /* the user namespace's inode: "is anything of it left?" */
     pthread_mutex_t mu;       /* one request at a time: the proxy's thread asks too */
 };
@@ -72,9 +74,9 @@ enum { OP_SOCKET = 1, OP_FILTER, OP_NETEM };
 
 struct request {
     int op, host;             /* host: 0-based; -1 the control node */
-    int family, type, proto;  /* OP_SOCKET */
+    int family, type, proto, count; /* OP_SOCKET: count sockets, 1 to FDS_MAX */
     double delay_ms, jitter_ms, loss_pct; /* OP_NETEM; all 0: remove */
-    char text[];              /* OP_FILTER: an nft script */
+    char text[];              /* OP_FILTER: "HOST\x1fSCRIPT\x1e" per host whose rules change */
 };
 
 struct reply {
@@ -82,12 +84,13 @@ struct reply {
     char text[];              /* the problem when not ok */
 };
 
-#define WIRE_MAX 65536
+#define WIRE_MAX (1 << 20)
+#define FDS_MAX 16
 
 static int send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds)
 {
     struct iovec iov = { (void *)buf, len };
-    char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+    char cbuf[CMSG_SPACE(sizeof(int) * FDS_MAX)];
     struct msghdr m;
     memset(&m, 0, sizeof m);
     m.msg_iov = &iov;
@@ -112,7 +115,7 @@ static int send_fds(int sock, const void *buf, size_t len, const int *fds, int n
 static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds, int *nfds)
 {
     struct iovec iov = { buf, len };
-    char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+    char cbuf[CMSG_SPACE(sizeof(int) * FDS_MAX)];
     struct msghdr m;
     memset(&m, 0, sizeof m);
     m.msg_iov = &iov;
@@ -125,9 +128,9 @@ static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds, int *nfds)
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); n >= 0 && c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        int in[4];
-        memcpy(in, CMSG_DATA(c), sizeof(int) * (size_t)(k < 4 ? k : 4));
-        for (int i = 0; i < k && i < 4; i++) {
+        int in[FDS_MAX];
+        memcpy(in, CMSG_DATA(c), sizeof(int) * (size_t)(k < FDS_MAX ? k : FDS_MAX));
+        for (int i = 0; i < k && i < FDS_MAX; i++) {
             if (nfds && got < *nfds) fds[got++] = in[i];
             else close(in[i]);
         }
@@ -383,6 +386,30 @@ static int keeper_build(int third, const char *hosts_file)
     return 0;
 }
 
+/* Each host's new rules: "HOST\x1fSCRIPT\x1e" records, run in that host's
+ * namespace; the first refusal is the answer. */
+static int filter_all(char *text, char *why, size_t len)
+{
+    int r = 0;
+    for (char *rec = text; *rec && r == 0;) {
+        char *sep = strchr(rec, '\x1f'), *end = sep ? strchr(sep, '\x1e') : NULL;
+        int host = sep ? atoi(rec) : -1;
+        if (!end || host < 0 || host >= K.n) {
+            snprintf(why, len, "bad request");
+            return -1;
+        }
+        *end = '\0';
+        if (setns(K.fd_net[host], CLONE_NEWNET) != 0) {
+            snprintf(why, len, "cannot enter the host: %s", strerror(errno));
+            return -1;
+        }
+        r = nft_do(K.nft[host], sep + 1, why, len);
+        if (setns(K.fd_ctl_net, CLONE_NEWNET) != 0) _exit(1); /* cannot serve sockets any more */
+        rec = end + 1;
+    }
+    return r;
+}
+
 static void keeper_serve(void)
 {
     static char in[WIRE_MAX + 1];
@@ -395,25 +422,29 @@ static void keeper_serve(void)
         struct reply *a = (struct reply *)out;
         a->ok = 1;
         a->text[0] = '\0';
-        int fd = -1;
+        int fds[FDS_MAX], nfds = 0;
         int known = q->op == OP_SOCKET || q->op == OP_FILTER || q->op == OP_NETEM;
         if ((size_t)n < sizeof *q || q->host < -1 || q->host >= K.n || !known) {
             a->ok = 0;
             snprintf(a->text, 1024, "bad request");
         } else if (q->op == OP_SOCKET) {
-            fd = socket(q->family, q->type | SOCK_CLOEXEC, q->proto);
-            if (fd < 0) { a->ok = 0; snprintf(a->text, 1024, "socket: %s", strerror(errno)); }
+            while (nfds < q->count && nfds < FDS_MAX) {
+                int fd = socket(q->family, q->type | SOCK_CLOEXEC, q->proto);
+                if (fd < 0) break;
+                fds[nfds++] = fd;
+            }
+            if (nfds == 0) { a->ok = 0; snprintf(a->text, 1024, "socket: %s", strerror(errno)); }
+        } else if (q->op == OP_FILTER) {
+            a->ok = filter_all(q->text, a->text, 1024) == 0;
         } else if (q->host < 0 || setns(K.fd_net[q->host], CLONE_NEWNET) != 0) {
             a->ok = 0;
             snprintf(a->text, 1024, "cannot enter the host: %s", strerror(errno));
         } else {
-            int r = q->op == OP_FILTER ? nft_do(K.nft[q->host], q->text, a->text, 1024)
-                                       : netem_set(q->delay_ms, q->jitter_ms, q->loss_pct, a->text, 1024);
-            a->ok = r == 0;
-            if (setns(K.fd_ctl_net, CLONE_NEWNET) != 0) _exit(1); /* cannot serve sockets any more */
+            a->ok = netem_set(q->delay_ms, q->jitter_ms, q->loss_pct, a->text, 1024) == 0;
+            if (setns(K.fd_ctl_net, CLONE_NEWNET) != 0) _exit(1);
         }
-        send_fds(K.ctl, a, sizeof *a + strlen(a->text) + 1, &fd, fd >= 0);
-        if (fd >= 0) close(fd);
+        send_fds(K.ctl, a, sizeof *a + strlen(a->text) + 1, fds, nfds);
+        for (int i = 0; i < nfds; i++) close(fds[i]);
     }
 }
 
@@ -549,6 +580,7 @@ void mkh_lab_close(mkh_lab *lab)
     if (lab->slot >= 0 && live_labs[lab->slot] == lab) live_labs[lab->slot] = NULL;
     pthread_mutex_unlock(&live_mu);
     if (lab->ctl >= 0) close(lab->ctl);
+    for (int i = 0; i < lab->npool; i++) close(lab->pool[i]);
     if (lab->fd_user >= 0) close(lab->fd_user);
     if (lab->fd_mnt >= 0) close(lab->fd_mnt);
     if (lab->fd_net >= 0) close(lab->fd_net);
@@ -685,44 +717,53 @@ int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3])
     return 0;
 }
 
-/* One request, one reply (and maybe a descriptor). */
-static int ask(mkh_lab *lab, struct request *q, size_t qlen, int *fd, char *err, size_t errlen)
+/* One request, one reply (and maybe descriptors: up to *nfds). Called
+ * with lab->mu held. */
+static int ask_locked(mkh_lab *lab, struct request *q, size_t qlen, int *fds, int *nfds, char *err, size_t errlen)
 {
     char buf[sizeof(struct reply) + 1025] = { 0 };
     struct reply *a = (struct reply *)buf;
-    int nfds = fd ? 1 : 0, got_fd = -1;
-    pthread_mutex_lock(&lab->mu);
+    int want = nfds ? *nfds : 0;
     ssize_t n = -1;
     if (lab->ctl >= 0 && send_fds(lab->ctl, q, qlen, NULL, 0) == 0)
-        n = recv_fds(lab->ctl, buf, sizeof buf - 1, &got_fd, &nfds);
-    pthread_mutex_unlock(&lab->mu);
+        n = recv_fds(lab->ctl, buf, sizeof buf - 1, fds, nfds ? nfds : &want);
     if (n < (ssize_t)sizeof *a) {
         snprintf(err, errlen, "the lab's keeper is gone");
         return -1;
     }
     buf[n] = '\0';
     if (!a->ok) {
-        if (nfds) close(got_fd);
+        for (int i = 0; nfds && i < *nfds; i++) close(fds[i]);
         snprintf(err, errlen, "%s", a->text);
         return -1;
     }
-    if (fd) *fd = nfds ? got_fd : -1;
     return 0;
 }
 
-int mkh_lab_filter(mkh_lab *lab, int host, const char *script, char *err, size_t errlen)
+static int ask(mkh_lab *lab, struct request *q, size_t qlen, char *err, size_t errlen)
 {
-    size_t l = strlen(script);
-    if (l + sizeof(struct request) + 1 > WIRE_MAX) {
+    pthread_mutex_lock(&lab->mu);
+    int r = ask_locked(lab, q, qlen, NULL, NULL, err, errlen);
+    pthread_mutex_unlock(&lab->mu);
+    return r;
+}
+
+int mkh_lab_filter(mkh_lab *lab, int n, const int *hosts, const char *const *scripts, char *err, size_t errlen)
+{
+    size_t l = 1;
+    for (int i = 0; i < n; i++) l += strlen(scripts[i]) + 16;
+    if (l + sizeof(struct request) > WIRE_MAX) {
         snprintf(err, errlen, "rule set too long");
         return -1;
     }
-    struct request *q = calloc(1, sizeof *q + l + 1);
+    struct request *q = calloc(1, sizeof *q + l);
     if (!q) { snprintf(err, errlen, "out of memory"); return -1; }
     q->op = OP_FILTER;
-    q->host = host;
-    memcpy(q->text, script, l + 1);
-    int r = ask(lab, q, sizeof *q + l + 1, NULL, err, errlen);
+    q->host = -1;
+    size_t used = 0;
+    for (int i = 0; i < n; i++)
+        used += (size_t)snprintf(q->text + used, l - used, "%d\x1f%s\x1e", hosts[i], scripts[i]);
+    int r = ask(lab, q, sizeof *q + used + 1, err, errlen);
     free(q);
     return r;
 }
@@ -737,7 +778,7 @@ int mkh_lab_netem(mkh_lab *lab, int host, double delay_ms, double jitter_ms, dou
     q.delay_ms = delay_ms;
     q.jitter_ms = jitter_ms;
     q.loss_pct = loss_pct;
-    return ask(lab, &q, sizeof q, NULL, err, errlen);
+    return ask(lab, &q, sizeof q, err, errlen);
 }
 
 /* The lab whose network holds this IPv4 address (network byte order). */
@@ -759,18 +800,37 @@ int mkh_socket(int family, int type, int proto, const struct sockaddr *dst)
         mkh_lab *lab = lab_of(((const struct sockaddr_in *)dst)->sin_addr.s_addr);
         int fd = -1;
         if (lab) {
+            /* plain TCP sockets come from a pool the keeper fills
+             * FDS_MAX at a time: a probe polling a lab host pays the
+             * round trip once in FDS_MAX attempts */
+            int base = type & ~(SOCK_CLOEXEC | SOCK_NONBLOCK);
+            int pooled = base == SOCK_STREAM && (proto == 0 || proto == IPPROTO_TCP);
             struct request q;
             memset(&q, 0, sizeof q);
             q.op = OP_SOCKET;
             q.host = -1;
             q.family = family;
-            q.type = type & ~SOCK_CLOEXEC; /* SOCK_NONBLOCK is a status flag: it travels with the socket */
-            q.proto = proto;
+            q.type = pooled ? SOCK_STREAM : type & ~SOCK_CLOEXEC; /* SOCK_NONBLOCK travels with the socket */
+            q.proto = pooled ? 0 : proto;
+            q.count = pooled ? FDS_MAX : 1;
             char err[256];
-            if (ask(lab, &q, sizeof q, &fd, err, sizeof err) != 0 || fd < 0) {
-                fd = -1;
-                errno = EHOSTUNREACH;
+            pthread_mutex_lock(&lab->mu);
+            if (pooled && lab->npool == 0) {
+                int got = FDS_MAX;
+                if (ask_locked(lab, &q, sizeof q, lab->pool, &got, err, sizeof err) == 0) lab->npool = got;
             }
+            if (pooled && lab->npool > 0) {
+                fd = lab->pool[--lab->npool];
+                if ((type & SOCK_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+                    close(fd);
+                    fd = -1;
+                }
+            } else if (!pooled) {
+                int one = 1;
+                if (ask_locked(lab, &q, sizeof q, &fd, &one, err, sizeof err) != 0 || one != 1) fd = -1;
+            }
+            pthread_mutex_unlock(&lab->mu);
+            if (fd < 0) errno = EHOSTUNREACH;
         }
         pthread_mutex_unlock(&live_mu);
         if (lab) return fd;

@@ -69,14 +69,24 @@ static int l_addr(lua_State *L)
     return 1;
 }
 
-/* lab:filter(host, nft_script) -> true | nil, err */
+/* lab:filter{ [host] = nft_script, ... } -> true | nil, err: every host's
+ * rules in one request */
 static int l_filter(lua_State *L)
 {
     mkh_lab *lab = lmkh_check_lab(L, 1);
-    int h = check_host(L, lab, 2);
-    luaL_argcheck(L, h >= 0, 2, "the control node has no filter");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int nh = mkh_lab_hosts(lab), n = 0;
+    int *hosts = lua_newuserdatauv(L, (size_t)nh * sizeof *hosts, 0);
+    const char **scripts = lua_newuserdatauv(L, (size_t)nh * sizeof *scripts, 0);
+    for (int h = 1; h <= nh; h++) {
+        if (lua_geti(L, 2, h) == LUA_TNIL) { lua_pop(L, 1); continue; }
+        scripts[n] = lua_tostring(L, -1);
+        luaL_argcheck(L, scripts[n] != NULL, 2, "scripts must be strings");
+        hosts[n++] = h - 1;
+        lua_pop(L, 1); /* the table keeps the string alive */
+    }
     char err[1024];
-    if (mkh_lab_filter(lab, h, luaL_checkstring(L, 3), err, sizeof err) != 0) return lmkh_push_fail(L, err);
+    if (n > 0 && mkh_lab_filter(lab, n, hosts, scripts, err, sizeof err) != 0) return lmkh_push_fail(L, err);
     lua_pushboolean(L, 1);
     return 1;
 }

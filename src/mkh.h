@@ -110,8 +110,9 @@ unsigned long mkh_lab_user_ino(const mkh_lab *lab);
 uint32_t mkh_lab_addr(const mkh_lab *lab, int host);  /* host order; host -1: the control node */
 /* the namespaces to spawn into host (-1: the control node): user, net, mount */
 int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3]);
-/* Replaces a host's packet filter with an nft script; in force on return. */
-int mkh_lab_filter(mkh_lab *lab, int host, const char *script, char *err, size_t errlen);
+/* Replaces the packet filter of n hosts, each with its nft script, in
+ * one request; in force on return. */
+int mkh_lab_filter(mkh_lab *lab, int n, const int *hosts, const char *const *scripts, char *err, size_t errlen);
 int mkh_lab_netem(mkh_lab *lab, int host, double delay_ms, double jitter_ms, double loss_pct,
                   char *err, size_t errlen);
 /* A lab host's address by name (network order); -1 when no live lab has it. */

@@ -172,9 +172,10 @@ function Lab:hosts()
   return t
 end
 
--- Pushes the cut links to every host whose set changed; in force on return.
+-- Pushes the cut links to every host whose set changed, in one request;
+-- in force on return.
 local function apply(self)
-  local failed
+  local scripts, changed = {}, false
   for _, h in ipairs(self._hosts) do
     local from = {}
     for _, g in ipairs(self._hosts) do
@@ -184,12 +185,15 @@ local function apply(self)
     if #from > 0 then
       script = script .. "add rule inet mkharness input ip saddr { " .. table.concat(from, ", ") .. " } drop\n"
     end
-    if script ~= h._script then
-      local ok, err = self._core:filter(h.index, script)
-      if ok then h._script = script else failed = failed or (h.name .. ": " .. err) end
-    end
+    if script ~= h._script then scripts[h.index], changed = script, true end
   end
-  if failed then raise(self, self.name .. ": cannot change the packet filter of " .. failed) end
+  if not changed then return end
+  local ok, err = self._core:filter(scripts)
+  if not ok then
+    for _, h in ipairs(self._hosts) do h._script = nil end -- unknown now: pushed again next time
+    raise(self, self.name .. ": cannot change the packet filter: " .. err)
+  end
+  for i, script in pairs(scripts) do self._hosts[i]._script = script end
 end
 
 -- the cut links as "n1->n2" strings, sorted
