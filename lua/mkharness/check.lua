@@ -371,7 +371,11 @@ local function explain(h, res, seed, t0, name)
         fs[#fs + 1] = string.format("%s%s (%+.3fs..%s)", x.s.fault, x.s.targets and (" on " .. x.s.targets) or "",
           x.s.time - t0, x.h and string.format("%+.3fs", x.h.time - t0) or "not healed")
       end
-      parts[#parts + 1] = "    faults in force: " .. (#fs > 0 and table.concat(fs, "; ") or "none")
+      -- the first ones are the likely cause; the rest are counted
+      local more = #fs > 2 and string.format(" (and %d later)", #fs - 2) or ""
+      while #fs > 2 do table.remove(fs) end
+      parts[#parts + 1] = (b.until_t and "    faults between it and the read that missed it: " or "    faults in force: ") ..
+        (#fs > 0 and table.concat(fs, "; ") or "none") .. more
       if shown <= 3 then
         parts[#parts + 1] = "    history around it:"
         local from, to = math.max(1, (e.invoke or e.index) - 3), math.min(#h, e.index + 3)
