@@ -489,16 +489,24 @@ local function names_of(list)
   return table.concat(out, ",")
 end
 
-function Run:_fault_event(occ, action, err)
+-- The history entry goes in before the act, so that a fault due during
+-- another's act (it fires inside it) comes after it, as it happened;
+-- the event follows the act, with its outcome.
+function Run:_fault_entry(occ, action)
   local h = self.history
-  local now = core.now()
   local e = { index = #h + 1, type = "fault", f = action, fault = occ.fault.name, kind = occ.fault.kind,
-    targets = occ.shown, time = now, error = err and tostring(err) or nil, occurrence = occ.i }
+    targets = occ.shown, time = occ.acted, occurrence = occ.i }
   h[#h + 1] = e
+  return e
+end
+
+function Run:_fault_event(occ, e, err)
+  local action = e.f
+  e.targets, e.error = occ.shown, err and tostring(err) or nil
   local planned = self.t0 + (action == "start" and occ.start or occ.heal)
   events.emit("fault", { action = action, fault = occ.fault.name, kind = occ.fault.kind, targets = occ.shown,
-    occurrence = occ.i, offset = (occ.acted or now) - self.t0, planned = planned - self.t0,
-    late_ms = ((occ.acted or now) - planned) * 1000, error = e.error, seed = self.seed },
+    occurrence = occ.i, offset = occ.acted - self.t0, planned = planned - self.t0,
+    late_ms = (occ.acted - planned) * 1000, error = e.error, seed = self.seed },
     string.format("chaos: %s %s%s%s", action, occ.fault.name, occ.shown and (" on " .. occ.shown) or "",
       err and (" FAILED: " .. tostring(err)) or ""))
 end
@@ -509,6 +517,7 @@ function Run:_start(occ)
   occ.started = occ.acted
   self.late[#self.late + 1] = occ.acted - (self.t0 + occ.start)
   local rng = C.rng(occ.r)
+  local entry
   local ok, err = pcall(function()
     local all = type(f.targets) == "function" and f.targets() or f.targets
     local free = {}
@@ -519,6 +528,7 @@ function Run:_start(occ)
     occ.shown = names_of(chosen)
     for _, x in ipairs(chosen) do self.busy[x] = occ end
     occ.in_force = true
+    entry = self:_fault_entry(occ, "start")
     local detail = f.act(occ, chosen, rng)
     if type(detail) == "string" then occ.shown = detail end
   end)
@@ -527,7 +537,8 @@ function Run:_start(occ)
       "chaos: skip " .. f.name .. " (no free target)")
     return
   end
-  self:_fault_event(occ, "start", not ok and err or nil)
+  entry = entry or self:_fault_entry(occ, "start") -- the targets could not be had
+  self:_fault_event(occ, entry, not ok and err or nil)
   if not ok then
     self.errors[#self.errors + 1] = string.format("fault %s could not start on %s: %s", f.name,
       tostring(occ.shown), tostring(err))
@@ -542,11 +553,12 @@ function Run:_heal(occ)
   self.active[occ] = nil
   loop.cancel(occ.timer)
   occ.acted = core.now()
+  local entry = self:_fault_entry(occ, "heal")
   local ok, err = pcall(occ.fault.undo, occ, occ.chosen or {}, C.rng(occ.r))
   for _, x in ipairs(occ.chosen or {}) do self.busy[x] = nil end
   occ.in_force = false
   occ.healed_at = occ.acted
-  self:_fault_event(occ, "heal", not ok and err or nil)
+  self:_fault_event(occ, entry, not ok and err or nil)
   if not ok then
     self.errors[#self.errors + 1] = string.format("fault %s could not heal on %s: %s", occ.fault.name,
       tostring(occ.shown), tostring(err))

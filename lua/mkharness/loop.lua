@@ -12,7 +12,7 @@
 -- client stuck in a wait does not stop the others.
 local core = require "mkharness.core"
 
-local L = { timers = {}, firing = false }
+local L = { timers = {}, firing = 0 }
 
 -- L.at(t, fn): fn(timer) runs once core.now() >= t, from inside a wait.
 -- Timers are few (one per fault), so a sorted list is enough.
@@ -37,25 +37,25 @@ function L.clear() L.timers = {} end
 -- sliced paths. Without either, nothing changes for anyone.
 function L.active() return L.timers[1] ~= nil or L.sched ~= nil end
 
--- The next due time, nil when none (or while one fires: a fault's own
--- waits, a restart's start(), must not fire the next fault inside it).
+-- The next due time, nil when none.
 function L.next_due()
-  if L.firing then return nil end
   local tm = L.timers[1]
   return tm and tm.at
 end
 
--- Fire what is due. Not reentrant: a timer's own harness calls wait
--- through here too. A timer's error is its owner's to handle (the chaos
--- run records it); here it must not unwind some unrelated wait.
+-- Fire what is due. A timer's own harness calls (a restart's start())
+-- wait through here too, so another timer due meanwhile fires inside it,
+-- on time: each is taken off the list before it runs, so none runs twice
+-- and the nesting is at most as deep as the timers are many. A timer's
+-- error is its owner's to handle (the chaos run records it); here it must
+-- not unwind some unrelated wait.
 function L.run_due()
-  if L.firing then return end
   local list = L.timers
   while list[1] and list[1].at <= core.now() do
     local tm = table.remove(list, 1)
-    L.firing = true
+    L.firing = L.firing + 1
     local ok, err = pcall(tm.fn, tm)
-    L.firing = false
+    L.firing = L.firing - 1
     if not ok and L.on_error then L.on_error(err, tm) end
   end
 end
@@ -65,7 +65,7 @@ end
 function L.block(fds, left)
   L.run_due()
   local s = L.sched
-  if s and not L.firing and s.owns(coroutine.running()) and coroutine.isyieldable() then
+  if s and L.firing == 0 and s.owns(coroutine.running()) and coroutine.isyieldable() then
     s.yield(fds, left)
     return
   end
