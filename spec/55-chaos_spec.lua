@@ -363,6 +363,17 @@ describe("mk.chaos", function()
       assert.is_true(ops >= 20)
       assert.is_true(faults >= 4)
       assert.is_true(ordered)
+      -- the timeline draws them: a band per fault, an ops row, and the page has both
+      local r = mk.run { H.host, "report", path }
+      assert.equals(0, r.code, r.stderr)
+      assert.matches("\nfault custom +|[ #]*#+", r.stdout)
+      assert.matches("\nops +|[ o?f]*o", r.stdout)
+      assert.matches("ops: o ok  ? info (indeterminate)  f fail", r.stdout, 1, true)
+      local html = mk.tmpdir() .. "/t.html"
+      assert.equals(0, mk.run { H.host, "report", path, "--html", html }.code)
+      local page = H.slurp(html)
+      assert.matches('"ops":[{"class":"ok"', page, 1, true)
+      assert.matches('"label":"fault custom"', page, 1, true)
     end)
   end)
 

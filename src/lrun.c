@@ -221,6 +221,13 @@ static int l_interrupted(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> boolean (the report colours a terminal only) */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 
 void lmkh_open_run(lua_State *L)
 {
@@ -234,6 +241,7 @@ void lmkh_open_run(lua_State *L)
         {"keep", l_keep},
         {"teardown", l_teardown},
         {"interrupted", l_interrupted},
+        {"isatty", l_isatty},
         {"leftovers", l_leftovers},
         {"fds", l_fds},
         {"children", l_children},
