@@ -123,19 +123,24 @@ function E.emit(event, fields, text)
   to_run_file(line)
 end
 
--- Records that carry their own "event" and "t" (a chaos run's operations),
--- written with one append: a line each, never a -v line.
-function E.emit_many(recs)
-  if #recs == 0 then return end
+-- Lines already encoded, each an event with its own "event" and "t" (a
+-- chaos run's operations), written with one append; never a -v line.
+function E.write_lines(lines)
+  if #lines == 0 then return end
   if not S.started then E.emit("start", { mode = "module", run = core.run_id() }) end
-  local lines = {}
-  for i, rec in ipairs(recs) do
-    local ok, line = pcall(json.encode_report, rec)
-    lines[i] = ok and line or json.encode_report { event = rec.event, t = rec.t, encode_error = tostring(line) }
+  -- written line by line through the file's buffer: one big concatenated
+  -- string costs more than the lines themselves
+  if S.report then for _, l in ipairs(lines) do S.report:write(l, "\n") end end
+  local dir = core.run_dir(nil, true)
+  local f = dir and core.open_file(dir .. "/events.jsonl", "a", 384)
+  if f then
+    for _, l in ipairs(S.buffer) do f:write(l, "\n") end
+    S.buffer = {}
+    for _, l in ipairs(lines) do f:write(l, "\n") end
+    f:close()
+    return
   end
-  local text = table.concat(lines, "\n")
-  if S.report then S.report:write(text, "\n") end
-  to_run_file(text)
+  for _, l in ipairs(lines) do to_run_file(l) end
 end
 
 function E.close()
