@@ -61,7 +61,7 @@ for i, m in ipairs(members) do
   }
   svcs[i] = m.svc
 end
-local group <close> = mk.group(svcs):start()
+local _ <close> = mk.group(svcs):start()
 
 -- One v3 call, bounded; a reply without a 200 is a definite failure only
 -- when etcd says so in its body (an error code), else indeterminate.
