@@ -23,7 +23,9 @@ end
 local function fault_entries(run)
   local out = {}
   for _, e in ipairs(run.history) do
-    if e.type == "fault" then out[#out + 1] = { f = e.f, fault = e.fault, targets = e.targets, t = e.time - run.t0 } end
+    if e.type == "fault" then
+      out[#out + 1] = { f = e.f, fault = e.fault, targets = e.targets, t = e.time - run.t0, planned = e.planned }
+    end
   end
   return out
 end
@@ -90,7 +92,9 @@ describe("mk.chaos", function()
         assert.equals(f1[i].f, f2[i].f)
         assert.equals(f1[i].fault, f2[i].fault)
         assert.equals(f1[i].targets, f2[i].targets)
-        assert.is_true(math.abs(f1[i].t - f2[i].t) < 0.005, string.format("offset %d: %.4f vs %.4f", i, f1[i].t, f2[i].t))
+        assert.equals(f1[i].planned, f2[i].planned) -- the schedule: exactly the same
+        -- when they fired: a few ms apart (more only on a machine loaded enough to delay a spawn)
+        assert.is_true(math.abs(f1[i].t - f2[i].t) < 0.025, string.format("offset %d: %.4f vs %.4f", i, f1[i].t, f2[i].t))
       end
       local same = #f1 == #f3
       for i = 1, math.min(#f1, #f3) do same = same and f1[i].targets == f3[i].targets and math.abs(f1[i].t - f3[i].t) < 0.005 end
@@ -154,7 +158,9 @@ describe("mk.chaos", function()
       local starts = 0
       for _, e in ipairs(run.history) do if e.type == "fault" and e.f == "start" then starts = starts + 1 end end
       assert.is_true(starts >= 2)
-      for _, l in ipairs(run.late) do assert.is_true(l < 0.02, "fired late by " .. l * 1000 .. " ms") end
+      -- without the loop's timers a fault would wait for mk.run's 0.3 s child;
+      -- inside it, it is late by at most a spawn (ms; more on a loaded machine)
+      for _, l in ipairs(run.late) do assert.is_true(l < 0.1, "fired late by " .. l * 1000 .. " ms") end
       assert.running(kvd)
       assert.are_not.equal(pid0, kvd:pid())
       assert.equals(200, mk.get(kvd.base .. "/health").status)

@@ -520,7 +520,8 @@ end
 function Run:_fault_entry(occ, action)
   local h = self.history
   local e = { index = #h + 1, type = "fault", f = action, fault = occ.fault.name, kind = occ.fault.kind,
-    targets = occ.shown, time = occ.acted, occurrence = occ.i }
+    targets = occ.shown, time = occ.acted, occurrence = occ.i,
+    planned = action == "start" and occ.start or occ.heal } -- seconds from the run's start
   h[#h + 1] = e
   return e
 end
