@@ -51,7 +51,17 @@ static int l_poll(lua_State *L)
         pf[n].revents = 0;
         n++;
     }
-    int r = poll(pf, (nfds_t)n, lmkh_poll_ms(luaL_optnumber(L, 2, -1)));
+    /* ppoll: a wait of 0.3 ms is 0.3 ms, not a whole millisecond (chaos
+     * faults are due to the sub-millisecond) */
+    double s = luaL_optnumber(L, 2, -1);
+    struct timespec ts, *tp = NULL;
+    if (s == s && s >= 0) {
+        if (s > 86400.0) s = 86400.0;
+        ts.tv_sec = (time_t)s;
+        ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+        tp = &ts;
+    }
+    int r = ppoll(pf, (nfds_t)n, tp, NULL);
     mkh_exit_fd_drain(); /* the SIGCHLD pipe only wakes; everyone re-checks */
     lmkh_check_interrupt(L);
     lua_createtable(L, 0, 4);
