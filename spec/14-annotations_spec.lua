@@ -117,6 +117,13 @@ describe("editor annotations (meta.lua)", function()
       local ok = type(v) == "function" and methods_of("mkharness.json")[k] or class_fields(classes, "mkharness.json")[k]
       if not ok then missing[#missing + 1] = "mk.json." .. k end
     end
+    for k in pairs(mk.fault) do
+      if not methods_of("mkharness.fault")[k] then missing[#missing + 1] = "mk.fault." .. k end
+    end
+    for k, v in pairs(mk.check) do
+      local ok = type(v) == "function" and methods_of("mkharness.check")[k] or class_fields(classes, "mkharness.check")[k]
+      if not ok then missing[#missing + 1] = "mk.check." .. k end
+    end
     for _, k in ipairs { "new", "raise", "is" } do
       if not methods_of("mkharness.Error")[k] then missing[#missing + 1] = "mk.Error." .. k end
     end
@@ -131,6 +138,8 @@ describe("editor annotations (meta.lua)", function()
       ["mkharness.Group"] = getmetatable(mk.group { mk.process { H.fx } }),
       ["mkharness.Proxy"] = getmetatable(proxy),
       ["mkharness.Lab"] = Lab,
+      ["mkharness.ChaosCtx"] = require("mkharness.chaos").Ctx,
+      ["mkharness.ChaosRun"] = require("mkharness.chaos").Run,
     }
     local missing = {}
     for class, mt in pairs(classes_of) do
@@ -149,6 +158,7 @@ describe("editor annotations (meta.lua)", function()
   it("annotates exactly the option keys each constructor and method accepts", function()
     local svc = mk.process { H.fx }
     local proxy = mk.proxy { upstream = 1 }
+    local hrun = mk.check.history {}
     local calls = {
       ["mkharness.ProcessOptions"] = function() mk.process { H.fx } end,
       ["mkharness.ExecutorOptions"] = function() mk.executor { H.fx } end,
@@ -186,6 +196,17 @@ describe("editor annotations (meta.lua)", function()
       ["mkharness.DropOptions"] = function() setmetatable({ _core = true, name = "lab" }, Lab):drop {} end,
       ["mkharness.LabLatencyOptions"] = function() setmetatable({ _core = true, name = "lab" }, Lab):latency {} end,
       ["mkharness.LossOptions"] = function() setmetatable({ _core = true, name = "lab" }, Lab):loss {} end,
+      ["mkharness.ChaosOptions"] = function() mk.chaos {} end,
+      ["mkharness.MemberFaultOptions"] = function() mk.fault.kill { { svc } } end,
+      ["mkharness.PartitionFaultOptions"] = function() mk.fault.partition { {} } end,
+      ["mkharness.ProxyFaultOptions"] = function() mk.fault.proxy { { proxy }, "latency", 1 } end,
+      ["mkharness.CustomFaultOptions"] = function() mk.fault.custom {} end,
+      ["mkharness.SetCheckOptions"] = function() return mk.check.set {} end,
+      ["mkharness.CounterCheckOptions"] = function() return mk.check.counter {} end,
+      ["mkharness.RegisterCheckOptions"] = function() return mk.check.register {} end,
+      ["mkharness.LatencyCheckOptions"] = function() return mk.check.latency {} end,
+      ["mkharness.CheckHistoryOptions"] = function() return mk.check.history {} end,
+      ["mkharness.RunCheckOptions"] = function() hrun:check(mk.check.set, {}) end,
     }
     local wrong = {}
     for class, call in pairs(calls) do
@@ -197,6 +218,11 @@ describe("editor annotations (meta.lua)", function()
       for key in pairs(annotated) do
         if not schema[key] then wrong[#wrong + 1] = ctx .. ": " .. class .. " annotates " .. key .. ", which it refuses" end
       end
+    end
+    -- stop and pause take kill's options
+    for _, call in ipairs { function() mk.fault.stop { { svc } } end, function() mk.fault.pause { { svc } } end } do
+      local ctx, schema = schema_of(call)
+      assert.same(sorted_keys(class_fields(classes, "mkharness.MemberFaultOptions")), sorted_keys(schema), ctx)
     end
     -- bandwidth and limit_data take the fault options blackhole takes
     for _, call in ipairs { function() proxy:bandwidth(1, {}) end, function() proxy:limit_data(1, {}) end } do

@@ -360,7 +360,9 @@ static int l_http_request(lua_State *L)
  * epoll fd holding the sockets curl asked to watch: core.poll only waits
  * for input, and a connecting socket needs output) and calls
  * attempt:perform() when it is readable or attempt:wake() has passed.
- * The body is not read: the probe needs the status only. */
+ * The body is not read (the probe needs the status only) unless
+ * full = true (mk.http_request while chaos faults are due: then
+ * attempt:response() gives the body and header lines). */
 #define ATTEMPT_MT "mkharness.http_attempt"
 
 typedef struct {
@@ -374,6 +376,11 @@ typedef struct {
     struct curl_slist *hdrs, *pinned;
     char what[320];    /* "METHOD url" for messages */
     char errbuf[CURL_ERROR_SIZE];
+    /* full = true: the response is kept (mk.http_request in the loop);
+     * it outlives the transfer, freed by close() or the collector */
+    int full, truncated;
+    char *body, *hdr;
+    size_t blen, bcap, bmax, hlen, hcap;
 } attempt;
 
 static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp)
@@ -406,6 +413,43 @@ static size_t no_body(char *p, size_t size, size_t n, void *ud)
     return 0; /* the status is known by now: stop (CURLE_WRITE_ERROR) */
 }
 
+/* Appends n bytes to *buf (grown by doubling); 0 when out of memory. */
+static int grow_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < *len + n) c *= 2;
+        char *nb = realloc(*buf, c);
+        if (!nb) return 0;
+        *buf = nb, *cap = c;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 1;
+}
+
+static size_t keep_body(char *p, size_t size, size_t n, void *ud)
+{
+    attempt *a = ud;
+    size_t len = size * n, room = a->bmax - a->blen;
+    if (len > room) {
+        a->truncated = 1;
+        grow_append(&a->body, &a->blen, &a->bcap, p, room);
+        return 0; /* aborts with CURLE_WRITE_ERROR; response() says why */
+    }
+    return grow_append(&a->body, &a->blen, &a->bcap, p, len) ? len : 0;
+}
+
+/* The raw header lines of the last response; Lua splits them, as
+ * on_header does for the blocking client. */
+static size_t keep_header(char *p, size_t size, size_t n, void *ud)
+{
+    attempt *a = ud;
+    size_t len = size * n;
+    if (len >= 5 && !memcmp(p, "HTTP/", 5)) a->hlen = 0; /* a new response: start afresh */
+    return grow_append(&a->hdr, &a->hlen, &a->hcap, p, len) ? len : 0;
+}
+
 static void attempt_free(attempt *a)
 {
     if (a->m) {
@@ -426,7 +470,22 @@ static int l_attempt_close(lua_State *L)
 {
     attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
     attempt_free(a);
+    free(a->body);
+    free(a->hdr);
+    a->body = a->hdr = NULL;
+    a->blen = a->hlen = a->bcap = a->hcap = 0;
     return 0;
+}
+
+/* attempt:response() -> body, raw header lines, truncated (full = true
+ * attempts, once perform() gave a status) */
+static int l_attempt_response(lua_State *L)
+{
+    attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    lua_pushlstring(L, a->body ? a->body : "", a->blen);
+    lua_pushlstring(L, a->hdr ? a->hdr : "", a->hlen);
+    lua_pushboolean(L, a->truncated);
+    return 3;
 }
 
 /* libcurl 7.88's multi handle makes a socketpair (its wakeup pipe) without
@@ -494,8 +553,9 @@ static int l_attempt_perform(lua_State *L)
     if (!a->done && !a->m) return luaL_error(L, "http attempt: perform after close");
     if (!a->done) attempt_drive(a);
     if (!a->done) return 0;
-    /* an answer with a body ends in the write error no_body asked for */
-    if (a->status > 0 && (a->rc == CURLE_OK || a->rc == CURLE_WRITE_ERROR)) {
+    /* an answer with a body ends in the write error no_body asked for
+     * (a full attempt: only when the body passed max_body) */
+    if (a->status > 0 && (a->rc == CURLE_OK || (a->rc == CURLE_WRITE_ERROR && (!a->full || a->truncated)))) {
         lua_pushinteger(L, a->status);
         return 1;
     }
@@ -564,7 +624,18 @@ static int l_http_start(lua_State *L)
     }
     if (a->hdrs) cu.easy_setopt(a->e, CURLOPT_HTTPHEADER, a->hdrs);
     if (a->pinned) cu.easy_setopt(a->e, CURLOPT_RESOLVE, a->pinned);
-    cu.easy_setopt(a->e, CURLOPT_WRITEFUNCTION, no_body);
+    lua_getfield(L, 1, "full");
+    a->full = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "max_body");
+    a->bmax = (size_t)luaL_optinteger(L, -1, (lua_Integer)1 << 40);
+    lua_pop(L, 2);
+    if (a->full) {
+        cu.easy_setopt(a->e, CURLOPT_WRITEFUNCTION, keep_body);
+        cu.easy_setopt(a->e, CURLOPT_WRITEDATA, a);
+        cu.easy_setopt(a->e, CURLOPT_HEADERFUNCTION, keep_header);
+        cu.easy_setopt(a->e, CURLOPT_HEADERDATA, a);
+    } else
+        cu.easy_setopt(a->e, CURLOPT_WRITEFUNCTION, no_body);
     cu.multi_setopt(a->m, CURLMOPT_SOCKETFUNCTION, on_socket);
     cu.multi_setopt(a->m, CURLMOPT_SOCKETDATA, a);
     cu.multi_setopt(a->m, CURLMOPT_TIMERFUNCTION, on_timer);
@@ -581,7 +652,7 @@ void lmkh_open_http(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         { "perform", l_attempt_perform }, { "fd", l_attempt_fd }, { "wake", l_attempt_wake },
-        { "close", l_attempt_close }, { NULL, NULL },
+        { "close", l_attempt_close }, { "response", l_attempt_response }, { NULL, NULL },
     };
     lmkh_new_class(L, ATTEMPT_MT, methods, l_attempt_close);
     lua_pushcfunction(L, l_http_start);

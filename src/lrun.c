@@ -51,7 +51,17 @@ static int l_poll(lua_State *L)
         pf[n].revents = 0;
         n++;
     }
-    int r = poll(pf, (nfds_t)n, lmkh_poll_ms(luaL_optnumber(L, 2, -1)));
+    /* ppoll: a wait of 0.3 ms is 0.3 ms, not a whole millisecond (chaos
+     * faults are due to the sub-millisecond) */
+    double s = luaL_optnumber(L, 2, -1);
+    struct timespec ts, *tp = NULL;
+    if (s == s && s >= 0) {
+        if (s > 86400.0) s = 86400.0;
+        ts.tv_sec = (time_t)s;
+        ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+        tp = &ts;
+    }
+    int r = ppoll(pf, (nfds_t)n, tp, NULL);
     mkh_exit_fd_drain(); /* the SIGCHLD pipe only wakes; everyone re-checks */
     lmkh_check_interrupt(L);
     lua_createtable(L, 0, 4);
@@ -221,6 +231,13 @@ static int l_interrupted(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> boolean (the report colours a terminal only) */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 
 void lmkh_open_run(lua_State *L)
 {
@@ -234,6 +251,7 @@ void lmkh_open_run(lua_State *L)
         {"keep", l_keep},
         {"teardown", l_teardown},
         {"interrupted", l_interrupted},
+        {"isatty", l_isatty},
         {"leftovers", l_leftovers},
         {"fds", l_fds},
         {"children", l_children},

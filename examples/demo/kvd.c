@@ -2,7 +2,7 @@
  * kvd -- the quickstart demo service: a tiny HTTP key-value store backed by
  * an append-only log.
  *
- *   kvd [--port N] [--bind ADDR] [--data FILE] [--delay SECONDS]
+ *   kvd [--port N] [--bind ADDR] [--data FILE] [--delay SECONDS] [--unsafe-ack] [--fsync]
  *
  *   --bind: the IPv4 address to listen on (127.0.0.1; 0.0.0.0 in a lab host)
  *
@@ -14,6 +14,12 @@
  *   KEY<TAB>VALUE     a put          KEY     a delete (no tab)
  *
  * Single-threaded poll loop, one request per connection (Connection: close).
+ *
+ * Durability: by default a change is written to the log (one write()) before
+ * its 204, so it survives a kill -9 of kvd (the kernel holds the page);
+ * --fsync also syncs before answering, for power loss. --unsafe-ack is a
+ * deliberate bug for chaos demos: the 204 goes out first and the record
+ * waits in memory for up to 200 ms, so a kill -9 loses acknowledged writes.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -37,7 +43,8 @@
 #define MAX_KEY 256
 #define MAX_VALUE (1 << 20)
 #define MAX_HEAD 16384
-#define USAGE "usage: kvd [--port N] [--bind ADDR] [--data FILE] [--delay SECONDS]\n"
+#define USAGE "usage: kvd [--port N] [--bind ADDR] [--data FILE] [--delay SECONDS] [--unsafe-ack] [--fsync]\n"
+#define UNSAFE_DELAY 0.2 /* seconds an unsafe-ack record waits in memory */
 
 struct kv { char *key, *val; size_t vlen; };
 static struct kv *kvs;
@@ -53,7 +60,7 @@ struct conn {
 static struct conn *conns;
 static size_t nconns, capconns;
 
-static int sig_pipe[2] = { -1, -1 }, log_fd = -1;
+static int sig_pipe[2] = { -1, -1 }, log_fd = -1, unsafe_ack, do_fsync;
 
 __attribute__((format(printf, 2, 3))) static void say(int fd, const char *fmt, ...)
 {
@@ -79,6 +86,35 @@ static void *xrealloc(void *p, size_t n)
         exit(1);
     }
     return p;
+}
+
+static char *pending;            /* --unsafe-ack: records not written yet */
+static size_t npending, cappending;
+static double pending_since;     /* monotonic seconds of the oldest one */
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(log_fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w, n -= (size_t)w;
+    }
+    return do_fsync ? fsync(log_fd) : 0;
+}
+
+static void flush_pending(void)
+{
+    if (npending && write_all(pending, npending) < 0)
+        say(2, "kvd: log write failed: %s\n", strerror(errno));
+    npending = 0;
 }
 
 /* The handler only wakes the poll loop; all real work happens there. */
@@ -177,9 +213,18 @@ static int log_append(const char *key, const char *val, size_t vlen, int is_put)
         n += escape(rec + n, val, vlen);
     }
     rec[n++] = '\n';
+    if (unsafe_ack) { /* the bug on purpose: acknowledged before it is written */
+        if (!npending) pending_since = mono();
+        if (npending + n > cappending)
+            pending = xrealloc(pending, cappending = (npending + n) * 2);
+        memcpy(pending + npending, rec, n);
+        npending += n;
+        free(rec);
+        return 0;
+    }
     ssize_t w = write(log_fd, rec, n);
     free(rec);
-    return w == (ssize_t)n ? 0 : -1;
+    return w == (ssize_t)n && (!do_fsync || fsync(log_fd) == 0) ? 0 : -1;
 }
 
 static long replay(const char *path)
@@ -360,6 +405,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (!strcmp(argv[i], "--help")) { say(1, USAGE); return 0; }
+        if (!strcmp(argv[i], "--unsafe-ack")) { unsafe_ack = 1; continue; }
+        if (!strcmp(argv[i], "--fsync")) { do_fsync = 1; continue; }
         if (i + 1 >= argc) { say(2, USAGE); return 64; }
         if (!strcmp(argv[i], "--port")) port = strtol(argv[++i], &end, 10);
         else if (!strcmp(argv[i], "--delay")) delay = strtod(argv[++i], &end);
@@ -423,8 +470,16 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nconns; i++)
             pfds[i + 2] = (struct pollfd){ .fd = conns[i].fd,
                                            .events = conns[i].state == C_WRITE ? POLLOUT : POLLIN };
-        if (poll(pfds, nconns + 2, nconns ? 1000 : -1) < 0 && errno != EINTR)
+        int ms = nconns ? 1000 : -1;
+        if (npending) {
+            double left = pending_since + UNSAFE_DELAY - mono();
+            int pm = left <= 0 ? 0 : (int)(left * 1000) + 1;
+            if (ms < 0 || pm < ms) ms = pm;
+        }
+        if (poll(pfds, nconns + 2, ms) < 0 && errno != EINTR)
             break;
+        if (npending && mono() >= pending_since + UNSAFE_DELAY)
+            flush_pending();
         if (pfds[0].revents & POLLIN)
             break;
         for (size_t i = nconns; i-- > 0;) /* backwards: conn_close moves the last one */
@@ -439,12 +494,14 @@ int main(int argc, char **argv)
         }
     }
 
+    flush_pending(); /* a clean stop keeps even unsafe-ack writes */
     say(1, "kvd: shutting down\n");
     while (nconns) conn_close(nconns - 1);
     for (size_t i = 0; i < nkv; i++) { free(kvs[i].key); free(kvs[i].val); }
     free(kvs);
     free(conns);
     free(pfds);
+    free(pending);
     if (log_fd >= 0) close(log_fd);
     if (lfd >= 0) close(lfd);
     return 0;

@@ -8,6 +8,9 @@ local KINDS = {
   ConfigError = true, SpawnError = true, AlreadyRunning = true,
   TimeoutExpired = true, ProcessExitedWithError = true,
   ProcessFinishedWithError = true, ExecutorError = true, UnexpectedExit = true,
+  -- chaos: a fault that could not start or heal; a checker that found a
+  -- history breaking its property
+  FaultError = true, CheckFailed = true,
 }
 Error.KINDS = KINDS
 

@@ -6,16 +6,53 @@ local probes = require "mkharness.probes"
 local json = require "mkharness.json"
 local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
+local loop = require "mkharness.loop"
 local types = options.types
 local check_crashes = crash.check
 
 local H = {}
+local in_loop
 
 -- Responses stay plain tables (status, headers, body) with one method.
 local Response = { __name = "mkharness.Response" }
 Response.__index = Response
 function Response:json()
   return json.decode(self.body, "res:json() (HTTP " .. tostring(self.status) .. ")")
+end
+
+-- Header lines as the blocking client reads them: lower-case names,
+-- values trimmed, a repeated header joined with ", ".
+local function parse_headers(raw)
+  local h = {}
+  for line in raw:gmatch("[^\r\n]+") do
+    local name, v = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
+    if name and #name < 256 and not line:find("^HTTP/") then
+      name = name:lower()
+      h[name] = h[name] and (h[name] .. ", " .. v) or v
+    end
+  end
+  return h
+end
+
+-- The request driven by the wait loop (curl's multi interface), so that
+-- due timers fire and other chaos clients run while it is in flight.
+function in_loop(req)
+  req.full = true
+  local a, err, code = core.http_start(req)
+  if not a then return nil, err, code end
+  local ok, status, perr = pcall(function()
+    while true do
+      local st, e = a:perform()
+      if st ~= nil then return st, e end
+      local wake = a:wake()
+      loop.block({ a:fd() }, wake and math.max(0, wake - core.now()) or -1)
+    end
+  end)
+  if not ok then a:close() error(status, 0) end
+  if not status then a:close() return nil, perr end
+  local body, raw, truncated = a:response()
+  a:close()
+  return { status = status, headers = parse_headers(raw), body = body, truncated = truncated or nil }
 end
 
 local HTTP_REQ = { url = types.required(types.nonempty), method = types.nonempty, headers = types.table, body = types.string,
@@ -31,9 +68,11 @@ function H.request(t)
   options.url("mk.http_request", "url", o.url)
   local method, max_body = (o.method or "GET"):upper(), o.max_body or defaults.max_body
   check_crashes()
-  local res, err = core.http_request { url = o.url, method = method,
+  local req = { url = o.url, method = method,
     headers = probes.header_list("mk.http_request", o.headers or {}), body = o.body,
     timeout = o.timeout == nil and defaults.http_timeout or (o.timeout or 1e9), insecure = o.insecure, max_body = max_body }
+  local res, err
+  if loop.active() then res, err = in_loop(req) else res, err = core.http_request(req) end
   check_crashes()
   if not res then Error.raise("ExecutorError", { message = "http request failed: " .. err, url = o.url }) end
   if res.truncated then

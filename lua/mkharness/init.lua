@@ -48,6 +48,15 @@ M.json = { encode = json.encode, decode = function(s) return json.decode(s) end,
 function M.proxy(t) return require("mkharness.proxy").new(t) end
 function M.lab(t) return require("mkharness.lab").new(t) end
 
+-- chaos: schedules of faults, histories, checkers
+local chaos = require "mkharness.chaos"
+local check = require "mkharness.check"
+M.chaos = chaos.chaos
+M.fault = { kill = chaos.kill, stop = chaos.stop, pause = chaos.pause, partition = chaos.partition,
+  proxy = chaos.proxy, custom = chaos.custom }
+M.check = { set = check.set, no_lost_writes = check.no_lost_writes, counter = check.counter,
+  register = check.register, latency = check.latency, history = check.history }
+
 -- mk.mark(text [, fields]): a user event, in events.jsonl, --report and -v.
 -- Fields are flat (string keys, scalar values) so that the line reads as
 -- the user wrote it; they go under "fields", never over the event's own.

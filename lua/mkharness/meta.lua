@@ -152,6 +152,8 @@
 ---| "ProcessFinishedWithError"
 ---| "ExecutorError"
 ---| "UnexpectedExit"
+---| "FaultError"
+---| "CheckFailed"
 
 ---A harness error, raised as a table; tostring(e) is the full message.
 ---@class mkharness.Error
@@ -172,6 +174,10 @@
 ---@field cleanup? any[] errors of cleanup steps while this one unwound
 ---@field url? string
 ---@field max_body? integer
+---@field seed? integer FaultError, CheckFailed: the chaos run's seed
+---@field faults? string[] FaultError: each fault that could not start or heal, and why
+---@field checker? string CheckFailed: the checker's name
+---@field result? mkharness.CheckResult CheckFailed: what the checker found
 ---@field KINDS table<mkharness.ErrorKind, true>
 local Error = {}
 
@@ -571,6 +577,219 @@ local Response = {}
 ---@return any
 function Response:json() end
 
+
+-- ---------------------------------------------------------------------------
+-- Chaos: schedules, histories, checks
+
+---@alias mkharness.Range number|number[] { min, max } seconds, or one number for both
+---@alias mkharness.Pick "one"|"minority"|"majority"|"all"|fun(candidates: any[], rng: mkharness.Rng): any
+
+---A private PRNG (xoshiro256**), as math.random but seeded by the run.
+---@class mkharness.Rng
+local Rng = {}
+
+---@param m? integer
+---@param n? integer
+---@return number
+function Rng:random(m, n) end
+
+---@class mkharness.ChaosOptions
+---@field seed? integer the schedule's seed (MKHARNESS_SEED overrides it; none: drawn and printed)
+---@field duration number seconds the workload runs while faults fire
+---@field workload fun(ctx: mkharness.ChaosCtx) run once per client
+---@field final? fun(ctx: mkharness.ChaosCtx) run after every fault is healed (final reads)
+---@field faults? (mkharness.Fault|{ start: function, heal: function })[]
+---@field clients? integer logical clients, coroutines over the wait loop (1)
+---@field concurrent? integer|boolean most faults in force at once (1); true = no limit
+---@field grace? number seconds a client may stay blocked after the run ends (5)
+---@field name? string ("chaos")
+
+---Options every fault takes.
+---@class mkharness.ChaosFaultOptions
+---@field every? mkharness.Range seconds from the start or the last heal to the next start ({ 2, 5 })
+---@field lasting? mkharness.Range seconds in force ({ 1, 3 })
+---@field pick? mkharness.Pick which candidates ("one")
+---@field name? string
+
+---@class mkharness.MemberFaultOptions: mkharness.ChaosFaultOptions
+---@field [1] mkharness.Executor[]|fun(): mkharness.Executor[] the candidates
+
+---@class mkharness.PartitionFaultOptions: mkharness.ChaosFaultOptions
+---@field [1] table the lab: hosts(), partition{}, isolate(), drop{}, heal()
+---@field mode? "halves"|"majority"|"isolate"|"oneway" ("halves")
+
+---@class mkharness.ProxyFaultOptions: mkharness.ChaosFaultOptions
+---@field [1] mkharness.Proxy[]|fun(): mkharness.Proxy[]
+---@field [2] "latency"|"bandwidth"|"blackhole"|"reset"|"down"|"slicer"|"limit_data"
+---@field [3] number|table the amount (ms, bytes/s, bytes) or the slicer's options
+---@field direction? "up"|"down"|"both"
+---@field probability? number 0..1
+---@field jitter? number ms, with "latency"
+
+---@class mkharness.CustomFaultOptions: mkharness.ChaosFaultOptions
+---@field start fun(targets: any[], rng: mkharness.Rng): any its result is heal's state
+---@field heal fun(state: any, targets: any[])
+---@field targets? any[] candidates (none: the fault's name)
+
+---A fault of the nemesis (mk.fault.*).
+---@class mkharness.Fault
+---@field kind string
+---@field name string
+
+---@class mkharness.fault
+local fault = {}
+
+---SIGKILL, then start() again.
+---@param t mkharness.MemberFaultOptions
+---@return mkharness.Fault
+function fault.kill(t) end
+
+---stop(), then start() again.
+---@param t mkharness.MemberFaultOptions
+---@return mkharness.Fault
+function fault.stop(t) end
+
+---pause(), then resume().
+---@param t mkharness.MemberFaultOptions
+---@return mkharness.Fault
+function fault.pause(t) end
+
+---Cut a lab's network, then lab:heal().
+---@param t mkharness.PartitionFaultOptions
+---@return mkharness.Fault
+function fault.partition(t) end
+
+---A fault proxy's fault, then clear().
+---@param t mkharness.ProxyFaultOptions
+---@return mkharness.Fault
+function fault.proxy(t) end
+
+---@param t mkharness.CustomFaultOptions
+---@return mkharness.Fault
+function fault.custom(t) end
+
+---An entry of a chaos run's history.
+---@class mkharness.HistoryEntry
+---@field index integer
+---@field type "invoke"|"ok"|"fail"|"info"|"fault"|"mark"
+---@field f any the operation (fault entries: "start" or "heal")
+---@field value any
+---@field process integer|string the client
+---@field time number mk.now() of the entry (faults: the instant before the act)
+---@field invoke? integer a completion's invoke entry
+---@field invoke_time? number
+---@field error? string
+---@field fault? string
+---@field targets? string
+
+---The workload's handle, one per client.
+---@class mkharness.ChaosCtx
+---@field client integer|string 1..clients, or "final"
+---@field seed integer
+---@field rng mkharness.Rng
+---@field final? boolean in the final function
+local ChaosCtx = {}
+
+---Record an operation: invoke, fn(value, ctx), completion.
+---@param f any
+---@param value any
+---@param fn fun(value: any, ctx: mkharness.ChaosCtx): any
+---@return any value
+---@return "ok"|"fail"|"info" type
+function ChaosCtx:invoke(f, value, fn) end
+
+---End the current operation as failed (it did not happen).
+---@param reason any
+function ChaosCtx:fail(reason) end
+
+---End the current operation as indeterminate.
+---@param reason any
+function ChaosCtx:info(reason) end
+
+---@return boolean running false once the run's time is up
+function ChaosCtx:running() end
+
+---@return number seconds since the run began
+function ChaosCtx:elapsed() end
+
+---@param seconds number
+function ChaosCtx:sleep(seconds) end
+
+---@param text string
+---@param fields? mkharness.MarkFields
+function ChaosCtx:mark(text, fields) end
+
+---@class mkharness.CheckResult
+---@field valid boolean
+---@field name string
+---@field summary string
+---@field bad { entry?: mkharness.HistoryEntry, why: string }[]
+
+---@class mkharness.RunCheckOptions
+---@field quiet? boolean no summary on stderr
+
+---@class mkharness.ChaosRun
+---@field seed integer
+---@field seed_from "seed"|"MKHARNESS_SEED"|"random"
+---@field history mkharness.HistoryEntry[]
+---@field t0 number
+---@field late number[] seconds each fault start fired after its planned instant
+---@field counts { ok: integer, fail: integer, info: integer }
+---@field schedule table[] the occurrences drawn from the seed
+local ChaosRun = {}
+
+---@param checker mkharness.Checker|fun(history: mkharness.HistoryEntry[]): mkharness.CheckResult
+---@param opts? mkharness.RunCheckOptions
+---@return mkharness.CheckResult
+function ChaosRun:check(checker, opts) end
+
+---@param f? any
+---@param all? boolean invokes too
+---@return mkharness.HistoryEntry[]
+function ChaosRun:ops(f, all) end
+
+---@return { name: string, kind: string, targets: string, start: number, heal: number }[]
+function ChaosRun:fault_log() end
+
+---A checker; call it with options for a configured copy.
+---@class mkharness.Checker
+---@overload fun(opts: table): mkharness.Checker
+
+---@class mkharness.SetCheckOptions
+---@field add? string|string[] the writes' f ({ "add", "write" })
+---@field read? string|string[] the reads' f ("read")
+
+---@class mkharness.CounterCheckOptions
+---@field add? string|string[] ({ "add", "incr" })
+---@field read? string|string[] ("read")
+
+---@class mkharness.RegisterCheckOptions
+---@field write? string|string[] ("write")
+---@field read? string|string[] ("read")
+---@field initial? any a value reads may return before any write
+
+---@class mkharness.LatencyCheckOptions
+---@field f? string|string[] only these operations
+---@field max_p99? number ms, any phase
+---@field min_availability? number 0..1, before and after each fault
+
+---@class mkharness.CheckHistoryOptions
+---@field seed? any
+
+---@class mkharness.check
+---@field set mkharness.Checker acknowledged writes are never lost
+---@field no_lost_writes mkharness.Checker the set checker
+---@field counter mkharness.Checker never backwards, ends at what was acknowledged
+---@field register mkharness.Checker reads return only written values
+---@field latency mkharness.Checker latency and availability by phase
+local check = {}
+
+---A hand-made history, to check like a run's.
+---@param entries mkharness.HistoryEntry[]
+---@param opts? mkharness.CheckHistoryOptions
+---@return mkharness.ChaosRun
+function check.history(entries, opts) end
+
 -- ---------------------------------------------------------------------------
 -- The module
 
@@ -595,6 +814,8 @@ function json.decode(s) end
 ---@field DEFAULT_INTERVAL number
 ---@field probe mkharness.probes
 ---@field json mkharness.json
+---@field fault mkharness.fault
+---@field check mkharness.check
 local mk = {}
 
 ---A service without readiness: start() returns once spawned.
@@ -686,6 +907,12 @@ function mk.is_error(err, kind) end
 ---@param text string
 ---@param fields? mkharness.MarkFields
 function mk.mark(text, fields) end
+
+---Run the workload while the faults fire on a seeded schedule; every fault
+---is healed at the end.
+---@param t mkharness.ChaosOptions
+---@return mkharness.ChaosRun
+function mk.chaos(t) end
 
 -- ---------------------------------------------------------------------------
 -- Busted matchers (require "mkharness.busted"); luassert's class is

@@ -117,7 +117,7 @@ function R.model(list)
   local t0 = start.t
   local last = t0
   for _, ev in ipairs(list) do if ev.t > last then last = ev.t end end
-  local m = { start = start, events = list, dur = math.max(last - t0, 1e-3), lanes = {}, ticks = {} }
+  local m = { start = start, events = list, dur = math.max(last - t0, 1e-3), lanes = {}, ticks = {}, ops = {} }
   local by_name, labs = {}, {}
   local function lane(kind, name)
     local key = kind .. "\0" .. name
@@ -199,6 +199,19 @@ function R.model(list)
         l.events = l.events or {}
         l.events[#l.events + 1] = i
       end
+    elseif e == "fault" and type(ev.fault) == "string" and (ev.action == "start" or ev.action == "heal") then
+      -- a chaos fault: a band while in force (occurrences of one fault may overlap)
+      local l = lane("fault", ev.fault)
+      l.label = "fault " .. ev.fault
+      l.count = math.max(0, (l.count or 0) + (ev.action == "start" and 1 or -1))
+      if ev.action == "start" then l.targets = type(ev.targets) == "string" and ev.targets or nil end
+      local state = l.count > 0 and "fault" or nil
+      if state ~= l.cur or (state and l.targets ~= l.curlabel) then set(l, t, state, state and l.targets or nil) end
+      if ev.error then l.points[#l.points + 1] = { t = t, glyph = "E", ev = i } end
+      l.events = l.events or {}
+      l.events[#l.events + 1] = i
+    elseif e == "op" and (ev.type == "ok" or ev.type == "fail" or ev.type == "info") then
+      m.ops[#m.ops + 1] = { t = t, class = ev.type, ev = i }
     elseif e == "mark" then
       m.ticks[#m.ticks + 1] = { t = t, glyph = "^", class = "info", ev = i }
     elseif e == "test_end" then
@@ -260,6 +273,9 @@ local function describe(ev)
   elseif e == "crashed" or e == "exited" or e == "killed" then
     return ev.service .. " " .. e .. " (exit code " .. tostring(ev.exit_code) .. ")"
   elseif e == "restarting" then return ev.service .. " restarting (#" .. tostring(ev.restarts) .. ")"
+  elseif e == "fault" then
+    return "fault " .. tostring(ev.action) .. ": " .. tostring(ev.fault) ..
+      (type(ev.targets) == "string" and (" on " .. ev.targets) or "") .. (ev.error and (" FAILED: " .. tostring(ev.error)) or "")
   end
   return e
 end
@@ -324,6 +340,24 @@ function R.terminal(m, path)
     local name = cut(l.label, labelw)
     say(name .. string.rep(" ", labelw - utf8.len(name)) .. " |" .. draw_row(l.points, l.segs, cols, dt) .. "|")
   end
+  if #m.ops > 0 then
+    -- one cell per column: the worst outcome in it (fail, then info, then ok)
+    local rank, glyph = { ok = 1, info = 2, fail = 3 }, { ok = "o", info = "?", fail = "f" }
+    local col = {}
+    for _, o in ipairs(m.ops) do
+      local c = math.max(1, math.min(cols, math.floor(o.t / dt) + 1))
+      if not col[c] or rank[o.class] > rank[col[c]] then col[c] = o.class end
+    end
+    local paint = R.color and { ok = "\27[32m", info = "\27[34m", fail = "\27[31m" }
+    local cells = {}
+    for c = 1, cols do
+      local k = col[c]
+      cells[c] = not k and " " or paint and (paint[k] .. glyph[k] .. "\27[0m") or glyph[k]
+    end
+    local name = cut("ops", labelw)
+    -- not cut(): the colour codes would count as characters
+    out[#out + 1] = name .. string.rep(" ", labelw - utf8.len(name)) .. " |" .. table.concat(cells) .. "|"
+  end
   if #m.ticks > 0 then
     local shown = {}
     for _, k in ipairs(m.ticks) do if k.glyph then shown[#shown + 1] = k end end
@@ -337,7 +371,8 @@ function R.terminal(m, path)
     local failing_test = e == "test_end" and (ev.status == "failure" or ev.status == "error")
     if e == "mark" or failing_test or e == "error" or e == "cleanup_error" or e == "crashed" or e == "restarting"
       or e == "killed" or e == "exited" or (e == "proxy" and ev.action ~= "start" and ev.action ~= "stop")
-      or (e == "lab" and ev.action ~= "up" and ev.action ~= "close") then
+      or (e == "lab" and ev.action ~= "up" and ev.action ~= "close")
+      or (e == "fault" and (ev.action == "start" or ev.action == "heal")) then
       notes[#notes + 1] = i
     end
   end
@@ -355,6 +390,11 @@ function R.terminal(m, path)
   say("                   x exited as expected  (blank: not running)")
   say("        proxies: - forwarding  # fault  _ down  ! reset     marks: ^ mark  F failing test  E error")
   say("        lab hosts: - up  # cut off or slowed")
+  local chaos = #m.ops > 0
+  for _, l in ipairs(m.lanes) do chaos = chaos or l.kind == "fault" end
+  if chaos then
+    say("        chaos: fault lanes # in force     ops: o ok  ? info (indeterminate)  f fail")
+  end
   return table.concat(out, "\n") .. "\n"
 end
 
@@ -389,7 +429,8 @@ h1{font-size:16px;margin:0 0 4px}
 <span><i class="sw" style="background:#f0883e"></i>fault (proxy, lab host)</span>
 <span><i class="sw" style="background:#555"></i>proxy down</span>
 <span style="color:#d9534f">X crashed</span><span style="color:#7b3fb5">R restarting</span>
-<span>ticks: <b style="color:#2e9e44">pass</b> <b style="color:#d9534f">fail</b> <b style="color:#3a7bd5">info</b></span>
+<span>ticks (tests, operations): <b style="color:#2e9e44">pass/ok</b> <b style="color:#d9534f">fail</b> <b style="color:#3a7bd5">info</b></span>
+<span><i class="sw" style="background:#f0883e"></i>chaos fault in force</span>
 </p>
 <script>
 var D = @DATA@;
@@ -412,7 +453,7 @@ var D = @DATA@;
     "  " + D.dur.toFixed(3) + " s  " + D.path;
   function draw() {
     var cw = Math.max(200, (wrap.clientWidth - LABEL - 20)) * zoom, x = function (t) { return LABEL + t / D.dur * cw; };
-    var h = TOP + (D.lanes.length + 1) * LANE + 10, s = [];
+    var h = TOP + (D.lanes.length + (D.ops.length ? 2 : 1)) * LANE + 10, s = [];
     s.push('<svg width="' + (LABEL + cw + 10) + '" height="' + h + '" font-family="monospace" font-size="12">');
     var step = Math.pow(10, Math.floor(Math.log10(D.dur / 8 / zoom) || 0));
     [1, 2, 5, 10].some(function (m) { if (D.dur / zoom / (step * m) <= 10) { step *= m; return true; } });
@@ -452,7 +493,18 @@ var D = @DATA@;
       s.push('<rect x="' + (x(k.t) - 2) + '" y="' + (y + 4) + '" width="4" height="22" fill="' + TICK[k.class] +
         '" data-ev="' + k.ev + '"/>');
     });
-    s.push('</g></svg>');
+    s.push('</g>');
+    if (D.ops.length) {
+      y += LANE;
+      s.push('<g class="ops"><text x="4" y="' + (y + 19) + '">operations</text>');
+      D.ops.forEach(function (k) {
+        var dy = k.class === "ok" ? 14 : 4; // fail and info stand taller than the many oks
+        s.push('<rect x="' + (x(k.t) - 1) + '" y="' + (y + dy) + '" width="2" height="' + (26 - dy) + '" fill="' +
+          TICK[k.class] + '" data-ev="' + k.ev + '"/>');
+      });
+      s.push('</g>');
+    }
+    s.push('</svg>');
     wrap.innerHTML = s.join("");
     document.getElementById("zl").textContent = "zoom " + zoom.toFixed(2) + "x";
   }
@@ -497,8 +549,9 @@ function R.html(m, path)
     for _, i in ipairs(l.events or {}) do evs[#evs + 1] = i - 1 end
     lanes[#lanes + 1] = { label = l.label, kind = l.kind, segs = segs, points = points, events = evs }
   end
-  local ticks = {}
+  local ticks, ops = {}, {}
   for _, k in ipairs(m.ticks) do ticks[#ticks + 1] = { t = k.t, class = k.class, ev = k.ev - 1 } end
+  for _, k in ipairs(m.ops) do ops[#ops + 1] = { t = k.t, class = k.class, ev = k.ev - 1 } end
   local evs = {}
   for i, ev in ipairs(m.events) do
     local c = {}
@@ -506,7 +559,7 @@ function R.html(m, path)
     evs[i] = c
   end
   local data = json.encode { start = { run = m.start.run, time = m.start.time, mode = m.start.mode, t = m.start.t },
-    dur = m.dur, path = path, lanes = lanes, ticks = ticks, events = evs }
+    dur = m.dur, path = path, lanes = lanes, ticks = ticks, ops = ops, events = evs }
   -- every "/" escaped: no "</script>" can end the block early, and no URL
   -- in the data (a probe's http:// address) reads as a reference to load
   data = data:gsub("/", "\\/")
@@ -545,6 +598,9 @@ local function run(argv)
     f:close()
     io.stderr:write("mkharness report: wrote ", html, "\n")
   else
+    local core = package.loaded["mkharness.core"] or select(2, pcall(require, "mkharness.core"))
+    local no = os.getenv("NO_COLOR")
+    R.color = type(core) == "table" and core.isatty and core.isatty(1) and not (no and no ~= "") or false
     io.stdout:write(R.terminal(m, file))
   end
   return 0

@@ -6,6 +6,7 @@ local events = require "mkharness.events"
 local crash = require "mkharness.crash"
 local describe = require "mkharness.describe"
 local executor = require "mkharness.executor"
+local loop = require "mkharness.loop"
 local types = options.types
 local fmt_ms, fmt_s, svc_error, describe_code = describe.fmt_ms, describe.fmt_s, describe.svc_error, describe.describe_code
 local held, check_crashes, notice_exit = crash.held, crash.check, crash.notice
@@ -70,13 +71,13 @@ function Executor:_stop_finish(s)
   local proc = self._proc
   local code = s.code
   if not code then
-    code = proc:wait(math.max(0, s.deadline - core.now()))
+    code = loop.proc_wait(proc, math.max(0, s.deadline - core.now()))
     if s.command then
       finish_stop_command(self, s)
       if not code then -- the command did not stop it: the signals' turn
         proc:signal(s.sig)
         s.deadline = core.now() + s.timeout
-        code = proc:wait(s.timeout)
+        code = loop.proc_wait(proc, s.timeout)
       end
     end
     if not code then
@@ -84,12 +85,12 @@ function Executor:_stop_finish(s)
       proc:signal(self.kill_signal)
       proc:thaw()
       proc:signal(core.signum("CONT"))
-      code = proc:wait(math.max(s.timeout, 1))
+      code = loop.proc_wait(proc, math.max(s.timeout, 1))
       if not code and self.kill_signal ~= KILL then
         -- kill_signal can be caught; SIGKILL cannot
         s.forced = true
         proc:signal(KILL)
-        code = proc:wait(5)
+        code = loop.proc_wait(proc, 5)
       end
       if not code then
         svc_error(self, "ExecutorError", string.format(
@@ -154,7 +155,7 @@ function Executor:kill(opts)
     end
   end
   if o.wait ~= false then
-    local code = proc:wait(sig == KILL and 5 or self.stop_timeout)
+    local code = loop.proc_wait(proc, sig == KILL and 5 or self.stop_timeout)
     if code then
       proc:sweep()
       drop_launcher(self)
@@ -187,7 +188,7 @@ function Executor:wait_exit(opts)
   check_crashes(self)
   self._ending = true -- waited for: its exit is expected
   local timeout = o.timeout == nil and self.timeout or o.timeout
-  local code = self._proc:wait(timeout or nil)
+  local code = loop.proc_wait(self._proc, timeout or nil)
   if not code then
     svc_error(self, "TimeoutExpired", string.format("did not exit within %s", fmt_s(timeout)),
       { timeout = timeout })

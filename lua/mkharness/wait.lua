@@ -10,6 +10,7 @@ local probes = require "mkharness.probes"
 local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
 local describe = require "mkharness.describe"
+local loop = require "mkharness.loop"
 local types = options.types
 local fmt_s, svc_error, describe_code = describe.fmt_s, describe.svc_error, describe.describe_code
 local check_crashes, crash_fds = crash.check, crash.fds
@@ -151,7 +152,7 @@ local function wait_all(waiters)
     end
     if not pending or (waiters.any and progressed) then return end
     local left = wake == math.huge and -1 or math.max(0, wake - core.now())
-    core.poll(crash_fds(fds), left)
+    loop.block(crash_fds(fds), left)
   end
 end
 
@@ -192,7 +193,7 @@ function W.sleep(s)
   local deadline = core.now() + s
   repeat
     check_crashes()
-    core.poll(crash_fds {}, math.max(0, deadline - core.now()))
+    loop.block(crash_fds {}, math.max(0, deadline - core.now()))
   until core.now() >= deadline
   check_crashes()
 end

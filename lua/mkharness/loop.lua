@@ -1,0 +1,96 @@
+-- Due timers and the one place every harness wait sleeps.
+--
+-- A chaos run's faults are timers: they must fire on time inside whatever
+-- harness call the workload is in (mk.sleep, mk.get, mk.run, a start, a
+-- wait). So every wait loop sleeps through L.block(), which bounds each
+-- sleep by the next timer's due time and fires what is due; and the waits
+-- that used to block in C (a process's exit, an HTTP request) take a path
+-- through L.block() while timers are pending.
+--
+-- A scheduler (the chaos run's logical clients, coroutines) may own the
+-- current coroutine: then L.block() yields to it instead of sleeping, so a
+-- client stuck in a wait does not stop the others.
+local core = require "mkharness.core"
+
+local L = { timers = {}, firing = 0 }
+
+-- L.at(t, fn): fn(timer) runs once core.now() >= t, from inside a wait.
+-- Timers are few (one per fault), so a sorted list is enough.
+function L.at(t, fn)
+  local tm = { at = t, fn = fn }
+  local list = L.timers
+  local i = #list
+  while i > 0 and list[i].at > t do list[i + 1] = list[i] i = i - 1 end
+  list[i + 1] = tm
+  return tm
+end
+
+function L.cancel(tm)
+  for i, x in ipairs(L.timers) do
+    if x == tm then table.remove(L.timers, i) return end
+  end
+end
+
+function L.clear() L.timers = {} end
+
+-- Pending timers, or a scheduler running: the waits then take their
+-- sliced paths. Without either, nothing changes for anyone.
+function L.active() return L.timers[1] ~= nil or L.sched ~= nil end
+
+-- The next due time, nil when none.
+function L.next_due()
+  local tm = L.timers[1]
+  return tm and tm.at
+end
+
+-- Fire what is due. A timer's own harness calls (a restart's start())
+-- wait through here too, so another timer due meanwhile fires inside it,
+-- on time: each is taken off the list before it runs, so none runs twice
+-- and the nesting is at most as deep as the timers are many. A timer's
+-- error is its owner's to handle (the chaos run records it); here it must
+-- not unwind some unrelated wait.
+function L.run_due()
+  local list = L.timers
+  while list[1] and list[1].at <= core.now() do
+    local tm = table.remove(list, 1)
+    L.firing = L.firing + 1
+    local ok, err = pcall(tm.fn, tm)
+    L.firing = L.firing - 1
+    if not ok and L.on_error then L.on_error(err, tm) end
+  end
+end
+
+-- Sleep until one of fds is readable or `left` seconds passed (-1: no
+-- limit), firing due timers. May return early: every caller re-checks.
+function L.block(fds, left)
+  L.run_due()
+  local s = L.sched
+  if s and L.firing == 0 and s.owns(coroutine.running()) and coroutine.isyieldable() then
+    s.yield(fds, left)
+    return
+  end
+  local due = L.next_due()
+  if due then
+    local d = math.max(0, due - core.now())
+    if left < 0 or d < left then left = d end
+  end
+  core.poll(fds, left)
+  L.run_due()
+end
+
+-- proc:wait(timeout) that lets timers fire and clients run: it waits on
+-- the process's pidfd (or the SIGCHLD pipe) through L.block.
+function L.proc_wait(proc, timeout)
+  if not L.active() then return proc:wait(timeout) end
+  local deadline = timeout and (core.now() + math.max(0, timeout))
+  while true do
+    local code = proc:poll()
+    if code then return code end
+    local now = core.now()
+    if deadline and now >= deadline then return nil end
+    local fd = proc:fd()
+    L.block(fd and { fd } or {}, deadline and (deadline - now) or -1)
+  end
+end
+
+return L
