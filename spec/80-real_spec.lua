@@ -1,4 +1,5 @@
--- The real-service tier: each scenario in examples/real/ runs in a child
+-- The real-service tier: each scenario in examples/real/ (and the chaos
+-- scenario on etcd in examples/chaos/) runs in a child
 -- host against Debian's own packages (./run test installs them when root).
 -- A service that is not installed is reported pending by name, never
 -- passed silently.
@@ -18,6 +19,7 @@ local EXAMPLES = {
   { name = "etcd", needs = { { "etcd", "etcd-server" }, { "etcdctl", "etcd-client" } } },
   { name = "etcd_lab", needs = { { "etcd", "etcd-server" }, { "etcdctl", "etcd-client" } } },
   { name = "haproxy", needs = { { "haproxy", "haproxy" }, { "nginx", "nginx" } } },
+  { name = "etcd_chaos", dir = "examples/chaos/", needs = { { "etcd", "etcd-server" } } },
 }
 
 -- The package of the first missing program, or nil. Daemons live in
@@ -42,7 +44,7 @@ describe("real services (examples/real)", function()
     it(ex.name, function()
       local prog, pkg = missing(ex.needs)
       if prog then pending(prog .. " not installed: apt-get install " .. pkg) return end
-      local path = "examples/real/" .. ex.name .. ".lua"
+      local path = (ex.dir or "examples/real/") .. ex.name .. ".lua"
       local env = { PATH = (os.getenv("PATH") or "/usr/bin:/bin") .. ":/usr/sbin:/sbin" }
       -- Inner run directories under ours, so nothing is left behind; not
       -- for postgresql, whose server runs as another user and must reach
