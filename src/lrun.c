@@ -54,8 +54,9 @@ static int l_poll(lua_State *L)
     /* ppoll: a wait of 0.3 ms is 0.3 ms, not a whole millisecond (chaos
      * faults are due to the sub-millisecond) */
     double s = luaL_optnumber(L, 2, -1);
+    if (s != s) s = 0; /* NaN: no wait at all, never for ever; negative: no limit */
     struct timespec ts, *tp = NULL;
-    if (s == s && s >= 0) {
+    if (s >= 0) {
         if (s > 86400.0) s = 86400.0;
         ts.tv_sec = (time_t)s;
         ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
