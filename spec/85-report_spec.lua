@@ -226,4 +226,73 @@ describe("mkharness report", function()
       assert.same({ 1200, 600 }, { w, h })
     end)
   end)
+
+  -- A chaos run on a lab, drawn in the browser: a service lane, one lane
+  -- per lab host, one per fault, the operations as ticks. With
+  -- MKH_UPDATE_DOCS=1 its screenshot becomes the README's docs/timeline.png.
+  it("draws a chaos run on a lab: services, hosts, fault bands and operations", function()
+    local browser = chromium()
+    if not browser then pending("needs the Debian package chromium") return end
+    local r = H.scenario(string.format("local KVD = %q\n", H.kvd) .. [[
+local built, lab = pcall(mk.lab, { hosts = { "n1", "n2" } })
+if not built then print("no lab: " .. tostring(lab)) return end
+local kvd = mk.http { KVD, "--port", "8080", "--bind", "0.0.0.0", "--data", mk.tmpdir() .. "/kv.log",
+  url = "http://n1:8080/health", method = "GET", host = lab.n1, name = "kvd" }:start()
+local n = 0
+local run = mk.chaos { seed = 7, duration = 3, clients = 2,
+  faults = { mk.fault.kill { { kvd }, every = { 0.3, 0.6 }, lasting = { 0.2, 0.3 } },
+    mk.fault.partition { lab, mode = "isolate", every = { 0.4, 0.8 }, lasting = { 0.3, 0.5 } } },
+  workload = function(ctx)
+    while ctx:running() do
+      n = n + 1
+      local k = n
+      ctx:invoke("add", k, function()
+        local res = mk.http_request { url = "http://n1:8080/kv/k" .. k, method = "PUT", body = "v", timeout = 0.3 }
+        if res.status ~= 204 then ctx:fail("status " .. res.status) end
+      end)
+      mk.sleep(0.02)
+    end
+  end }
+mk.mark("healed")
+kvd:stop()
+lab:close()
+print("ops " .. #run.history)
+]], { host_args = { "--keep" }, env = { MKHARNESS_TMPDIR = mk.tmpdir() }, timeout = 60 })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    if r.stdout:match("^no lab") then pending(r.stdout) return end
+    local dir = r.stderr:match("run directory kept: ([^\n]+)")
+    local page = mk.tmpdir() .. "/chaos.html"
+    local h = host { "report", dir .. "/events.jsonl", "--html", page }
+    assert.equal(0, h.code, h.stderr)
+    local term = host { "report", dir .. "/events.jsonl" }.stdout
+    for _, lane in ipairs { "kvd", "host n1", "host n2", "fault kill", "ops" } do
+      assert.is_not_nil(lane_row(term, lane), "no lane " .. lane .. ":\n" .. term)
+    end
+    assert.matches("\nfault partition iso… |", term, 1, true) -- labels are cut to 20 columns
+    local profile = mk.tmpdir()
+    local function chrome(extra)
+      local argv = { browser, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" .. profile .. "/p",
+        timeout = 120, env = { HOME = profile } }
+      for _, a in ipairs(extra) do argv[#argv + 1] = a end
+      argv[#argv + 1] = "file://" .. page
+      return mk.run(argv)
+    end
+    local dom = chrome { "--dump-dom" }
+    assert.equal(0, dom.code, dom.stderr)
+    local lanes = {}
+    for name in dom.stdout:gmatch('<g class="lane" data%-lane="([^"\']*)">') do lanes[name] = true end
+    for _, lane in ipairs { "kvd", "host n1", "host n2", "fault kill", "fault partition isolate" } do
+      assert.is_true(lanes[lane], "the page has no lane " .. lane)
+    end
+    local png = profile .. "/chaos.png"
+    local shot = chrome { "--screenshot=" .. png, "--window-size=1000,420" }
+    assert.equal(0, shot.code, shot.stderr)
+    local bytes = H.slurp(png)
+    assert.equal("\137PNG\r\n\26\n", bytes:sub(1, 8))
+    if os.getenv("MKH_UPDATE_DOCS") == "1" then
+      local f = assert(io.open("docs/timeline.png", "wb"))
+      f:write(bytes)
+      f:close()
+    end
+  end)
 end)
