@@ -22,6 +22,9 @@ local Lab = { __name = "mkharness.lab" }
 local Host = { __name = "mkharness.lab_host" }
 L.Lab, L.Host = Lab, Host
 
+-- a value checked later, where the lab is known (a host name or lab.n1)
+local function any(_, _, v) return v end
+
 local NAME_MAX = 31 -- a name is also an interface-free hostname: short, DNS-safe
 local HOSTS_MAX = 253 -- .2 to .254 of the lab's /24
 
@@ -268,8 +271,8 @@ end
 function Lab:drop(t)
   alive(self)
   local ctx = self.name .. ":drop"
-  local o = options.check(ctx, t, { from = types.required(function(_, _, v) return v end, "(a host or a list)"),
-    to = types.required(function(_, _, v) return v end, "(a host or a list)") })
+  local o = options.check(ctx, t, { from = types.required(any, "(a host or a list)"),
+    to = types.required(any, "(a host or a list)") })
   local from, to = host_list(self, ctx, "from", o.from), host_list(self, ctx, "to", o.to)
   local fn, tn = {}, {}
   for i, a in ipairs(from) do fn[i] = a.name for _, b in ipairs(to) do cut(self, a, b) end end
@@ -299,7 +302,7 @@ end
 function Lab:latency(t)
   alive(self)
   local ctx = self.name .. ":latency"
-  local o = options.check(ctx, t, { host = types.required(function(_, _, v) return v end, "(a host)"),
+  local o = options.check(ctx, t, { host = types.required(any, "(a host)"),
     ms = types.required(function(c, k, v) return amount(c, k, v, 3600e3) end, "(milliseconds)"),
     jitter = function(c, k, v) return amount(c, k, v, 3600e3) end })
   local h = host_of(self, ctx, "host", o.host)
@@ -310,7 +313,7 @@ end
 function Lab:loss(t)
   alive(self)
   local ctx = self.name .. ":loss"
-  local o = options.check(ctx, t, { host = types.required(function(_, _, v) return v end, "(a host)"),
+  local o = options.check(ctx, t, { host = types.required(any, "(a host)"),
     percent = types.required(function(c, k, v) return amount(c, k, v, 100) end, "(0 to 100)") })
   local h = host_of(self, ctx, "host", o.host)
   return netem(self, ctx, h, { percent = o.percent }, "loss", string.format("loss %g %% on %s", o.percent, h.name))
