@@ -142,6 +142,87 @@ static void guardian_main(int fd, const char *marker, int host_fd, int sup_fd)
     _exit(0);
 }
 
+/* After the fork or the exec: pin the host and its supervisor, then guard. */
+static void guardian_run(int fd, const char *marker, pid_t host, pid_t sup)
+{
+    prctl(PR_SET_NAME, "mkh-guardian");
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* pidfds pin who the host and its supervisor are; the supervisor
+     * counts only while it is still the host's parent */
+    int host_fd = (int)syscall(SYS_pidfd_open, host, 0);
+    if (host_fd >= 0 && getppid() != host) { close(host_fd); host_fd = -1; }
+    int sup_fd = -1;
+    if (sup > 0 && host_fd >= 0) {
+        sup_fd = (int)syscall(SYS_pidfd_open, sup, 0);
+        char st; pid_t pp = 0, pg, sd;
+        if (sup_fd >= 0 && (mkh_proc_stat(host, &st, &pp, &pg, &sd, NULL) != 0 || pp != sup)) {
+            close(sup_fd);
+            sup_fd = -1;
+        }
+    }
+    guardian_main(fd, marker, host_fd, sup_fd);
+}
+
+/* The signals a kill of the harness's process group would bring: ignored
+ * (an ignored disposition survives the exec) */
+static void ignore_group_signals(void)
+{
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int exec_self; /* set by the host program: the guardian is the host binary, exec'd */
+
+void mkh_guardian_exec_self(void) { exec_self = 1; }
+
+/* The guardian as a fresh image of the host binary, started by vfork +
+ * exec: a fork would leave the host sharing its whole heap copy-on-write
+ * with the guardian for the rest of the run, and pay a fault for each page
+ * it writes afterwards. Returns the pid, or -1 (then fork instead). In its
+ * own frame, so that nothing of the caller's lives across the vfork. */
+static __attribute__((noinline)) pid_t guardian_exec(int fd, char *const argv[])
+{
+    static volatile int exec_failed; /* shared with the vfork child */
+    exec_failed = 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    pid_t pid = vfork();
+    if (pid == 0) {
+        ignore_group_signals();
+        /* its own session: a kill of the harness's process group (a CI
+         * runner's timeout) must not take the guardian with it */
+        setsid();
+        /* stdio for diagnostics, the pipe as fd 3, nothing else of the host */
+        if (fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(fd, 3) != 3) { exec_failed = 1; _exit(127); }
+        syscall(SYS_close_range, 4u, ~0u, 0u);
+        execve("/proc/self/exe", argv, environ);
+        exec_failed = 1;
+        _exit(127);
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid > 0 && exec_failed) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        return -1;
+    }
+    return pid;
+}
+
+#define GUARDIAN_FLAG "--mkh-guardian"
+
+int mkh_guardian_exec_main(int argc, char **argv)
+{
+    if (argc != 6 || strcmp(argv[1], GUARDIAN_FLAG) != 0) return -1;
+    guardian_run(atoi(argv[2]), argv[5], (pid_t)atoi(argv[3]), (pid_t)atoi(argv[4]));
+    return 0; /* not reached: guardian_main exits */
+}
+
 static void guardian_start(void)
 {
     int p[2];
@@ -149,39 +230,24 @@ static void guardian_start(void)
     char marker[128];
     snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
     pid_t host = getpid(), sup = supervisor_pid;
-    pid_t pid = fork();
+    pid_t pid = -1;
+    if (exec_self) {
+        char hs[24], ss[24];
+        snprintf(hs, sizeof hs, "%d", (int)host);
+        snprintf(ss, sizeof ss, "%d", (int)sup);
+        char *argv[] = { "mkh-guardian", GUARDIAN_FLAG, "3", hs, ss, marker, NULL };
+        pid = guardian_exec(p[0], argv);
+    }
+    if (pid < 0) pid = fork();
     if (pid < 0) { close(p[0]); close(p[1]); return; }
     if (pid == 0) {
-        signal(SIGINT, SIG_IGN);
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGQUIT, SIG_IGN);
-        signal(SIGPIPE, SIG_IGN);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        prctl(PR_SET_NAME, "mkh-guardian");
-        /* its own session: a kill of the harness's process group (a CI
-         * runner's timeout) must not take the guardian with it */
+        ignore_group_signals();
         setsid();
         int fd = p[0];
         /* keep stderr for diagnostics; nothing else of the host */
         if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
         syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u);
-        /* pidfds pin who the host and its supervisor are; the supervisor
-         * counts only while it is still the host's parent */
-        int host_fd = (int)syscall(SYS_pidfd_open, host, 0);
-        if (host_fd >= 0 && getppid() != host) { close(host_fd); host_fd = -1; }
-        int sup_fd = -1;
-        if (sup > 0 && host_fd >= 0) {
-            sup_fd = (int)syscall(SYS_pidfd_open, sup, 0);
-            char st; pid_t pp = 0, pg, sd;
-            if (sup_fd >= 0 && (mkh_proc_stat(host, &st, &pp, &pg, &sd, NULL) != 0 || pp != sup)) {
-                close(sup_fd);
-                sup_fd = -1;
-            }
-        }
-        guardian_main(fd, marker, host_fd, sup_fd);
+        guardian_run(fd, marker, host, sup);
     }
     close(p[0]);
     guardian_pid = pid;
@@ -194,9 +260,14 @@ static void guardian_start(void)
     }
 }
 
-void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
+void mkh_guardian_ensure(void)
 {
     if (guardian_fd < 0 && guardian_pid == 0) guardian_start();
+}
+
+void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
+{
+    mkh_guardian_ensure();
     if (guardian_fd < 0) return;
     char line[64];
     int len = snprintf(line, sizeof line, "S %d %llu\n", (int)sid, start_ticks);

@@ -272,6 +272,8 @@ static int option_error(int opt, int optopt_seen, const char *arg)
 
 int main(int argc, char **argv)
 {
+    /* the run's guardian, exec'd by its host (never an option of ours) */
+    if (argc > 1 && mkh_guardian_exec_main(argc, argv) == 0) return 0;
     int verbose = 0, keep = 0, stamps = 0;
     const char *color = "auto";
     double timeout = 0;
@@ -341,6 +343,7 @@ int main(int argc, char **argv)
     }
 
     supervisor = host_supervise(timeout); /* returns in the host process */
+    mkh_guardian_exec_self();
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "mkharness: cannot create Lua state\n"); return 1; }
     globalL = L;
