@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -82,6 +83,16 @@ static int l_sleep(lua_State *L)
 static int l_now(lua_State *L)
 {
     lua_pushnumber(L, mkh_now());
+    return 1;
+}
+
+/* core.cputime(): seconds of CPU the harness process has used (all its
+ * threads, user and kernel mode): what the wait loop paces its polling by */
+static int l_cputime(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
     return 1;
 }
 
@@ -228,6 +239,7 @@ void lmkh_open_run(lua_State *L)
         {"poll", l_poll},
         {"sleep", l_sleep},
         {"now", l_now},
+        {"cputime", l_cputime},
         {"environ", l_environ},
         {"run_id", l_run_id},
         {"run_dir", l_run_dir},

@@ -109,10 +109,22 @@ end
 -- Returns once every waiter is done; with `waiters.any`, as soon as one
 -- more is (a group then starts what depended on it).
 local function wait_all(waiters)
+  -- The loop's CPU budget: it earns wait_cpu_share of the wall time and
+  -- spends what the harness uses (its passes, polls, probe attempts), up
+  -- to wait_cpu_burst ahead. Once spent, polling wake-ups wait until it is
+  -- earned back, so a long wait costs that share of a core whatever the
+  -- machine and however many probes there are: per-attempt pacing alone
+  -- cannot bound the loop's own cost. Short waits, events (fds) and
+  -- deadlines are never held back.
+  local share, burst = defaults.wait_cpu_share, defaults.wait_cpu_burst
+  local budget, cpu0, t0 = burst, core.cputime(), core.now()
   while true do
+    local cpu, t = core.cputime(), core.now()
+    budget = math.min(burst, budget + (t - t0) * share - (cpu - cpu0))
+    cpu0, t0 = cpu, t
     check_crashes(waiters.except)
     local now = core.now()
-    local fds, wake = {}, math.huge
+    local fds, wake, deadline = {}, math.huge, math.huge
     local pending, progressed = false, false
     for _, w in ipairs(waiters) do
       if not w.done then
@@ -134,7 +146,7 @@ local function wait_all(waiters)
             Error.raise("TimeoutExpired", fields)
           end
           pending = true
-          if w.deadline then wake = math.min(wake, w.deadline) end
+          if w.deadline then deadline = math.min(deadline, w.deadline) end
           if w.svc and w.svc._proc and not w.exited then
             local fd = w.svc._proc:fd()
             if fd then fds[#fds + 1] = fd end
@@ -150,7 +162,10 @@ local function wait_all(waiters)
       end
     end
     if not pending or (waiters.any and progressed) then return end
-    local left = wake == math.huge and -1 or math.max(0, wake - core.now())
+    now = core.now()
+    if wake < math.huge and budget < 0 then wake = math.max(wake, now - budget / share) end
+    wake = math.min(wake, deadline)
+    local left = wake == math.huge and -1 or math.max(0, wake - now)
     core.poll(crash_fds(fds), left)
   end
 end
