@@ -288,6 +288,9 @@ void mkh_guardian_stop(void)
     if (write(guardian_fd, "Q\n", 2) < 0) { /* already gone */ }
     close(guardian_fd);
     guardian_fd = -1;
+    /* after the goodbye it has nothing left to do but exit: a guardian
+     * still starting up (a short run) is not waited for until it reads it */
+    kill(guardian_pid, SIGKILL);
     int st;
     while (waitpid(guardian_pid, &st, 0) < 0 && errno == EINTR) {}
     guardian_pid = 0;

@@ -168,6 +168,17 @@ static void set_lua_path(lua_State *L)
     lua_pop(L, 2);
 }
 
+typedef struct { struct { const unsigned char *p; size_t n; } piece[4]; int next; } chunk_reader;
+
+static const char *read_pieces(lua_State *L, void *ud, size_t *size)
+{
+    (void)L;
+    chunk_reader *r = ud;
+    if (r->next >= 4) { *size = 0; return NULL; }
+    *size = r->piece[r->next].n;
+    return (const char *)r->piece[r->next++].p;
+}
+
 /* package.searchers entry before Lua's own: a module compiled in at build
  * time (host_chunks), loaded as bytecode when the file require would read
  * is still the source it was compiled from. Anything else: no answer, and
@@ -197,23 +208,19 @@ static int embedded_searcher(lua_State *L)
     if (c->name_at + 3 > c->bc_len || memcmp(c->bc + c->name_at, "\x83@?", 3) != 0) return 0;
     /* the chunk's name becomes "@FILE", as for a loaded file: its size
      * (length + 1) in Lua's dump format, 7 bits a byte, the last marked */
-    size_t nlen = strlen(file) + 1, x = nlen + 1;
+    lua_pushfstring(L, "@%s", file);
+    size_t nlen, x;
+    const char *chunkname = lua_tolstring(L, -1, &nlen);
+    x = nlen + 1;
     unsigned char size[16];
     int n = 0;
     do { size[15 - n++] = x & 0x7f; x >>= 7; } while (x && n < 16);
     size[15] |= 0x80;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, (const char *)c->bc, c->name_at);
-    luaL_addlstring(&b, (const char *)size + 16 - n, (size_t)n);
-    luaL_addchar(&b, '@');
-    luaL_addstring(&b, file);
-    luaL_addlstring(&b, (const char *)c->bc + c->name_at + 3, c->bc_len - c->name_at - 3);
-    luaL_pushresult(&b);
-    size_t len;
-    const char *bc = lua_tolstring(L, -1, &len);
-    lua_pushfstring(L, "@%s", file);
-    if (luaL_loadbufferx(L, bc, len, lua_tostring(L, -1), "b") != LUA_OK) return 0;
+    /* the pieces are read in place: nothing is copied */
+    chunk_reader rd = { { { c->bc, c->name_at }, { size + 16 - n, (size_t)n },
+                          { (const unsigned char *)chunkname, nlen },
+                          { c->bc + c->name_at + 3, c->bc_len - c->name_at - 3 } }, 0 };
+    if (lua_load(L, read_pieces, &rd, chunkname, "b") != LUA_OK) return 0;
     lua_pushstring(L, file); /* the loader's second argument, as Lua's own searcher gives */
     return 2;
 }
