@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,16 +177,44 @@ static void ignore_group_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-static int exec_self; /* set by the host program: the guardian is the host binary, exec'd */
+static const void *self_addr; /* set by the host program: an address in its binary */
 
-void mkh_guardian_exec_self(void) { exec_self = 1; }
+void mkh_guardian_exec_self(const void *addr) { self_addr = addr; }
+
+/* The file the host's code is mapped from, from /proc/self/maps: not
+ * /proc/self/exe, which names the loader when the host was started as
+ * `ld.so mkharness` and valgrind's launcher under valgrind. 0, or -1 when
+ * none fits (a replaced binary shows as "(deleted)"). */
+static int self_path(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return -1;
+    char line[4400];
+    int found = -1;
+    uintptr_t a = (uintptr_t)self_addr;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        int at = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &at) < 2 || at == 0) continue;
+        if (a < lo || a >= hi) continue;
+        char *path = line + at, *nl = strchr(path, '\n');
+        if (nl) *nl = '\0';
+        if (path[0] == '/' && !strstr(path, " (deleted)") && strlen(path) < len) {
+            snprintf(out, len, "%s", path);
+            found = 0;
+        }
+        break;
+    }
+    fclose(f);
+    return found;
+}
 
 /* The guardian as a fresh image of the host binary, started by vfork +
  * exec: a fork would leave the host sharing its whole heap copy-on-write
  * with the guardian for the rest of the run, and pay a fault for each page
  * it writes afterwards. Returns the pid, or -1 (then fork instead). In its
  * own frame, so that nothing of the caller's lives across the vfork. */
-static __attribute__((noinline)) pid_t guardian_exec(int fd, char *const argv[])
+static __attribute__((noinline)) pid_t guardian_exec(const char *exe, int fd, char *const argv[])
 {
     static volatile int exec_failed; /* shared with the vfork child */
     exec_failed = 0;
@@ -201,7 +230,7 @@ static __attribute__((noinline)) pid_t guardian_exec(int fd, char *const argv[])
         /* stdio for diagnostics, the pipe as fd 3, nothing else of the host */
         if (fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(fd, 3) != 3) { exec_failed = 1; _exit(127); }
         syscall(SYS_close_range, 4u, ~0u, 0u);
-        execve("/proc/self/exe", argv, environ);
+        execve(exe, argv, environ);
         exec_failed = 1;
         _exit(127);
     }
@@ -231,12 +260,13 @@ static void guardian_start(void)
     snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
     pid_t host = getpid(), sup = supervisor_pid;
     pid_t pid = -1;
-    if (exec_self) {
+    char exe[4096];
+    if (self_addr && self_path(exe, sizeof exe) == 0) {
         char hs[24], ss[24];
         snprintf(hs, sizeof hs, "%d", (int)host);
         snprintf(ss, sizeof ss, "%d", (int)sup);
         char *argv[] = { "mkh-guardian", GUARDIAN_FLAG, "3", hs, ss, marker, NULL };
-        pid = guardian_exec(p[0], argv);
+        pid = guardian_exec(exe, p[0], argv);
     }
     if (pid < 0) pid = fork();
     if (pid < 0) { close(p[0]); close(p[1]); return; }

@@ -418,7 +418,7 @@ int main(int argc, char **argv)
     }
 
     supervisor = host_supervise(timeout); /* returns in the host process */
-    mkh_guardian_exec_self();
+    mkh_guardian_exec_self((const void *)&usage);
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "mkharness: cannot create Lua state\n"); return 1; }
     globalL = L;

@@ -124,10 +124,10 @@ size_t mkh_children(pid_t *out, size_t cap); /* this process's children */
 /* The host's supervisor (its parent), for the guardian to watch: once it
  * is gone, a host that has not ended within a grace is killed. */
 void mkh_set_supervisor(pid_t pid);
-/* The host program: start the guardian as a new image of this binary
- * (vfork + exec of /proc/self/exe), which then enters
- * mkh_guardian_exec_main; elsewhere (core.so in a stock lua) it is forked. */
-void mkh_guardian_exec_self(void);
+/* The host program: start the guardian as a new image of the binary that
+ * holds addr (vfork + exec), which then enters mkh_guardian_exec_main;
+ * elsewhere (core.so in a stock lua) it is forked. */
+void mkh_guardian_exec_self(const void *addr);
 /* argv of such an exec: guards and exits; any other argv: returns -1. */
 int mkh_guardian_exec_main(int argc, char **argv);
 /* Start the guardian now if there is none (before a spawn). */

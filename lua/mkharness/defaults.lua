@@ -18,7 +18,7 @@ return {
   -- a short burst, polling wake-ups are held back to stay within it (the
   -- pauses above bound each probe, not the loop's passes, which also cost).
   wait_cpu_share = 0.015,
-  wait_cpu_burst = 0.005, -- seconds of CPU a wait may spend before that
+  wait_cpu_burst = 0.01, -- seconds of CPU a wait may spend before that
   on_exit = "fail",
   max_restarts = 5,
   already_running = "error",
