@@ -209,33 +209,41 @@ static int self_path(char *out, size_t len)
     return found;
 }
 
+typedef struct {
+    const char *exe;
+    int fd;
+    char *const *argv;
+    volatile int failed; /* written by the child, which shares our memory */
+} exec_args;
+
+static int guardian_exec_child(void *arg)
+{
+    exec_args *a = arg;
+    ignore_group_signals();
+    /* its own session: a kill of the harness's process group (a CI
+     * runner's timeout) must not take the guardian with it */
+    setsid();
+    /* stdio for diagnostics, the pipe as fd 3, nothing else of the host */
+    if (a->fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(a->fd, 3) != 3) { a->failed = 1; _exit(127); }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    execve(a->exe, a->argv, environ);
+    a->failed = 1;
+    _exit(127);
+}
+
 /* The guardian as a fresh image of the host binary, started by vfork +
  * exec: a fork would leave the host sharing its whole heap copy-on-write
  * with the guardian for the rest of the run, and pay a fault for each page
- * it writes afterwards. Returns the pid, or -1 (then fork instead). In its
- * own frame, so that nothing of the caller's lives across the vfork. */
-static __attribute__((noinline)) pid_t guardian_exec(const char *exe, int fd, char *const argv[])
+ * it writes afterwards. Returns the pid, or -1 (then fork instead). */
+static pid_t guardian_exec(const char *exe, int fd, char *const argv[])
 {
-    static volatile int exec_failed; /* shared with the vfork child */
-    exec_failed = 0;
+    exec_args a = { exe, fd, argv, 0 };
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
-    pid_t pid = vfork();
-    if (pid == 0) {
-        ignore_group_signals();
-        /* its own session: a kill of the harness's process group (a CI
-         * runner's timeout) must not take the guardian with it */
-        setsid();
-        /* stdio for diagnostics, the pipe as fd 3, nothing else of the host */
-        if (fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(fd, 3) != 3) { exec_failed = 1; _exit(127); }
-        syscall(SYS_close_range, 4u, ~0u, 0u);
-        execve(exe, argv, environ);
-        exec_failed = 1;
-        _exit(127);
-    }
+    pid_t pid = mkh_vfork_call(guardian_exec_child, &a);
     sigprocmask(SIG_SETMASK, &old, NULL);
-    if (pid > 0 && exec_failed) {
+    if (pid > 0 && a.failed) {
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
         return -1;

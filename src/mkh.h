@@ -21,6 +21,13 @@ char *mkh_tail_file(const char *path, int nlines, size_t maxbytes);
 ssize_t mkh_read_small(const char *path, char *buf, size_t len);
 /* Make room for `need` elements of size `elem` in a doubling array. 0 or -1. */
 int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem);
+/* vfork, the way posix_spawn does it: fn(arg) runs in a child that shares
+ * our memory, on a stack of its own, while we wait until it execs or
+ * exits (it must do one of the two, and write nothing we read except
+ * errno). No page tables are copied, and no copy-on-write faults follow.
+ * Signals must be blocked around it: handlers would run on our memory.
+ * The child's pid, or -1 with errno. */
+pid_t mkh_vfork_call(int (*fn)(void *), void *arg);
 
 /* ---- parse.c: parsers of untrusted text, free of Lua, fuzzable ---- */
 /* Signal by name ("TERM", "SIGTERM", any case, "RTMIN+2") or decimal number.

@@ -210,19 +210,20 @@ int mkh_have_pidfd(void)
     return have;
 }
 
-/* The vfork in a frame of its own: the child returns nowhere, and nothing
- * of the caller's frame lives across the vfork to be clobbered. */
-static __attribute__((noinline)) pid_t vfork_child(const mkh_spawn_opts *o, char **cands, size_t ncand,
-                                                   const int rep[2], int drop_groups, int *fork_errno)
+typedef struct {
+    const mkh_spawn_opts *o;
+    char **cands;
+    size_t ncand;
+    pid_t parent;
+    int rep;
+    int drop_groups;
+} child_args;
+
+static int child_main(void *arg)
 {
-    pid_t parent = getpid();
-    pid_t pid = vfork();
-    if (pid == 0) {
-        close(rep[0]);
-        child(o, cands, ncand, parent, rep[1], drop_groups);
-    }
-    if (pid < 0) *fork_errno = errno;
-    return pid;
+    const child_args *a = arg;
+    child(a->o, a->cands, a->ncand, a->parent, a->rep, a->drop_groups);
+    return 127; /* not reached: child() execs or exits */
 }
 
 int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err, size_t errlen)
@@ -249,8 +250,11 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
-    int fork_errno = 0;
-    pid_t pid = vfork_child(o, cands, ncand, rep, drop_groups, &fork_errno);
+    /* the report pipe's read end is close-on-exec and the child closes
+     * every fd but 0-2 and its write end before the exec */
+    child_args ca = { o, cands, ncand, getpid(), rep[1], drop_groups };
+    pid_t pid = mkh_vfork_call(child_main, &ca);
+    int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(rep[1]);
     free_candidates(cands, ncand);
