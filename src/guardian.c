@@ -168,7 +168,7 @@ static void guardian_run(int fd, const char *marker, pid_t host, pid_t sup)
 
 /* The signals a kill of the harness's process group would bring: ignored
  * (an ignored disposition survives the exec) */
-static void ignore_group_signals(void)
+MKH_CHILD_CODE static void ignore_group_signals(void)
 {
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
@@ -216,7 +216,7 @@ typedef struct {
     volatile int failed; /* written by the child, which shares our memory */
 } exec_args;
 
-static int guardian_exec_child(void *arg)
+MKH_CHILD_CODE static int guardian_exec_child(void *arg)
 {
     exec_args *a = arg;
     ignore_group_signals();

@@ -28,6 +28,10 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem);
  * Signals must be blocked around it: handlers would run on our memory.
  * The child's pid, or -1 with errno. */
 pid_t mkh_vfork_call(int (*fn)(void *), void *arg);
+/* For such a child's code: no sanitizer instrumentation, which would call
+ * into the sanitizer's runtime (its stack bookkeeping) from the borrowed
+ * memory on an unknown stack. */
+#define MKH_CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
 
 /* ---- parse.c: parsers of untrusted text, free of Lua, fuzzable ---- */
 /* Signal by name ("TERM", "SIGTERM", any case, "RTMIN+2") or decimal number.

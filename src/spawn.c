@@ -28,7 +28,7 @@ enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC, STAGE_SETGROUPS, STA
 
 struct exec_report { int stage; int err; };
 
-static void child_fail(int rep, int stage, int err)
+MKH_CHILD_CODE static void child_fail(int rep, int stage, int err)
 {
     struct exec_report r = { stage, err };
     ssize_t n = write(rep, &r, sizeof r);
@@ -37,12 +37,12 @@ static void child_fail(int rep, int stage, int err)
 }
 
 /* Move fd to a slot >= 10 so that dup2 onto 0..2 cannot clobber a source. */
-static int lift(int fd)
+MKH_CHILD_CODE static int lift(int fd)
 {
     return fd < 0 ? -1 : fcntl(fd, F_DUPFD, 10);
 }
 
-static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t parent, int rep,
+MKH_CHILD_CODE static void child(const mkh_spawn_opts *o, char **cands, size_t ncand, pid_t parent, int rep,
                   int drop_groups)
 {
     /* A service must not outlive a harness that died without teardown.
@@ -219,7 +219,7 @@ typedef struct {
     int drop_groups;
 } child_args;
 
-static int child_main(void *arg)
+MKH_CHILD_CODE static int child_main(void *arg)
 {
     const child_args *a = arg;
     child(a->o, a->cands, a->ncand, a->parent, a->rep, a->drop_groups);
