@@ -65,6 +65,32 @@ static int l_poll(lua_State *L)
     return 1;
 }
 
+/* core.readable(fds) -> set of those fds readable now (poll, no wait, no
+ * other side effect) */
+static int l_readable(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer len = lmkh_list_len(L, 1, 1, "fds", 0);
+    struct pollfd *pf = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *pf, 0);
+    for (lua_Integer i = 0; i < len; i++) {
+        lua_geti(L, 1, i + 1);
+        pf[i].fd = (int)luaL_checkinteger(L, -1);
+        pf[i].events = POLLIN;
+        pf[i].revents = 0;
+        lua_pop(L, 1);
+    }
+    int r;
+    do r = poll(pf, (nfds_t)len, 0); while (r < 0 && errno == EINTR);
+    lua_createtable(L, 0, r > 0 ? r : 0);
+    for (lua_Integer i = 0; r > 0 && i < len; i++) {
+        if (pf[i].revents) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, -2, pf[i].fd);
+        }
+    }
+    return 1;
+}
+
 static int l_sleep(lua_State *L)
 {
     double deadline = mkh_now() + luaL_checknumber(L, 1);
@@ -237,6 +263,7 @@ void lmkh_open_run(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"poll", l_poll},
+        {"readable", l_readable},
         {"sleep", l_sleep},
         {"now", l_now},
         {"cputime", l_cputime},

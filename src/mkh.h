@@ -96,12 +96,14 @@ typedef struct {
     const char *who;       /* ids as the user gave them, for messages ("user 'nobody'") */
 } mkh_spawn_opts;
 
-/* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
+/* Fork and exec. On success returns 0 and sets *pid, *pidfd and (when not
+ * NULL) *start_ticks, the child's start time. On failure
  * returns -1 with a human message in err (which step failed and why); no
  * child is left behind. The child: own session, default signal dispositions,
  * empty mask, only fds 0-2, SIGKILL when the harness dies; with ids, their
  * groups, gid and uid (set before cwd is entered). */
-int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, unsigned long long *start_ticks, char *err,
+              size_t errlen);
 
 /* ---- run.c ---- */
 const char *mkh_run_id(void);

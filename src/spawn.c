@@ -226,7 +226,8 @@ MKH_CHILD_CODE static int child_main(void *arg)
     return 127; /* not reached: child() execs or exits */
 }
 
-int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err, size_t errlen)
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
+              size_t errlen)
 {
     mkh_have_pidfd();
     /* setgroups needs privilege even to set the list we have: a harness
@@ -268,7 +269,8 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
      * of its parent-death signal, and descendants that carry the run's
      * marker and sit in its cgroup, which the guardian (started before
      * the vfork) already knows. */
-    mkh_guardian_watch(pid, mkh_start_ticks(pid));
+    unsigned long long ticks = mkh_start_ticks(pid);
+    mkh_guardian_watch(pid, ticks);
 
     struct exec_report r;
     ssize_t n;
@@ -292,6 +294,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, char *err
     }
     *pid_out = pid;
     *pidfd_out = pidfd;
+    if (ticks_out) *ticks_out = ticks;
     return 0;
 }
 
@@ -362,12 +365,13 @@ int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
         open_stream(&o->err, 2, &s->fd_err, err, errlen) == 0) {
         pid_t pid;
         int pidfd;
-        r = mkh_spawn(s, &pid, &pidfd, err, errlen);
+        unsigned long long ticks = 0;
+        r = mkh_spawn(s, &pid, &pidfd, &ticks, err, errlen);
         if (r == 0) {
             p->pid = pid;
             p->pidfd = pidfd;
             p->exited = 0;
-            p->start_ticks = mkh_start_ticks(pid);
+            p->start_ticks = ticks;
             mkh_proc_link(p);
         }
     }

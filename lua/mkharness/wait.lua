@@ -37,9 +37,14 @@ local function probe_summary(w)
 end
 
 -- Check a waiter once; returns true when it is satisfied. Raises on failure.
-local function step(w, now)
+-- `ready`: the fds the last poll found ready (nil: look at everything). An
+-- exit makes the service's fd readable, so without it there is no exit to
+-- ask the kernel about: a group of N waiting costs no N system calls a pass.
+local function step(w, now, ready)
   local svc = w.svc
-  if svc and svc._proc and not w.exited then
+  local fd, own
+  if ready and svc and svc._proc and not w.exited then fd, own = svc._proc:fd() end
+  if svc and svc._proc and not w.exited and not (own and not ready[fd]) then
     local code = svc._proc:poll()
     if code then
       w.exited = code
@@ -118,6 +123,7 @@ local function wait_all(waiters)
   -- deadlines are never held back.
   local share, burst = defaults.wait_cpu_share, defaults.wait_cpu_burst
   local budget, cpu0, t0 = burst, core.cputime(), core.now()
+  local ready -- what the last poll saw (nil on the first pass)
   while true do
     local cpu, t = core.cputime(), core.now()
     budget = math.min(burst, budget + (t - t0) * share - (cpu - cpu0))
@@ -128,7 +134,7 @@ local function wait_all(waiters)
     local pending, progressed = false, false
     for _, w in ipairs(waiters) do
       if not w.done then
-        if step(w, now) then
+        if step(w, now, ready) then
           w.done, progressed = true, true
           w.elapsed = core.now() - w.t0
           if w.on_ready then w.on_ready(w) end
@@ -166,7 +172,7 @@ local function wait_all(waiters)
     if wake < math.huge and budget < 0 then wake = math.max(wake, now - budget / share) end
     wake = math.min(wake, deadline)
     local left = wake == math.huge and -1 or math.max(0, wake - now)
-    core.poll(crash_fds(fds), left)
+    ready = core.poll(crash_fds(fds), left)
   end
 end
 
