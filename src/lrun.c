@@ -112,12 +112,14 @@ static int l_now(lua_State *L)
     return 1;
 }
 
-/* core.cputime(): seconds of CPU the harness process has used (all its
- * threads, user and kernel mode): what the wait loop paces its polling by */
+/* core.cputime(): seconds of CPU the calling thread has used, user and
+ * kernel mode: what the wait loop paces its polling by. The thread, not
+ * the process: a proxy forwarding at full speed, or the echo thread
+ * copying a flood, is not the loop's cost and must not stall its probes. */
 static int l_cputime(lua_State *L)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
     return 1;
 }

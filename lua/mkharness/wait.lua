@@ -115,22 +115,28 @@ end
 -- more is (a group then starts what depended on it).
 local function wait_all(waiters)
   -- The loop's CPU budget: it earns wait_cpu_share of the wall time and
-  -- spends what the harness uses (its passes, polls, probe attempts), up
-  -- to wait_cpu_burst ahead. Once spent, polling wake-ups wait until it is
-  -- earned back, so a long wait costs that share of a core whatever the
-  -- machine and however many probes there are: per-attempt pacing alone
-  -- cannot bound the loop's own cost. Short waits, events (fds) and
-  -- deadlines are never held back.
+  -- spends what this thread uses in passes that polling woke (the pass,
+  -- its poll, the probe attempts), up to wait_cpu_burst ahead. Once spent,
+  -- polling wake-ups wait until it is earned back, so a long wait costs
+  -- that share of a core whatever the machine and however many probes
+  -- there are: per-attempt pacing alone cannot bound the loop's own cost.
+  -- Passes that events woke are the services' doing and cost the budget
+  -- nothing, so a service flooding its output does not slow the polling of
+  -- the others. Short waits, events and deadlines are never held back,
+  -- and a polling probe never waits longer than its interval.
   local share, burst = defaults.wait_cpu_share, defaults.wait_cpu_burst
   local budget, cpu0, t0 = burst, core.cputime(), core.now()
   local ready -- what the last poll saw (nil on the first pass)
+  local evented = false -- the pass being paid for was woken by an event
   while true do
     local cpu, t = core.cputime(), core.now()
-    budget = math.min(burst, budget + (t - t0) * share - (cpu - cpu0))
+    local spent = evented and 0 or cpu - cpu0
+    budget = math.max(-burst, math.min(burst, budget + (t - t0) * share - spent))
     cpu0, t0 = cpu, t
+    evented = ready ~= nil and next(ready) ~= nil
     check_crashes(waiters.except)
     local now = core.now()
-    local fds, wake, deadline = {}, math.huge, math.huge
+    local fds, wake, deadline, hold = {}, math.huge, math.huge, math.huge
     local pending, progressed = false, false
     for _, w in ipairs(waiters) do
       if not w.done then
@@ -159,6 +165,7 @@ local function wait_all(waiters)
           end
           for _, p in ipairs(w.probes) do
             if not p.done then
+              if p.probe.poll then hold = math.min(hold, w.interval) end
               if p.probe.poll and not p.busy then wake = math.min(wake, p.next_at) end
               wake = math.min(wake, p.probe:wake(p.st) or math.huge)
               for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
@@ -169,7 +176,7 @@ local function wait_all(waiters)
     end
     if not pending or (waiters.any and progressed) then return end
     now = core.now()
-    if wake < math.huge and budget < 0 then wake = math.max(wake, now - budget / share) end
+    if wake < math.huge and budget < 0 then wake = math.max(wake, now + math.min(-budget / share, hold)) end
     wake = math.min(wake, deadline)
     local left = wake == math.huge and -1 or math.max(0, wake - now)
     ready = core.poll(crash_fds(fds), left)
