@@ -165,9 +165,10 @@ local function wait_all(waiters)
           end
           for _, p in ipairs(w.probes) do
             if not p.done then
-              if p.probe.poll then hold = math.min(hold, w.interval) end
+              local pw = p.probe:wake(p.st) -- any{} paces its polling members this way
+              if p.probe.poll or pw then hold = math.min(hold, w.interval) end
               if p.probe.poll and not p.busy then wake = math.min(wake, p.next_at) end
-              wake = math.min(wake, p.probe:wake(p.st) or math.huge)
+              wake = math.min(wake, pw or math.huge)
               for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
             end
           end
