@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,123 @@ static void guardian_main(int fd, const char *marker, int host_fd, int sup_fd)
     _exit(0);
 }
 
+/* After the fork or the exec: pin the host and its supervisor, then guard. */
+static void guardian_run(int fd, const char *marker, pid_t host, pid_t sup)
+{
+    prctl(PR_SET_NAME, "mkh-guardian");
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* pidfds pin who the host and its supervisor are; the supervisor
+     * counts only while it is still the host's parent */
+    int host_fd = (int)syscall(SYS_pidfd_open, host, 0);
+    if (host_fd >= 0 && getppid() != host) { close(host_fd); host_fd = -1; }
+    int sup_fd = -1;
+    if (sup > 0 && host_fd >= 0) {
+        sup_fd = (int)syscall(SYS_pidfd_open, sup, 0);
+        char st; pid_t pp = 0, pg, sd;
+        if (sup_fd >= 0 && (mkh_proc_stat(host, &st, &pp, &pg, &sd, NULL) != 0 || pp != sup)) {
+            close(sup_fd);
+            sup_fd = -1;
+        }
+    }
+    guardian_main(fd, marker, host_fd, sup_fd);
+}
+
+/* The signals a kill of the harness's process group would bring: ignored
+ * (an ignored disposition survives the exec) */
+MKH_CHILD_CODE static void ignore_group_signals(void)
+{
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static const void *self_addr; /* set by the host program: an address in its binary */
+
+void mkh_guardian_exec_self(const void *addr) { self_addr = addr; }
+
+/* The file the host's code is mapped from, from /proc/self/maps: not
+ * /proc/self/exe, which names the loader when the host was started as
+ * `ld.so mkharness` and valgrind's launcher under valgrind. 0, or -1 when
+ * none fits (a replaced binary shows as "(deleted)"). */
+static int self_path(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return -1;
+    char line[4400];
+    int found = -1;
+    uintptr_t a = (uintptr_t)self_addr;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        int at = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &at) < 2 || at == 0) continue;
+        if (a < lo || a >= hi) continue;
+        char *path = line + at, *nl = strchr(path, '\n');
+        if (nl) *nl = '\0';
+        if (path[0] == '/' && !strstr(path, " (deleted)") && strlen(path) < len) {
+            snprintf(out, len, "%s", path);
+            found = 0;
+        }
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+typedef struct {
+    const char *exe;
+    int fd;
+    char *const *argv;
+    volatile int failed; /* written by the child, which shares our memory */
+} exec_args;
+
+MKH_CHILD_CODE static int guardian_exec_child(void *arg)
+{
+    exec_args *a = arg;
+    ignore_group_signals();
+    /* its own session: a kill of the harness's process group (a CI
+     * runner's timeout) must not take the guardian with it */
+    setsid();
+    /* stdio for diagnostics, the pipe as fd 3, nothing else of the host */
+    if (a->fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(a->fd, 3) != 3) { a->failed = 1; _exit(127); }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    execve(a->exe, a->argv, environ);
+    a->failed = 1;
+    _exit(127);
+}
+
+/* The guardian as a fresh image of the host binary, started by vfork +
+ * exec: a fork would leave the host sharing its whole heap copy-on-write
+ * with the guardian for the rest of the run, and pay a fault for each page
+ * it writes afterwards. Returns the pid, or -1 (then fork instead). */
+static pid_t guardian_exec(const char *exe, int fd, char *const argv[])
+{
+    exec_args a = { exe, fd, argv, 0 };
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    pid_t pid = mkh_vfork_call(guardian_exec_child, &a, 1);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid > 0 && a.failed) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        return -1;
+    }
+    return pid;
+}
+
+#define GUARDIAN_FLAG "--mkh-guardian"
+
+int mkh_guardian_exec_main(int argc, char **argv)
+{
+    if (argc != 6 || strcmp(argv[1], GUARDIAN_FLAG) != 0) return -1;
+    guardian_run(atoi(argv[2]), argv[5], (pid_t)atoi(argv[3]), (pid_t)atoi(argv[4]));
+    return 0; /* not reached: guardian_main exits */
+}
+
 static void guardian_start(void)
 {
     int p[2];
@@ -149,39 +267,25 @@ static void guardian_start(void)
     char marker[128];
     snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
     pid_t host = getpid(), sup = supervisor_pid;
-    pid_t pid = fork();
+    pid_t pid = -1;
+    char exe[4096];
+    if (self_addr && self_path(exe, sizeof exe) == 0) {
+        char hs[24], ss[24];
+        snprintf(hs, sizeof hs, "%d", (int)host);
+        snprintf(ss, sizeof ss, "%d", (int)sup);
+        char *argv[] = { "mkh-guardian", GUARDIAN_FLAG, "3", hs, ss, marker, NULL };
+        pid = guardian_exec(exe, p[0], argv);
+    }
+    if (pid < 0) pid = fork();
     if (pid < 0) { close(p[0]); close(p[1]); return; }
     if (pid == 0) {
-        signal(SIGINT, SIG_IGN);
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGQUIT, SIG_IGN);
-        signal(SIGPIPE, SIG_IGN);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        prctl(PR_SET_NAME, "mkh-guardian");
-        /* its own session: a kill of the harness's process group (a CI
-         * runner's timeout) must not take the guardian with it */
+        ignore_group_signals();
         setsid();
         int fd = p[0];
         /* keep stderr for diagnostics; nothing else of the host */
         if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
         syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u);
-        /* pidfds pin who the host and its supervisor are; the supervisor
-         * counts only while it is still the host's parent */
-        int host_fd = (int)syscall(SYS_pidfd_open, host, 0);
-        if (host_fd >= 0 && getppid() != host) { close(host_fd); host_fd = -1; }
-        int sup_fd = -1;
-        if (sup > 0 && host_fd >= 0) {
-            sup_fd = (int)syscall(SYS_pidfd_open, sup, 0);
-            char st; pid_t pp = 0, pg, sd;
-            if (sup_fd >= 0 && (mkh_proc_stat(host, &st, &pp, &pg, &sd, NULL) != 0 || pp != sup)) {
-                close(sup_fd);
-                sup_fd = -1;
-            }
-        }
-        guardian_main(fd, marker, host_fd, sup_fd);
+        guardian_run(fd, marker, host, sup);
     }
     close(p[0]);
     guardian_pid = pid;
@@ -194,9 +298,14 @@ static void guardian_start(void)
     }
 }
 
-void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
+void mkh_guardian_ensure(void)
 {
     if (guardian_fd < 0 && guardian_pid == 0) guardian_start();
+}
+
+void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
+{
+    mkh_guardian_ensure();
     if (guardian_fd < 0) return;
     char line[64];
     int len = snprintf(line, sizeof line, "S %d %llu\n", (int)sid, start_ticks);
@@ -217,6 +326,9 @@ void mkh_guardian_stop(void)
     if (write(guardian_fd, "Q\n", 2) < 0) { /* already gone */ }
     close(guardian_fd);
     guardian_fd = -1;
+    /* after the goodbye it has nothing left to do but exit: a guardian
+     * still starting up (a short run) is not waited for until it reads it */
+    kill(guardian_pid, SIGKILL);
     int st;
     while (waitpid(guardian_pid, &st, 0) < 0 && errno == EINTR) {}
     guardian_pid = 0;

@@ -7,6 +7,7 @@
 #include "host.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -167,6 +168,80 @@ static void set_lua_path(lua_State *L)
     lua_pop(L, 2);
 }
 
+typedef struct { struct { const unsigned char *p; size_t n; } piece[4]; int next; } chunk_reader;
+
+static const char *read_pieces(lua_State *L, void *ud, size_t *size)
+{
+    (void)L;
+    chunk_reader *r = ud;
+    if (r->next >= 4) { *size = 0; return NULL; }
+    *size = r->piece[r->next].n;
+    return (const char *)r->piece[r->next++].p;
+}
+
+/* package.searchers entry before Lua's own: a module compiled in at build
+ * time (host_chunks), loaded as bytecode when the file require would read
+ * is still the source it was compiled from. Anything else: no answer, and
+ * the next searcher reads the file. */
+static int embedded_searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const host_chunk *c = host_chunks;
+    while (c->module && strcmp(c->module, name) != 0) c++;
+    if (!c->module) return 0;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushstring(L, name);
+    lua_getfield(L, -3, "path");
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_isstring(L, -1)) return 0;
+    const char *file = lua_tostring(L, -1);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    /* one byte more than expected: a longer file shows as a mismatch */
+    size_t want = c->src_len + 1, got = 0;
+    char *src = lua_newuserdatauv(L, want, 0);
+    ssize_t r;
+    while (got < want && ((r = read(fd, src + got, want - got)) > 0 || (r < 0 && errno == EINTR)))
+        if (r > 0) got += (size_t)r;
+    close(fd);
+    if (got != c->src_len || host_fnv1a(src, got) != c->src_hash) return 0;
+    if (c->name_at + 3 > c->bc_len || memcmp(c->bc + c->name_at, "\x83@?", 3) != 0) return 0;
+    /* the chunk's name becomes "@FILE", as for a loaded file: its size
+     * (length + 1) in Lua's dump format, 7 bits a byte, the last marked */
+    lua_pushfstring(L, "@%s", file);
+    size_t nlen, x;
+    const char *chunkname = lua_tolstring(L, -1, &nlen);
+    x = nlen + 1;
+    unsigned char size[16];
+    int n = 0;
+    do { size[15 - n++] = x & 0x7f; x >>= 7; } while (x && n < 16);
+    size[15] |= 0x80;
+    /* the pieces are read in place: nothing is copied */
+    chunk_reader rd = { { { c->bc, c->name_at }, { size + 16 - n, (size_t)n },
+                          { (const unsigned char *)chunkname, nlen },
+                          { c->bc + c->name_at + 3, c->bc_len - c->name_at - 3 } }, 0 };
+    if (lua_load(L, read_pieces, &rd, chunkname, "b") != LUA_OK) return 0;
+    lua_pushstring(L, file); /* the loader's second argument, as Lua's own searcher gives */
+    return 2;
+}
+
+static void add_searcher(lua_State *L)
+{
+    if (!host_chunks[0].module) return;
+    const char *off = getenv("MKHARNESS_BYTECODE"); /* "0": always read the sources */
+    if (off && !strcmp(off, "0")) return;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer k = n; k >= 2; k--) { /* make room at 2: after the preload searcher */
+        lua_rawgeti(L, -1, k);
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_pushcfunction(L, embedded_searcher);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+}
+
 /* --color: auto is on for a terminal, unless NO_COLOR is set and not empty
  * (no-color.org) */
 static int use_color(const char *when)
@@ -272,6 +347,8 @@ static int option_error(int opt, int optopt_seen, const char *arg)
 
 int main(int argc, char **argv)
 {
+    /* the run's guardian, exec'd by its host (never an option of ours) */
+    if (argc > 1 && mkh_guardian_exec_main(argc, argv) == 0) return 0;
     int verbose = 0, keep = 0, stamps = 0;
     const char *color = "auto";
     double timeout = 0;
@@ -341,11 +418,13 @@ int main(int argc, char **argv)
     }
 
     supervisor = host_supervise(timeout); /* returns in the host process */
+    mkh_guardian_exec_self((const void *)&usage);
     lua_State *L = luaL_newstate();
     if (!L) { fprintf(stderr, "mkharness: cannot create Lua state\n"); return 1; }
     globalL = L;
     luaL_openlibs(L);
     set_lua_path(L);
+    add_searcher(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_mkharness_core);
     lua_setfield(L, -2, "mkharness.core");

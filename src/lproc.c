@@ -202,7 +202,10 @@ static int l_proc_fd(lua_State *L)
     lproc *lp = check_proc(L, 1);
     if (lp->p.exited) return 0;
     lua_pushinteger(L, lp->p.pidfd >= 0 ? lp->p.pidfd : mkh_exit_fd());
-    return 1;
+    /* its own pidfd stays readable from the exit on; the shared SIGCHLD
+     * pipe of the fallback is drained by every poll */
+    lua_pushboolean(L, lp->p.pidfd >= 0);
+    return 2;
 }
 
 /* p:poll() -> nil while running; the exit code (-N for signal N) once done */

@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -75,6 +76,32 @@ static int l_poll(lua_State *L)
     return 1;
 }
 
+/* core.readable(fds) -> set of those fds readable now (poll, no wait, no
+ * other side effect) */
+static int l_readable(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer len = lmkh_list_len(L, 1, 1, "fds", 0);
+    struct pollfd *pf = lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *pf, 0);
+    for (lua_Integer i = 0; i < len; i++) {
+        lua_geti(L, 1, i + 1);
+        pf[i].fd = (int)luaL_checkinteger(L, -1);
+        pf[i].events = POLLIN;
+        pf[i].revents = 0;
+        lua_pop(L, 1);
+    }
+    int r;
+    do r = poll(pf, (nfds_t)len, 0); while (r < 0 && errno == EINTR);
+    lua_createtable(L, 0, r > 0 ? r : 0);
+    for (lua_Integer i = 0; r > 0 && i < len; i++) {
+        if (pf[i].revents) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, -2, pf[i].fd);
+        }
+    }
+    return 1;
+}
+
 static int l_sleep(lua_State *L)
 {
     double deadline = mkh_now() + luaL_checknumber(L, 1);
@@ -93,6 +120,18 @@ static int l_sleep(lua_State *L)
 static int l_now(lua_State *L)
 {
     lua_pushnumber(L, mkh_now());
+    return 1;
+}
+
+/* core.cputime(): seconds of CPU the calling thread has used, user and
+ * kernel mode: what the wait loop paces its polling by. The thread, not
+ * the process: a proxy forwarding at full speed, or the echo thread
+ * copying a flood, is not the loop's cost and must not stall its probes. */
+static int l_cputime(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
     return 1;
 }
 
@@ -244,8 +283,10 @@ void lmkh_open_run(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"poll", l_poll},
+        {"readable", l_readable},
         {"sleep", l_sleep},
         {"now", l_now},
+        {"cputime", l_cputime},
         {"environ", l_environ},
         {"run_id", l_run_id},
         {"run_dir", l_run_dir},

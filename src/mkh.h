@@ -22,6 +22,19 @@ char *mkh_tail_file(const char *path, int nlines, size_t maxbytes);
 ssize_t mkh_read_small(const char *path, char *buf, size_t len);
 /* Make room for `need` elements of size `elem` in a doubling array. 0 or -1. */
 int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem);
+/* vfork, the way posix_spawn does it: fn(arg) runs in a child that shares
+ * our memory, on a stack of its own, while we wait until it execs or
+ * exits (it must do one of the two, and write nothing we read except
+ * errno). No page tables are copied, and no copy-on-write faults follow.
+ * Signals must be blocked around it: handlers would run on our memory.
+ * With share_memory 0 the child gets a copy instead, as with fork (what
+ * entering another user namespace needs). The child's pid, or -1 with
+ * errno. */
+pid_t mkh_vfork_call(int (*fn)(void *), void *arg, int share_memory);
+/* For such a child's code: no sanitizer instrumentation, which would call
+ * into the sanitizer's runtime (its stack bookkeeping) from the borrowed
+ * memory on an unknown stack. */
+#define MKH_CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
 
 /* ---- parse.c: parsers of untrusted text, free of Lua, fuzzable ---- */
 /* Signal by name ("TERM", "SIGTERM", any case, "RTMIN+2") or decimal number.
@@ -88,12 +101,14 @@ typedef struct {
     const char *where;     /* those namespaces as the user names them ("lab host 'n1'") */
 } mkh_spawn_opts;
 
-/* Fork and exec. On success returns 0 and sets *pid and *pidfd. On failure
+/* Fork and exec. On success returns 0 and sets *pid, *pidfd and (when not
+ * NULL) *start_ticks, the child's start time. On failure
  * returns -1 with a human message in err (which step failed and why); no
  * child is left behind. The child: own session, default signal dispositions,
  * empty mask, only fds 0-2, SIGKILL when the harness dies; with ids, their
  * groups, gid and uid (set before cwd is entered). */
-int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, char *err, size_t errlen);
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid, int *pidfd, unsigned long long *start_ticks, char *err,
+              size_t errlen);
 
 /* ---- lab.c: hosts with their own network, no root ---- */
 #define MKH_LAB_NAME_MAX 31
@@ -153,7 +168,15 @@ size_t mkh_children(pid_t *out, size_t cap); /* this process's children */
 /* The host's supervisor (its parent), for the guardian to watch: once it
  * is gone, a host that has not ended within a grace is killed. */
 void mkh_set_supervisor(pid_t pid);
-/* Tell the guardian about a new service session (forking it on first use),
+/* The host program: start the guardian as a new image of the binary that
+ * holds addr (vfork + exec), which then enters mkh_guardian_exec_main;
+ * elsewhere (core.so in a stock lua) it is forked. */
+void mkh_guardian_exec_self(const void *addr);
+/* argv of such an exec: guards and exits; any other argv: returns -1. */
+int mkh_guardian_exec_main(int argc, char **argv);
+/* Start the guardian now if there is none (before a spawn). */
+void mkh_guardian_ensure(void);
+/* Tell the guardian about a new service session (starting it on first use),
  * with its leader's start time so that a reused session id is told apart;
  * forget it before its leader is reaped. */
 void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks);

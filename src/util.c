@@ -5,9 +5,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,4 +130,20 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem)
     *arr = p;
     *cap = n;
     return 0;
+}
+
+/* The child runs on a stack of its own, allocated once and kept: the
+ * parent is suspended while it runs, and only one such child is started
+ * at a time (from the Lua thread). */
+#define CHILD_STACK ((size_t)256 * 1024)
+
+pid_t mkh_vfork_call(int (*fn)(void *), void *arg, int share_memory)
+{
+    static char *stack;
+    if (!stack) {
+        void *m = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (m == MAP_FAILED) return -1;
+        stack = m;
+    }
+    return clone(fn, stack + CHILD_STACK, (share_memory ? CLONE_VM : 0) | CLONE_VFORK | SIGCHLD, arg);
 }

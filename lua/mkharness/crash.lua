@@ -58,7 +58,23 @@ end
 -- Every harness call looks: raise the first crash not yet reported (a
 -- call about `except` itself judges that service's exit its own way).
 local function check_crashes(except)
-  for svc in pairs(held) do notice_exit(svc) end
+  -- one poll over the held services' own pidfds (readable once exited)
+  -- instead of asking the kernel about each: every harness call looks, and
+  -- a group of N would otherwise cost N system calls per call
+  local fds, by_fd = {}, {}
+  for svc in pairs(held) do
+    local proc = svc._proc
+    local fd, own
+    if proc and not svc._exit_seen and not svc._stopped and svc._ready_at then fd, own = proc:fd() end
+    if own then
+      fds[#fds + 1], by_fd[fd] = fd, svc
+    else
+      notice_exit(svc)
+    end
+  end
+  if #fds > 0 then
+    for fd in pairs(core.readable(fds)) do notice_exit(by_fd[fd]) end
+  end
   for svc in pairs(held) do
     local c = svc._crash
     if c and not c.reported and svc ~= except then crash_error(svc) end

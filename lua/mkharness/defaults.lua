@@ -14,6 +14,12 @@ return {
   interval = 0.1,
   min_pause = 0.001,
   cost_factor = 50,
+  -- The wait loop's own CPU over a long wait (its thread, in the passes
+  -- polling woke), as a share of one core: past a short burst, polling
+  -- wake-ups are held back to stay within it, never beyond `interval` (the
+  -- pauses above bound each probe, not the loop's passes, which also cost).
+  wait_cpu_share = 0.015,
+  wait_cpu_burst = 0.01, -- seconds of CPU a wait may spend before that
   on_exit = "fail",
   max_restarts = 5,
   already_running = "error",

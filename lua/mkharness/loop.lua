@@ -62,20 +62,23 @@ end
 
 -- Sleep until one of fds is readable or `left` seconds passed (-1: no
 -- limit), firing due timers. May return early: every caller re-checks.
+-- Returns what the poll saw ({ [fd] = true }), or nil when unknown (a
+-- client coroutine that yielded): then the caller re-checks everything.
 function L.block(fds, left)
   L.run_due()
   local s = L.sched
   if s and L.firing == 0 and s.owns(coroutine.running()) and coroutine.isyieldable() then
     s.yield(fds, left)
-    return
+    return nil
   end
   local due = L.next_due()
   if due then
     local d = math.max(0, due - core.now())
     if left < 0 or d < left then left = d end
   end
-  core.poll(fds, left)
+  local ready = core.poll(fds, left)
   L.run_due()
+  return ready
 end
 
 -- proc:wait(timeout) that lets timers fire and clients run: it waits on

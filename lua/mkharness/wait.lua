@@ -38,9 +38,14 @@ local function probe_summary(w)
 end
 
 -- Check a waiter once; returns true when it is satisfied. Raises on failure.
-local function step(w, now)
+-- `ready`: the fds the last poll found ready (nil: look at everything). An
+-- exit makes the service's fd readable, so without it there is no exit to
+-- ask the kernel about: a group of N waiting costs no N system calls a pass.
+local function step(w, now, ready)
   local svc = w.svc
-  if svc and svc._proc and not w.exited then
+  local fd, own
+  if ready and svc and svc._proc and not w.exited then fd, own = svc._proc:fd() end
+  if svc and svc._proc and not w.exited and not (own and not ready[fd]) then
     local code = svc._proc:poll()
     if code then
       w.exited = code
@@ -110,14 +115,33 @@ end
 -- Returns once every waiter is done; with `waiters.any`, as soon as one
 -- more is (a group then starts what depended on it).
 local function wait_all(waiters)
+  -- The loop's CPU budget: it earns wait_cpu_share of the wall time and
+  -- spends what this thread uses in passes that polling woke (the pass,
+  -- its poll, the probe attempts), up to wait_cpu_burst ahead. Once spent,
+  -- polling wake-ups wait until it is earned back, so a long wait costs
+  -- that share of a core whatever the machine and however many probes
+  -- there are: per-attempt pacing alone cannot bound the loop's own cost.
+  -- Passes that events woke are the services' doing and cost the budget
+  -- nothing, so a service flooding its output does not slow the polling of
+  -- the others. Short waits, events and deadlines are never held back,
+  -- and a polling probe never waits longer than its interval.
+  local share, burst = defaults.wait_cpu_share, defaults.wait_cpu_burst
+  local budget, cpu0, t0 = burst, core.cputime(), core.now()
+  local ready -- what the last poll saw (nil on the first pass)
+  local evented = false -- the pass being paid for was woken by an event
   while true do
+    local cpu, t = core.cputime(), core.now()
+    local spent = evented and 0 or cpu - cpu0
+    budget = math.max(-burst, math.min(burst, budget + (t - t0) * share - spent))
+    cpu0, t0 = cpu, t
+    evented = ready ~= nil and next(ready) ~= nil
     check_crashes(waiters.except)
     local now = core.now()
-    local fds, wake = {}, math.huge
+    local fds, wake, deadline, hold = {}, math.huge, math.huge, math.huge
     local pending, progressed = false, false
     for _, w in ipairs(waiters) do
       if not w.done then
-        if step(w, now) then
+        if step(w, now, ready) then
           w.done, progressed = true, true
           w.elapsed = core.now() - w.t0
           if w.on_ready then w.on_ready(w) end
@@ -135,15 +159,17 @@ local function wait_all(waiters)
             Error.raise("TimeoutExpired", fields)
           end
           pending = true
-          if w.deadline then wake = math.min(wake, w.deadline) end
+          if w.deadline then deadline = math.min(deadline, w.deadline) end
           if w.svc and w.svc._proc and not w.exited then
             local fd = w.svc._proc:fd()
             if fd then fds[#fds + 1] = fd end
           end
           for _, p in ipairs(w.probes) do
             if not p.done then
+              local pw = p.probe:wake(p.st) -- any{} paces its polling members this way
+              if p.probe.poll or pw then hold = math.min(hold, w.interval) end
               if p.probe.poll and not p.busy then wake = math.min(wake, p.next_at) end
-              wake = math.min(wake, p.probe:wake(p.st) or math.huge)
+              wake = math.min(wake, pw or math.huge)
               for _, fd in ipairs(p.probe:fds(p.st) or {}) do fds[#fds + 1] = fd end
             end
           end
@@ -151,8 +177,11 @@ local function wait_all(waiters)
       end
     end
     if not pending or (waiters.any and progressed) then return end
-    local left = wake == math.huge and -1 or math.max(0, wake - core.now())
-    loop.block(crash_fds(fds), left)
+    now = core.now()
+    if wake < math.huge and budget < 0 then wake = math.max(wake, now + math.min(-budget / share, hold)) end
+    wake = math.min(wake, deadline)
+    local left = wake == math.huge and -1 or math.max(0, wake - now)
+    ready = loop.block(crash_fds(fds), left)
   end
 end
 
