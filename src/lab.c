@@ -62,6 +62,7 @@ struct mkh_lab {
     int nfd;
     int pool[16], npool;      /* control-node TCP sockets made ahead, under mu */
     unsigned long user_ino;   /* the user namespace's inode: "is anything of it left?" */
+    int direct;               /* we may enter its networks without its user namespace (root) */
     pthread_mutex_t mu;       /* one request at a time: the proxy's thread asks too */
 };
 
@@ -686,6 +687,22 @@ mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, ch
     lab->fd_net = fds[2];
     struct stat sb;
     if (fstat(lab->fd_user, &sb) == 0) lab->user_ino = (unsigned long)sb.st_ino;
+    /* Root's capabilities reach into every user namespace below its own:
+     * then a child enters a host's network and mounts without joining the
+     * lab's user namespace, which a child sharing our memory (vfork) may
+     * not do. Tried on this thread: a network namespace is per thread. */
+    int here = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (here >= 0 && setns(lab->fd_net, CLONE_NEWNET) == 0) {
+        lab->direct = 1;
+        if (setns(here, CLONE_NEWNET) != 0) {
+            /* cannot happen with the rights just used; never stay inside */
+            snprintf(err, errlen, "cannot return to our own network namespace: %s", strerror(errno));
+            close(here);
+            mkh_lab_close(lab);
+            return NULL;
+        }
+    }
+    if (here >= 0) close(here);
     for (int i = 0; i < n; i++) {
         int one = 1, fd = -1;
         char h = 0;
@@ -711,7 +728,7 @@ uint32_t mkh_lab_addr(const mkh_lab *lab, int host)
 int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3])
 {
     if (host < -1 || host >= lab->nfd || lab->ctl < 0) return -1;
-    fds[0] = lab->fd_user;
+    fds[0] = lab->direct ? -1 : lab->fd_user;
     fds[1] = host < 0 ? lab->fd_net : lab->fd_host[host];
     fds[2] = lab->fd_mnt;
     return 0;

@@ -97,7 +97,7 @@ typedef struct {
     int fd_cgroup;         /* cgroup.procs to join before exec, or -1 */
     const mkh_ids *ids;    /* NULL: the harness's own user and groups */
     const char *who;       /* ids as the user gave them, for messages ("user 'nobody'") */
-    const int *ns;         /* a lab's namespaces to enter (user, net, mount), or NULL */
+    const int *ns;         /* a lab's namespaces to enter (user or -1, net, mount), or NULL */
     const char *where;     /* those namespaces as the user names them ("lab host 'n1'") */
 } mkh_spawn_opts;
 
@@ -123,7 +123,8 @@ int mkh_lab_hosts(const mkh_lab *lab);
 pid_t mkh_lab_keeper(const mkh_lab *lab);
 unsigned long mkh_lab_user_ino(const mkh_lab *lab);
 uint32_t mkh_lab_addr(const mkh_lab *lab, int host);  /* host order; host -1: the control node */
-/* the namespaces to spawn into host (-1: the control node): user, net, mount */
+/* the namespaces to spawn into host (-1: the control node): user (-1 when
+ * we may enter the others without it, as root), net, mount */
 int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3]);
 /* Replaces the packet filter of n hosts, each with its nft script, in
  * one request; in force on return. */

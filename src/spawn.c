@@ -59,7 +59,7 @@ MKH_CHILD_CODE static void child(const mkh_spawn_opts *o, char **cands, size_t n
          * the same path there */
         char here[4096];
         int have_cwd = getcwd(here, sizeof here) != NULL;
-        if (setns(o->ns[0], CLONE_NEWUSER) != 0 || setns(o->ns[1], CLONE_NEWNET) != 0 ||
+        if ((o->ns[0] >= 0 && setns(o->ns[0], CLONE_NEWUSER) != 0) || setns(o->ns[1], CLONE_NEWNET) != 0 ||
             setns(o->ns[2], CLONE_NEWNS) != 0)
             child_fail(rep, STAGE_NS, errno);
         if (have_cwd && chdir(here) != 0 && !o->cwd) child_fail(rep, STAGE_NS, errno);
@@ -274,7 +274,7 @@ int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, unsigned 
     child_args ca = { o, cands, ncand, getpid(), rep[1], drop_groups };
     /* a child entering a lab's user namespace gets a copy of our memory:
      * the kernel refuses that setns to a process sharing its address space */
-    pid_t pid = mkh_vfork_call(child_main, &ca, o->ns == NULL);
+    pid_t pid = mkh_vfork_call(child_main, &ca, o->ns == NULL || o->ns[0] < 0);
     int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(rep[1]);
