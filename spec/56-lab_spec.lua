@@ -315,6 +315,7 @@ print("uid " .. mk.run { "id", "-u", host = false }.stdout)
       H.config_error({ "hosts[1]" }, mk.lab, { hosts = { "a b" } })
       H.config_error({ "hosts[1]" }, mk.lab, { hosts = { string.rep("a", 32) } })
       H.config_error({ "hosts[1]" }, mk.lab, { hosts = { "partition" } })
+      H.config_error({ "hosts[2]", "loopback" }, mk.lab, { hosts = { "n1", "localhost" } })
       H.config_error({ "hosts[1]" }, mk.lab, { hosts = { 7 } })
       local many = {}
       for i = 1, 254 do many[i] = "h" .. i end

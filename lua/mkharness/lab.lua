@@ -60,6 +60,9 @@ local function host_names(ctx, k, v)
       fail(ctx, k .. "[" .. i .. "]", string.format("must be a host name: a lower-case letter, then letters, " ..
         "digits or '-', at most %d characters", NAME_MAX), name)
     end
+    if name == "localhost" or name:match("^ip6%-") then
+      fail(ctx, k .. "[" .. i .. "]", "is a name every host needs for itself (it would shadow the loopback)", name)
+    end
     if rawget(Lab, name) ~= nil or name == "name" then
       fail(ctx, k .. "[" .. i .. "]", "is the name of a lab method (lab." .. name .. "); choose another", name)
     end
