@@ -202,7 +202,9 @@ describe("ctx", function()
     talker = mk.process { shell = "echo before-$((1000+1)); while [ ! -e " .. DIR .. "/go ]; do sleep 0.01; done; "
       .. "echo during-$((2000+2)); echo on-stderr-$((3000+3)) >&2; exec sleep 1000", name = "talker" }:start()
     talker:wait_output("before")
-    crasher = mk.process { FX, "--on-signal", "USR1", "3", "--forever", name = "crasher" }:start()
+    -- ready once its handler is in place: a signal before would kill it
+    crasher = mk.output { FX, "--on-signal", "USR1", "3", "--print", "armed", "--forever", banner = "armed",
+      name = "crasher" }:start()
     idle = mk.process { FX, "--forever", name = "idle" }:start()
     never = mk.process { FX, name = "never" }
   end)

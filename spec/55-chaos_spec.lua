@@ -217,6 +217,30 @@ describe("mk.chaos", function()
       b:stop()
     end)
 
+    it("fires on time while a probe's TCP connect hangs (a lab address nobody answers)", function()
+      local built, lab = pcall(mk.lab, { hosts = { "n1" } })
+      if not built then pending("no lab on this machine: " .. tostring(lab)) return end
+      local _lab <close> = lab
+      -- on the lab's network, but no host has it: the SYN waits for an ARP
+      -- answer that never comes, for seconds
+      local nobody = lab.control_ip:gsub("%.1$", ".200")
+      local fired = 0
+      local run = mk.chaos { seed = 5, duration = 1.2,
+        faults = { mk.fault.custom { name = "tick", start = function() fired = fired + 1 end, heal = function() end,
+          every = { 0.05, 0.1 }, lasting = 0.01 } },
+        workload = function(ctx)
+          while ctx:running() do
+            local svc = mk.tcp { H.fx, "--forever", host = nobody, port = 9, timeout = 1, name = "unreachable" }
+            local ok, e = pcall(svc.start, svc)
+            assert(not ok and mk.is_error(e, "TimeoutExpired"), tostring(e))
+          end
+        end }
+      assert.is_true(fired >= 5)
+      table.sort(run.late)
+      -- a connect that blocked would hold a due fault for up to 1 s
+      assert.is_true(run.late[#run.late] < 0.2, "a fault fired " .. run.late[#run.late] .. " s late")
+    end)
+
     it("partition: halves, majority, isolate and one-way on a real lab, healed at the end", function()
       local built, lab = pcall(mk.lab, { hosts = { "n1", "n2", "n3" } })
       if not built then pending("no lab on this machine: " .. tostring(lab)) return end

@@ -1,6 +1,6 @@
 /* mkharness.core: the Lua binding of the engine, assembled. Each userdata
  * type has its own file (lproc.c, lwatch.c, lscanner.c, ldgram.c, lecho.c,
- * lproxy.c, llab.c), plain functions are grouped by topic (lrun.c, ltext.c,
+ * lproxy.c, llab.c, ltcp.c), plain functions are grouped by topic (lrun.c, ltext.c,
  * lnet.c, lfile.c, lhttp.c); this file holds what they share and the
  * module's entry point. The friendly API, option checking and composition
  * live in lua/mkharness/. */
@@ -111,5 +111,6 @@ int luaopen_mkharness_core(lua_State *L)
     lmkh_open_http(L);
     lmkh_open_proxy(L);
     lmkh_open_lab(L);
+    lmkh_open_tcp(L);
     return 1;
 }

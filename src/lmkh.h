@@ -49,6 +49,7 @@ void lmkh_open_proxy(lua_State *L);
 
 #define LMKH_LAB_MT "mkharness.lab"
 void lmkh_open_lab(lua_State *L);
+void lmkh_open_tcp(lua_State *L);
 struct mkh_lab *lmkh_check_lab(lua_State *L, int i); /* lproc.c spawns into a lab's host */
 
 /* pmatch.c: string.find(s, p, init + 1) that gives up when `deadline`

@@ -225,29 +225,37 @@ static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len, dou
     return 0;
 }
 
+/* host:port as an address: numeric ones skip the resolver, which matters
+ * at 1 kHz polling; names get the resolver within *timeout, reduced by
+ * the time it took. */
+static int tcp_addr(const char *host, int port, double *timeout, struct sockaddr_storage *ss, socklen_t *len,
+                    char *err, size_t errlen)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((unsigned short)port);
+        *len = sizeof *s4;
+    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((unsigned short)port);
+        *len = sizeof *s6;
+    } else {
+        double t0 = mkh_now();
+        if (mkh_resolve(host, port, 0, 0, *timeout, ss, len, NULL, 0, err, errlen) != 0) return -1;
+        *timeout -= mkh_now() - t0;
+        if (*timeout <= 0) *timeout = 0.001;
+    }
+    return 0;
+}
+
 int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    /* numeric addresses skip the resolver, which matters at 1 kHz polling */
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((unsigned short)port);
-        len = sizeof *s4;
-    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((unsigned short)port);
-        len = sizeof *s6;
-    } else {
-        /* the resolver gets the probe's budget, the connect what is left */
-        double t0 = mkh_now();
-        if (mkh_resolve(host, port, 0, 0, timeout, &ss, &len, NULL, 0, err, errlen) != 0) return -1;
-        timeout -= mkh_now() - t0;
-        if (timeout <= 0) timeout = 0.001;
-    }
+    if (tcp_addr(host, port, &timeout, &ss, &len, err, errlen) != 0) return -1;
     int fd = mkh_socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0, (struct sockaddr *)&ss);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -257,6 +265,44 @@ int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t 
     if (r != 0) snprintf(err, errlen, "connect to %s:%d: %s", host, port, strerror(errno));
     close(fd);
     return r;
+}
+
+int mkh_tcp_connect_start(const char *host, int port, double resolve_timeout, int *fd, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    *fd = -1;
+    if (tcp_addr(host, port, &resolve_timeout, &ss, &len, err, errlen) != 0) return -1;
+    int s = mkh_socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0, (struct sockaddr *)&ss);
+    if (s < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(s, (struct sockaddr *)&ss, len) == 0) {
+        close(s);
+        return 0;
+    }
+    if (errno != EINPROGRESS) {
+        snprintf(err, errlen, "connect to %s:%d: %s", host, port, strerror(errno));
+        close(s);
+        return -1;
+    }
+    *fd = s;
+    return 1;
+}
+
+int mkh_tcp_connect_result(int fd, char *err, size_t errlen)
+{
+    struct pollfd pf = { fd, POLLOUT, 0 };
+    if (poll(&pf, 1, 0) <= 0) return 1;
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+    if (soerr) {
+        snprintf(err, errlen, "%s", strerror(soerr));
+        return -1;
+    }
+    return 0;
 }
 
 int mkh_unix_probe(const char *path, char *err, size_t errlen)

@@ -200,14 +200,56 @@ function P.tcp(t)
   o.poll = true
   return new("tcp", o)
 end
+-- One TCP connect driven by the wait loop: true, false + why, or nil while
+-- in flight (its socket in st.tcp, given up at st.tcp_until: at most 1 s,
+-- or the deadline). A connect the network is slow to answer (a SYN a lab
+-- partition drops) no longer holds the other waiters and due timers.
+local function tcp_attempt(st, host, port, deadline)
+  local a = st.tcp
+  if not a then
+    local budget = deadline and math.max(0.001, math.min(1, deadline - core.now())) or 1
+    local r, err = core.tcp_start(host, port, budget)
+    if r == true or not r then return r or false, err end
+    a, st.tcp, st.tcp_until = r, r, core.now() + budget
+  end
+  local ok, err = a:result()
+  if ok == nil then
+    if core.now() < st.tcp_until then return nil end
+    ok, err = false, string.format("connect to %s:%d: Connection timed out", host, port)
+  end
+  a:close()
+  st.tcp, st.tcp_until = nil, nil
+  return ok, err
+end
+
+local function tcp_release(st)
+  if st.tcp then st.tcp:close() st.tcp = nil end
+end
+
+-- Is something listening on host:port? A whole connect (at most 1 s),
+-- waited for in the loop, so that due timers fire meanwhile.
+local function tcp_listening(host, port)
+  local loop = require "mkharness.loop"
+  local st = {}
+  while true do
+    local ok = tcp_attempt(st, host, port, nil)
+    if ok ~= nil then return ok end
+    loop.block({ st.tcp:fd() }, math.max(0, st.tcp_until - core.now()))
+  end
+end
+
 KINDS.tcp = {
   describe = function(p) return string.format("tcp %s:%d", p.host, p.port) end,
-  check = function(p, _, _, deadline)
-    local budget = deadline and math.max(0.001, math.min(1, deadline - core.now())) or 1
-    return core.tcp_probe(p.host, p.port, budget)
+  check = function(p, st, _, deadline)
+    local ok, err = tcp_attempt(st, p.host, p.port, deadline)
+    if ok == nil then return false, string.format("connecting to %s:%d", p.host, p.port), nil, true end
+    return ok, err
   end,
+  fds = function(_, st) return st.tcp and { st.tcp:fd() } end,
+  wake = function(_, st) return st.tcp and st.tcp_until end,
+  detach = function(_, st) tcp_release(st) end,
   precheck = function(p)
-    if core.tcp_probe(p.host, p.port, 1) then
+    if tcp_listening(p.host, p.port) then
       local pid, cmd = core.port_owner(p.port)
       return true, pid and string.format("port %d is held by pid %d (%s)", p.port, pid, cmd)
         or string.format("something already answers on %s:%d", p.host, p.port)
@@ -524,11 +566,11 @@ KINDS.http = {
   check = function(p, st, _, deadline)
     local a = st.attempt
     if not a then
-      local left = deadline and math.max(0.001, deadline - core.now()) or 30
       -- TCP first: refused connections are answered in microseconds this way
-      local ok, err = core.tcp_probe(p.parsed.host, p.parsed.port, math.min(left, 1))
+      local ok, err = tcp_attempt(st, p.parsed.host, p.parsed.port, deadline)
+      if ok == nil then return false, string.format("connecting to %s:%d", p.parsed.host, p.parsed.port), nil, true end
       if not ok then return false, err end
-      left = deadline and math.max(0.001, deadline - core.now()) or 30
+      local left = deadline and math.max(0.001, deadline - core.now()) or 30
       local herr
       a, herr = core.http_start {
         url = p.url, method = p.method, headers = p.header_list, body = p.body,
@@ -545,13 +587,20 @@ KINDS.http = {
     if p.match(status) then return true, "status " .. status end
     return false, "answered status " .. status, true -- answered: back off
   end,
-  fds = function(_, st) return st.attempt and { st.attempt:fd() } end,
-  wake = function(_, st) return st.attempt and st.attempt:wake() end,
+  fds = function(_, st)
+    if st.attempt then return { st.attempt:fd() } end
+    return st.tcp and { st.tcp:fd() }
+  end,
+  wake = function(_, st)
+    if st.attempt then return st.attempt:wake() end
+    return st.tcp and st.tcp_until
+  end,
   detach = function(_, st)
     if st.attempt then st.attempt:close() st.attempt = nil end
+    tcp_release(st)
   end,
   precheck = function(p)
-    if not core.tcp_probe(p.parsed.host, p.parsed.port, 1) then return false end
+    if not tcp_listening(p.parsed.host, p.parsed.port) then return false end
     local res = core.http_request { url = p.url, method = p.method, headers = p.header_list,
       body = p.body, insecure = p.insecure, timeout = 2, max_body = 0 }
     if res and p.match(res.status) then
