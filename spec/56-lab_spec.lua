@@ -109,6 +109,24 @@ describe("mk.lab", function()
     assert.is_true(tcp_ok(lab, "a", "d"))
   end)
 
+  it("heals one fault's cuts with its handle; a link two faults cut stays cut", function()
+    if not need_lab() then return end
+    local lab <close> = mk.lab { hosts = { "n1", "n2", "n3" } }
+    local _, iso = lab:isolate("n1")
+    local _, drop = lab:drop { from = "n2", to = { "n1", "n3" } }
+    assert.same({ "n1->n2", "n1->n3", "n2->n1", "n2->n3", "n3->n1" }, lab:cuts())
+    lab:heal(iso)
+    assert.same({ "n2->n1", "n2->n3" }, lab:cuts()) -- n2->n1 was the drop's too
+    lab:heal(iso)                                    -- twice: nothing more
+    assert.same({ "n2->n1", "n2->n3" }, lab:cuts())
+    lab:heal(drop)
+    assert.same({}, lab:cuts())
+    H.config_error({ "handle" }, lab.heal, lab, {})
+    local other <close> = mk.lab { hosts = { "m1", "m2" } }
+    local _, foreign = other:isolate("m1")
+    H.config_error({ "handle" }, lab.heal, lab, foreign)
+  end)
+
   it("cuts UDP too, and drop{} cuts one way only", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1", "n2" } }

@@ -217,7 +217,9 @@ C.pause = member_fault("pause", "mk.fault.pause", "services",
   function(m) m:pause() end, function(m) m:resume() end)
 
 -- partition{ lab, mode = "halves"|"majority"|"isolate"|"oneway" }: the
--- lab's hosts (lab:hosts()) cut as the mode says, healed by lab:heal().
+-- lab's hosts (lab:hosts()) cut as the mode says; each occurrence heals
+-- its own cuts (the handle the lab returned), so partitions in force
+-- together do not end each other.
 local MODES = { "halves", "majority", "isolate", "oneway" }
 function C.partition(t)
   local ctx = "mk.fault.partition"
@@ -230,15 +232,15 @@ function C.partition(t)
   f.name = f.opts.name or ("partition " .. f.mode)
   f.targets = function() return lab:hosts() end
   f.pick = f.opts.pick or "all"
-  f.act = function(_, hosts, rng)
+  f.act = function(occ, hosts, rng)
     local sh = rng:shuffle(hosts)
     local n = #sh
     if f.mode == "isolate" then
-      lab:isolate(sh[1])
+      occ.state = select(2, lab:isolate(sh[1]))
       return "isolate " .. sh[1]
     elseif f.mode == "oneway" then
       if n < 2 then error("oneway needs two hosts", 0) end
-      lab:drop { from = sh[1], to = sh[2] }
+      occ.state = select(2, lab:drop { from = sh[1], to = sh[2] })
       return "drop " .. sh[1] .. " -> " .. sh[2]
     end
     local cut = f.mode == "halves" and n // 2 or math.max(1, (n - 1) // 2)
@@ -246,10 +248,11 @@ function C.partition(t)
     for i, h in ipairs(sh) do
       if i <= cut then a[#a + 1] = h else b[#b + 1] = h end
     end
-    lab:partition { a, b }
+    occ.state = select(2, lab:partition { a, b })
     return table.concat(a, ",") .. " | " .. table.concat(b, ",")
   end
-  f.undo = function() lab:heal() end
+  -- a lab-like object without handles: heal all
+  f.undo = function(occ) lab:heal(occ.state) end
   return f
 end
 

@@ -5,7 +5,8 @@
 --
 -- A fault is a set of cut one-way links "from -> to". Each host drops, at
 -- its own input, the packets of the hosts cut towards it; partition, isolate
--- and drop add links, heal removes them all. The control node (the
+-- and drop add links (counted: two faults may cut the same link) and return
+-- a handle, heal(handle) removes that fault's links, heal() all of them. The control node (the
 -- scenario's own network in the lab: probes, mk.get, proxies, mk.run) is
 -- never cut, as Jepsen's control node.
 local core = require "mkharness.core"
@@ -213,7 +214,16 @@ function Lab:cuts()
   return t
 end
 
-local function cut(self, a, b) if a ~= b then self._cut[a.index .. ">" .. b.index] = true end end
+-- a fault's cut links, for heal(handle)
+local Cut = { __name = "mkharness.lab_cut" }
+L.Cut = Cut
+
+local function cut(self, a, b, added)
+  if a == b then return end
+  local k = a.index .. ">" .. b.index
+  self._cut[k] = (self._cut[k] or 0) + 1
+  added[#added + 1] = k
+end
 
 -- a list of hosts (names or lab.nX), or one host
 local function host_list(self, ctx, k, v)
@@ -243,9 +253,10 @@ function Lab:partition(groups)
   local rest = {}
   for _, h in ipairs(self._hosts) do if not side[h] then rest[#rest + 1] = h side[h] = 0 end end
   if #rest > 0 then sides[#sides + 1] = rest end
+  local added = {}
   for _, a in ipairs(self._hosts) do
     for _, b in ipairs(self._hosts) do
-      if side[a] ~= side[b] then cut(self, a, b) end
+      if side[a] ~= side[b] then cut(self, a, b, added) end
     end
   end
   apply(self)
@@ -258,16 +269,17 @@ function Lab:partition(groups)
   local text = {}
   for i, n in ipairs(shown) do text[i] = table.concat(n, " ") end
   emit(self, "partition", "partition " .. table.concat(text, " | "), { groups = shown, cuts = self:cuts() })
-  return self
+  return self, setmetatable({ lab = self, links = added }, Cut)
 end
 
 function Lab:isolate(h)
   alive(self)
   local host = host_of(self, self.name .. ":isolate", "host", h)
-  for _, g in ipairs(self._hosts) do cut(self, host, g) cut(self, g, host) end
+  local added = {}
+  for _, g in ipairs(self._hosts) do cut(self, host, g, added) cut(self, g, host, added) end
   apply(self)
   emit(self, "isolate", "isolate " .. host.name, { host = host.name, cuts = self:cuts() })
-  return self
+  return self, setmetatable({ lab = self, links = added }, Cut)
 end
 
 -- lab:drop{ from = "n1", to = "n2" }: one way; from and to may be lists
@@ -277,13 +289,13 @@ function Lab:drop(t)
   local o = options.check(ctx, t, { from = types.required(any, "(a host or a list)"),
     to = types.required(any, "(a host or a list)") })
   local from, to = host_list(self, ctx, "from", o.from), host_list(self, ctx, "to", o.to)
-  local fn, tn = {}, {}
-  for i, a in ipairs(from) do fn[i] = a.name for _, b in ipairs(to) do cut(self, a, b) end end
+  local fn, tn, added = {}, {}, {}
+  for i, a in ipairs(from) do fn[i] = a.name for _, b in ipairs(to) do cut(self, a, b, added) end end
   for i, b in ipairs(to) do tn[i] = b.name end
   apply(self)
   emit(self, "drop", "drop " .. table.concat(fn, " ") .. " -> " .. table.concat(tn, " "),
     { from = fn, to = tn, cuts = self:cuts() })
-  return self
+  return self, setmetatable({ lab = self, links = added }, Cut)
 end
 
 -- netem on a host's link: lab:latency{ host =, ms =, jitter = }, lab:loss{ host =, percent = }
@@ -322,9 +334,26 @@ function Lab:loss(t)
   return netem(self, ctx, h, { percent = o.percent }, "loss", string.format("loss %g %% on %s", o.percent, h.name))
 end
 
--- Everything back: no cut link, no netem.
-function Lab:heal()
+-- heal(): everything back, no cut link and no netem. heal(handle): only
+-- the links that partition/isolate/drop call cut (what another fault cut
+-- too stays cut until that one heals).
+function Lab:heal(handle)
   alive(self)
+  if handle ~= nil then
+    if getmetatable(handle) ~= Cut or handle.lab ~= self then
+      fail(self.name .. ":heal", "handle", "must be what partition, isolate or drop of this lab returned", handle)
+    end
+    if not handle.healed then
+      handle.healed = true
+      for _, k in ipairs(handle.links) do
+        local n = (self._cut[k] or 0) - 1
+        self._cut[k] = n > 0 and n or nil
+      end
+      apply(self)
+    end
+    emit(self, "heal", "healed one fault's cuts", { cuts = self:cuts(), partial = true })
+    return self
+  end
   local had = #self:cuts() > 0 or next(self._netem) ~= nil
   self._cut = {}
   apply(self)
@@ -333,7 +362,7 @@ function Lab:heal()
     if not ok then raise(self, self.name .. ":heal: " .. h.name .. ": " .. err) end
     self._netem[h] = nil
   end
-  emit(self, "heal", had and "healed" or "healed (nothing was cut)")
+  emit(self, "heal", had and "healed" or "healed (nothing was cut)", { cuts = {} })
   return self
 end
 

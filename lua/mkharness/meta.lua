@@ -441,6 +441,9 @@ function probe.any(t) end
 ---@field host string|mkharness.LabHost
 ---@field percent number 0 to 100
 
+---What partition, isolate and drop return: their cut links, for heal(handle).
+---@class mkharness.LabCut
+
 ---Hosts with a network of their own; `lab.n1` is the host named n1.
 ---@class mkharness.Lab
 ---@field name string
@@ -460,16 +463,19 @@ function Lab:hosts() end
 ---No traffic between the groups; hosts in no group form one more group.
 ---@param groups (string|mkharness.LabHost)[][]
 ---@return mkharness.Lab
+---@return mkharness.LabCut handle for heal(handle): this fault's cuts only
 function Lab:partition(groups) end
 
 ---Cut one host from every other, both ways.
 ---@param host string|mkharness.LabHost
 ---@return mkharness.Lab
+---@return mkharness.LabCut handle for heal(handle): this fault's cuts only
 function Lab:isolate(host) end
 
 ---Drop the packets from some hosts to others (one way).
 ---@param t mkharness.DropOptions
 ---@return mkharness.Lab
+---@return mkharness.LabCut handle for heal(handle): this fault's cuts only
 function Lab:drop(t) end
 
 ---Delay a host's packets (netem; ExecutorError where the kernel lacks it).
@@ -482,9 +488,12 @@ function Lab:latency(t) end
 ---@return mkharness.Lab
 function Lab:loss(t) end
 
----Every cut and every netem setting removed; in force on return.
+---Every cut and every netem setting removed; with a handle, only the
+---links that fault cut (a link another fault cut too stays cut). In
+---force on return.
+---@param handle? mkharness.LabCut
 ---@return mkharness.Lab
-function Lab:heal() end
+function Lab:heal(handle) end
 
 ---The cut one-way links, as "n1->n2", sorted.
 ---@return string[]

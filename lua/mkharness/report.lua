@@ -188,7 +188,7 @@ function R.model(list)
             if a == h.name or b == h.name then l.cut = true end
           end
         end
-        if ev.action == "heal" then l.netem = nil end
+        if ev.action == "heal" and not ev.partial then l.netem = nil end
         if (ev.action == "latency" or ev.action == "loss") and ev.host == h.name then
           l.netem = ((tonumber(ev.ms) or 0) > 0 or (tonumber(ev.jitter) or 0) > 0 or (tonumber(ev.percent) or 0) > 0) or nil
         end
