@@ -156,6 +156,20 @@ describe("mk.lab", function()
     assert.is_nil(r2:output():find("second", 1, true))
   end)
 
+  it("does not hang on a keeper that stops answering: the fault fails, bounded, and the hosts still run services", function()
+    if not need_lab() then return end
+    local lab <close> = mk.lab { hosts = { "n1", "n2" } }
+    local keeper = lab:keeper()
+    assert.equal(0, mk.run { "kill", "-STOP", tostring(keeper), host = false }.code)
+    local t0 = mk.now()
+    local e = H.catch(lab.isolate, lab, "n1")
+    mk.run { "kill", "-CONT", tostring(keeper), host = false }
+    assert.equal("ExecutorError", e.kind)
+    assert.matches("did not answer within 5 s", tostring(e), 1, true)
+    assert.is_true(mk.now() - t0 < 8)
+    assert.equal(0, mk.run { "true", host = lab.n1 }.code)
+  end)
+
   it("names netem where the kernel has it, and says so where it does not", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1" } }

@@ -46,6 +46,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -512,6 +513,16 @@ report:
 
 /* ==== the harness side ==== */
 
+#define BUILD_TIMEOUT 60  /* seconds: 253 hosts take about 1 s */
+#define ANSWER_TIMEOUT 5  /* seconds: a request takes about 0.1 ms */
+
+static void set_timeout(int fd, int seconds)
+{
+    struct timeval tv = { seconds, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 static int write_file(pid_t pid, const char *what, const char *text)
 {
     char path[64];
@@ -659,7 +670,9 @@ mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, ch
     }
     lab->keeper = pid;
     mkh_guardian_watch(pid, mkh_start_ticks(pid));
-    /* every read below is bounded by the keeper's life: it dies, we read EOF */
+    /* every read below ends when the keeper dies (end of file), and after
+     * a while even if it lives but does not answer (stopped by someone) */
+    set_timeout(lab->ctl, BUILD_TIMEOUT);
     int st = -1;
     char go = 'g';
     if (read(lab->ctl, &st, sizeof st) != (ssize_t)sizeof st) st = -1;
@@ -713,6 +726,7 @@ mkh_lab *mkh_lab_new(const char *const *names, int n, const char *hosts_file, ch
         }
         lab->fd_host[lab->nfd++] = fd;
     }
+    set_timeout(lab->ctl, ANSWER_TIMEOUT);
     return lab;
 }
 
@@ -727,7 +741,7 @@ uint32_t mkh_lab_addr(const mkh_lab *lab, int host)
 
 int mkh_lab_ns_fds(const mkh_lab *lab, int host, int fds[3])
 {
-    if (host < -1 || host >= lab->nfd || lab->ctl < 0) return -1;
+    if (host < -1 || host >= lab->nfd) return -1;
     fds[0] = lab->direct ? -1 : lab->fd_user;
     fds[1] = host < 0 ? lab->fd_net : lab->fd_host[host];
     fds[2] = lab->fd_mnt;
@@ -745,7 +759,15 @@ static int ask_locked(mkh_lab *lab, struct request *q, size_t qlen, int *fds, in
     if (lab->ctl >= 0 && send_fds(lab->ctl, q, qlen, NULL, 0) == 0)
         n = recv_fds(lab->ctl, buf, sizeof buf - 1, fds, nfds ? nfds : &want);
     if (n < (ssize_t)sizeof *a) {
-        snprintf(err, errlen, "the lab's keeper is gone");
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && lab->ctl >= 0) {
+            /* a late answer would be read as the next one's: the lab is done */
+            snprintf(err, errlen, "the lab's keeper (pid %d) did not answer within %d s; the lab is closed",
+                     (int)lab->keeper, ANSWER_TIMEOUT);
+            close(lab->ctl);
+            lab->ctl = -1;
+        } else {
+            snprintf(err, errlen, "the lab's keeper is gone");
+        }
         return -1;
     }
     buf[n] = '\0';
