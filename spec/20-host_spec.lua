@@ -766,6 +766,43 @@ s:wait_exit { timeout = 10 }
       mk.core.rmtree(dir)
     end)
 
+    -- start() returns once its service is ready and writes its lines
+    -- afterwards (at the next wait or harness call): a run that ends right
+    -- after it still has them, before its teardown's, in time order
+    it("a run that ends right after start() has its spawned and ready lines, in order", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local r = scenario([[
+        mk.output { FX, "--print", "up", "--forever", name = "quick", banner = "^up$" }:start()
+      ]], { host_args = { "--report", file } })
+      assert.equal(0, r.code, r.stderr)
+      local list = json_lines(H.slurp(file) or "")
+      local order, last_t = {}, -math.huge
+      for _, e in ipairs(list) do
+        if e.service == "quick" then order[#order + 1] = e.event end
+        assert(e.t >= last_t, "not in time order: " .. e.event)
+        last_t = e.t
+      end
+      assert.same({ "spawned", "ready", "torn_down" }, order)
+    end)
+
+    it("under stock Lua, the lines start() left are written when the state closes", function()
+      local file = mk.tmpdir() .. "/report.jsonl"
+      local init = package.searchpath("mkharness", package.path)
+      local lua_dir = init:match("^(.*)/mkharness/init%.lua$")
+      local code = "package.path = '" .. lua_dir .. "/?.lua;" .. lua_dir .. "/?/init.lua;' .. package.path\n" ..
+        "local mk = require 'mkharness'\n" ..
+        "local s = mk.output { '" .. H.fx .. "', '--print', 'up', '--forever', name = 'stock', banner = '^up$' }:start()\n"
+      local env = tmp_env { MKHARNESS_REPORT = file }
+      local preload = os.getenv("MKH_SANITIZER_PRELOAD")
+      if preload and preload ~= "" then env.LD_PRELOAD, env.ASAN_OPTIONS = preload, "detect_leaks=0" end
+      local r = mk.run { "lua5.4", "-e", code, env = env, host = false }
+      assert.equal(0, r.code, r.stderr)
+      local seen = by_event(json_lines(H.slurp(file) or ""))
+      assert.is_not_nil(seen.spawned, "no spawned line")
+      assert.is_not_nil(seen.ready, "no ready line")
+      assert.equal("stock", seen.ready.service)
+    end)
+
     it("a failing run keeps it, with an error event: kind, service, message", function()
       local r = scenario([[
         mk.output { "false", name = "quitter", banner = "never" }:start()

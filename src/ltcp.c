@@ -1,5 +1,6 @@
 /* A TCP connection attempt the wait loop drives: core.tcp_start(host, port,
- * resolve_timeout) -> true (connected at once) | an attempt | nil, err.
+ * resolve_timeout) -> true (connected at once) | false, err (refused at
+ * once) | an attempt | nil, err (no address, no socket).
  * The attempt's fd() is an epoll descriptor holding the connecting socket
  * for output, so that it reads as ready (core.poll waits for input only)
  * when the connect has finished either way; result() then says how. A
@@ -50,6 +51,20 @@ static int l_tcp_start(lua_State *L)
     if (r == 0) {
         lua_pushboolean(L, 1);
         return 1;
+    }
+    /* on loopback the answer (a SYN-ACK or a reset) is usually in before
+     * connect() returns EINPROGRESS: take it now, saving an epoll
+     * descriptor and a pass of the wait loop per attempt */
+    r = mkh_tcp_connect_result(fd, err, sizeof err);
+    if (r != 1) {
+        close(fd);
+        if (r == 0) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L, "connect to %s:%d: %s", host, port, err);
+        return 2;
     }
     tcp_attempt *a = lua_newuserdatauv(L, sizeof *a, 0);
     a->sock = fd;

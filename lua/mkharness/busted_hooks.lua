@@ -245,14 +245,17 @@ local function new_state(api, core)
     local events = package.loaded["mkharness.events"]
     if type(events) ~= "table" or S.hooked[events] then return end
     S.hooked[events] = true
-    local emit = events.emit
-    events.emit = function(event, fields, text)
-      emit(event, fields, text)
-      if event == "spawned" then
-        local ok, err = pcall(on_spawn, fields)
-        if not ok then io.stderr:write("mkharness: busted scoping: ", tostring(err), "\n") end
+    local function watched(emit)
+      return function(event, fields, text)
+        emit(event, fields, text)
+        if event == "spawned" then
+          local ok, err = pcall(on_spawn, fields)
+          if not ok then io.stderr:write("mkharness: busted scoping: ", tostring(err), "\n") end
+        end
       end
     end
+    -- "spawned" is written later (emit_later), but announced at once
+    events.emit, events.emit_later = watched(events.emit), watched(events.emit_later)
   end
   S.watch_events = watch_events
 

@@ -4,6 +4,7 @@
 -- MKHARNESS_VERBOSE and MKHARNESS_REPORT do the same.
 local core = require "mkharness.core"
 local json = require "mkharness.json"
+local loop = require "mkharness.loop"
 
 local SCHEMA = 1
 
@@ -22,7 +23,7 @@ local E = {
 local reg = debug.getregistry()
 local S = reg["mkharness.events"]
 if not S then
-  S = { buffer = {}, started = false }
+  S = { buffer = {}, started = false, later = {} }
   reg["mkharness.events"] = S
 end
 
@@ -66,6 +67,7 @@ end
 -- Make the run directory (if not yet) and write the waiting lines to its
 -- events.jsonl: on failure, with --keep, or when the buffer is full.
 function E.persist()
+  E.flush()
   local dir = core.run_dir()
   return dir ~= nil and append(dir, nil)
 end
@@ -78,20 +80,20 @@ local function to_run_file(line)
   if #S.buffer > BUFFER_MAX and not E.persist() then table.remove(S.buffer, 1) end
 end
 
--- emit("ready", { service = "redis", ms = 12.3 }, "redis: ready after 12.3 ms")
-function E.emit(event, fields, text)
-  -- a chaos run keeps its operations in memory and writes them here, before
-  -- any other event, so the file stays in time order
-  local hook = E.before_emit
-  if hook then
-    E.before_emit = nil
-    hook()
-    E.before_emit = hook
+local function verbose_line(now, text)
+  if not (text and E.verbose > 0 and not E.quiet) then return end
+  -- one write: the echo thread's lines must not land inside it
+  local stamp = ""
+  if E.timestamps then
+    stamp = string.format(E.color and "\27[2m+%.3fs\27[0m " or "+%.3fs ", math.max(0, now - E.t0))
   end
+  io.stderr:write(stamp .. "mkharness: " .. text .. "\n")
+end
+
+local function record(event, fields, now)
   -- the first event of every run is "start", with the header; under stock
   -- lua nobody emits one, so the first event brings it
-  if not S.started and event ~= "start" then E.emit("start", { mode = "module", run = core.run_id() }) end
-  local now = core.now()
+  if not S.started and event ~= "start" then record("start", { mode = "module", run = core.run_id() }, now) end
   local rec = { event = event, t = now }
   if event == "start" then -- -t counts from here, as the report's t does
     E.t0 = now
@@ -103,16 +105,6 @@ function E.emit(event, fields, text)
       rec.time, rec.epoch = os.date("!%Y-%m-%dT%H:%M:%SZ", epoch), epoch
     end
   end
-  -- the -v line first: the services' echoed lines must not overtake it
-  -- while the files are written
-  if text and E.verbose > 0 and not E.quiet then
-    -- one write: the echo thread's lines must not land inside it
-    local stamp = ""
-    if E.timestamps then
-      stamp = string.format(E.color and "\27[2m+%.3fs\27[0m " or "+%.3fs ", math.max(0, now - E.t0))
-    end
-    io.stderr:write(stamp .. "mkharness: " .. text .. "\n")
-  end
   for k, v in pairs(fields or {}) do if rec[k] == nil then rec[k] = v end end
   -- a line is written whatever the fields hold: the report must not end the run
   local ok, line = pcall(json.encode_report, rec)
@@ -123,10 +115,56 @@ function E.emit(event, fields, text)
   to_run_file(line)
 end
 
+-- Write the lines emit_later kept back. Every other way a line is written
+-- does this first, so the file stays in time order.
+function E.flush()
+  local later = S.later
+  if later[1] == nil then return end
+  S.later = {}
+  for _, x in ipairs(later) do record(x[1], x[2], x[3]) end
+end
+
+-- under stock lua, the lines still owed when the state closes
+if not S.finalizer then S.finalizer = setmetatable({}, { __gc = function() pcall(E.flush) end }) end
+
+-- emit("ready", { service = "redis", ms = 12.3 }, "redis: ready after 12.3 ms")
+function E.emit(event, fields, text)
+  E.flush()
+  -- a chaos run keeps its operations in memory and writes them here, before
+  -- any other event, so the file stays in time order
+  local hook = E.before_emit
+  if hook then
+    E.before_emit = nil
+    hook()
+    E.before_emit = hook
+  end
+  local now = core.now()
+  -- the -v line first: the services' echoed lines must not overtake it
+  -- while the files are written
+  verbose_line(now, text)
+  record(event, fields, now)
+end
+
+-- The same, with the line written at the next wait or harness call: for
+-- the events on a start()'s own path (spawned, ready), whose encoding and
+-- writing would otherwise be part of the latency its caller waits for.
+-- The -v line and the event's time are taken now.
+function E.emit_later(event, fields, text)
+  -- a chaos run's operations wait in a queue of their own: the two would
+  -- not come out in time order
+  if E.before_emit then return E.emit(event, fields, text) end
+  local now = core.now()
+  verbose_line(now, text)
+  local later = S.later
+  later[#later + 1] = { event, fields, now }
+  if later[2] == nil then loop.defer(E.flush) end
+end
+
 -- Lines already encoded, each an event with its own "event" and "t" (a
 -- chaos run's operations), written with one append; never a -v line.
 function E.write_lines(lines)
   if #lines == 0 then return end
+  E.flush()
   if not S.started then E.emit("start", { mode = "module", run = core.run_id() }) end
   -- written line by line through the file's buffer: one big concatenated
   -- string costs more than the lines themselves
@@ -144,6 +182,7 @@ function E.write_lines(lines)
 end
 
 function E.close()
+  E.flush()
   if S.report then S.report:close() S.report, S.report_path = nil, nil end
 end
 

@@ -13,6 +13,7 @@ local defaults = require "mkharness.defaults"
 local crash = require "mkharness.crash"
 local wait = require "mkharness.wait"
 local describe = require "mkharness.describe"
+local loop = require "mkharness.loop"
 local types = options.types
 local fmt_ms, svc_error, describe_code, log_tail = describe.fmt_ms, describe.svc_error, describe.describe_code, describe.log_tail
 local held, check_crashes = crash.held, crash.check
@@ -344,7 +345,7 @@ function Executor:_launch()
   self._exit_seen, self._crash, self._ending, self._signalled, self._ready_at = nil, nil, nil, nil, nil
   held[self] = true
   self._starts = (self._starts or 0) + 1 -- marks of earlier starts are void
-  events.emit("spawned", { service = self.name, pid = proc:pid(), command = self.command,
+  events.emit_later("spawned", { service = self.name, pid = proc:pid(), command = self.command,
     host = self.lab_host and self.lab_host.name or nil },
     string.format("%s: spawned pid %d: %s", self.name, proc:pid(), self.command))
   if #self._probes == 0 then self._ready_at = core.now() return nil end
@@ -362,7 +363,8 @@ function Executor:_launch()
     release = release,
     on_ready = function(w)
       self._ready_at = core.now()
-      release()
+      -- what only tidies up waits until start() has returned
+      loop.defer(release)
       if self.kind == "pidfile" then self:_adopt_daemon() end
       local how = {}
       local attempts = 0 -- of the polling probes; event probes just saw their event
@@ -370,7 +372,7 @@ function Executor:_launch()
         how[#how + 1] = wp.probe:describe()
         if wp.probe.poll then attempts = attempts + wp.attempts end
       end
-      events.emit("ready", { service = self.name, ms = w.elapsed * 1000, probes = how, attempts = attempts },
+      events.emit_later("ready", { service = self.name, ms = w.elapsed * 1000, probes = how, attempts = attempts },
         string.format("%s: ready after %s (%s, %s)", self.name, fmt_ms(w.elapsed), table.concat(how, ", "),
           attempts > 0 and string.format("%d attempt%s", attempts, attempts == 1 and "" or "s") or "on its event"))
     end,
@@ -511,6 +513,7 @@ X.notify = ctor("notify", nil, function() return { probes.notify {} } end)
 -- Stop every service still running (used at the end of a run).
 -- Crashes not yet seen are events now (never worded as stops).
 function X.teardown()
+  loop.run_deferred()
   for svc in pairs(held) do crash.notice(svc) end
   core.teardown(true)
   for svc in pairs(services) do
