@@ -6,20 +6,22 @@ return {
   stop_signal = "TERM",
   kill_signal = "KILL",
   -- The longest pause between attempts of a polling probe. The pause adapts
-  -- to what an attempt costs: 50x its duration (so probing uses about 2% of
-  -- a core), at least 1 ms, and never more than `interval`. The floor bounds
-  -- the wait loop's own cost per pass and keeps readiness latency p50 near
-  -- 1 ms (bench/run.lua measures both); an exec probe that takes 2 ms polls
+  -- to what an attempt costs: 25x its cost (the harness's own CPU for the
+  -- tcp, unix and http probes, the time taken for a command or a function),
+  -- at least 0.5 ms, and never more than `interval`. The floor bounds the
+  -- wait loop's cost per pass and keeps readiness latency p50 well under
+  -- 1 ms (bench/run.lua measures both); an exec probe that takes 4 ms polls
   -- every 100 ms.
   interval = 0.1,
-  min_pause = 0.001,
-  cost_factor = 50,
+  min_pause = 0.0005,
+  cost_factor = 25,
   -- The wait loop's own CPU over a long wait (its thread, in the passes
-  -- polling woke), as a share of one core: past a short burst, polling
+  -- polling woke), as a share of one core: past a burst (the first few
+  -- hundred ms of fast polling, when most services come up), polling
   -- wake-ups are held back to stay within it, never beyond `interval` (the
   -- pauses above bound each probe, not the loop's passes, which also cost).
   wait_cpu_share = 0.015,
-  wait_cpu_burst = 0.01, -- seconds of CPU a wait may spend before that
+  wait_cpu_burst = 0.025, -- seconds of CPU a wait may spend before that
   on_exit = "fail",
   max_restarts = 5,
   already_running = "error",

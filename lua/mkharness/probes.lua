@@ -1,17 +1,22 @@
 -- Readiness probes (docs/api.md, "Probes"). A probe is a plain description; each
 -- start() attaches it to a service, which gives it per-start state:
 --   probe:attach(svc)        -> st   (before spawn: watches, sockets, env)
---   probe:check(st, svc, deadline) -> ok, detail, answered, busy
+--   probe:check(st, svc, deadline) -> ok, detail, answered, busy, soon
 --       (answered: a polling probe's service answered "not yet", back off;
---        busy: an attempt is in flight, check again on its fds or wake)
+--        busy: an attempt is in flight, check again on its fds or wake;
+--        soon: try again within that many seconds, whatever the pace)
 --   probe:fds(st)            -> fds that wake the wait loop (events)
 --   probe:wake(st)           -> when the loop must wake for it at the latest
+--   probe:paced_by_cpu()     -> true: an attempt is the harness's own work, so
+--                            its pace follows the CPU it cost, not its time
 --   probe:detach(st)
---   probe.poll               true: no event, check at the polling pace
+--   probe.poll               true: check at the polling pace (and at once
+--                            when one of its fds wakes the loop)
 --   probe:precheck(svc)      -> true, who  when it already passes (AlreadyRunning)
 local core = require "mkharness.core"
 local options = require "mkharness.options"
 local Error = require "mkharness.errors"
+local defaults = require "mkharness.defaults"
 local types = options.types
 
 local P = {}
@@ -239,6 +244,7 @@ local function tcp_listening(host, port)
 end
 
 KINDS.tcp = {
+  paced_by_cpu = true, -- an attempt is our own work: its CPU sets the pace
   describe = function(p) return string.format("tcp %s:%d", p.host, p.port) end,
   check = function(p, st, _, deadline)
     local ok, err = tcp_attempt(st, p.host, p.port, deadline)
@@ -265,13 +271,19 @@ function P.unix(t)
   return new("unix", o)
 end
 KINDS.unix = {
+  paced_by_cpu = true, -- an attempt is our own work: its CPU sets the pace
   describe = function(p) return "unix " .. p.socket end,
   attach = function(p) return { watch = dir_watch(p.socket) } end,
   check = function(p, st)
     if st.watch then st.watch:drain() end
     local size, kind = core.size(p.socket)
     if size and kind ~= "socket" then return false, p.socket .. " exists but is a " .. kind .. ", not a socket" end
-    return core.unix_probe(p.socket)
+    local ok, err = core.unix_probe(p.socket)
+    if ok or not size then st.soon = nil return ok, err end
+    -- bound, not listening yet: listen() usually follows within
+    -- microseconds, so try again soon (doubling), not at the polling pace
+    st.soon = math.min(defaults.min_pause, (st.soon or 0.00005) * 2)
+    return ok, err, nil, nil, st.soon
   end,
   fds = function(_, st) return st.watch and { st.watch:fd() } end,
   detach = function(_, st) if st.watch then st.watch:close() end end,
@@ -562,6 +574,7 @@ end
 -- readable or its wake time (curl's timer) has come. A slow endpoint thus
 -- holds no other waiter.
 KINDS.http = {
+  paced_by_cpu = true, -- an attempt is our own work: its CPU sets the pace
   describe = function(p) return string.format("http %s %s (%s)", p.method, p.url, p.status_desc) end,
   check = function(p, st, _, deadline)
     local a = st.attempt
@@ -622,6 +635,7 @@ function Probe:fds(st) local f = KINDS[self.kind].fds return f and f(self, st) e
 function Probe:detach(st) local f = KINDS[self.kind].detach if f then f(self, st) end end
 -- when the wait loop must wake for this probe at the latest (nil: events only)
 function Probe:wake(st) local f = KINDS[self.kind].wake return f and f(self, st) end
+function Probe:paced_by_cpu() return KINDS[self.kind].paced_by_cpu or false end
 function Probe:precheck(svc)
   local f = KINDS[self.kind].precheck
   if f then return f(self, svc) end

@@ -37,6 +37,17 @@ local function probe_summary(w)
   return table.concat(parts, "; ")
 end
 
+-- Did the last poll see one of a polling probe's own fds (the unix
+-- probe's watch on the socket's directory)? Then it is tried at once, not
+-- at its polling pace.
+local function woke(p, ready)
+  local fds = p.probe:fds(p.st)
+  if fds then
+    for _, fd in ipairs(fds) do if ready[fd] then return true end end
+  end
+  return false
+end
+
 -- Check a waiter once; returns true when it is satisfied. Raises on failure.
 -- `ready`: the fds the last poll found ready (nil: look at everything). An
 -- exit makes the service's fd readable, so without it there is no exit to
@@ -71,12 +82,15 @@ local function step(w, now, ready)
     end
   end
   local all = true
+  local events = ready and next(ready) ~= nil
   for _, p in ipairs(w.probes) do
     if not p.done then
-      if not p.probe.poll or p.busy or now >= p.next_at then
-        local t = core.now()
-        local ok, detail, answered, busy = p.probe:check(p.st, svc, w.deadline)
+      if not p.probe.poll or p.busy or now >= p.next_at or (events and woke(p, ready)) then
+        local by_cpu = p.probe.poll and p.probe:paced_by_cpu()
+        local t, c = core.now(), by_cpu and core.cputime()
+        local ok, detail, answered, busy, soon = p.probe:check(p.st, svc, w.deadline)
         local after = core.now()
+        if by_cpu then p.cpu = (p.cpu or 0) + core.cputime() - c end
         if not busy then p.attempts = p.attempts + 1 end
         if ok then
           p.done, p.detail = true, detail
@@ -91,7 +105,12 @@ local function step(w, now, ready)
           -- last few ms) says less than the one before
           if not (p.probe.poll and p.last and w.deadline and after >= w.deadline) then p.last = detail end
           if p.probe.poll then
-            local pause = pause_for(after - t, w.interval)
+            -- what the attempt cost: the loop's own CPU for the probes
+            -- whose work is ours (a loaded machine that keeps us waiting
+            -- for a core must not slow the pace fifty-fold), the time it
+            -- took for the rest (a command's, a function's)
+            local pause = pause_for(by_cpu and p.cpu or after - t, w.interval)
+            p.cpu = nil
             -- a service that answers but is not ready yet must not see its
             -- log fill with probe requests: back off towards `interval`
             if answered then
@@ -100,6 +119,7 @@ local function step(w, now, ready)
             else
               p.backoff = nil
             end
+            if soon then pause = math.min(pause, soon) end
             p.next_at = after + pause
           end
           all = false
