@@ -28,6 +28,26 @@ local M = {
   DEFAULT_INTERVAL = defaults.interval,
 }
 
+-- The parts a scenario may not use (the proxy, the lab, chaos) load on
+-- first use: a run that uses none of them does not pay for loading them.
+-- The tail call keeps the caller's frame where errors look for it.
+local function from(module, name)
+  return function(...) return require(module)[name](...) end
+end
+-- a table of a module's entries (functions, or the checkers, which are
+-- objects), filled from it on first look
+local function entries_of(module, names)
+  local function fill(t)
+    local m = require(module)
+    for _, k in ipairs(names) do rawset(t, k, m[k]) end
+    setmetatable(t, nil)
+  end
+  return setmetatable({}, {
+    __index = function(t, k) fill(t) return rawget(t, k) end,
+    __pairs = function(t) fill(t) return next, t, nil end,
+  })
+end
+
 -- executors
 M.process, M.executor, M.output, M.tcp = executor.process, executor.executor, executor.output, executor.tcp
 M.unix, M.http, M.pidfile, M.notify = executor.unix, executor.http, executor.pidfile, executor.notify
@@ -45,17 +65,12 @@ M.free_port, M.tmpdir, M.run = run.free_port, run.tmpdir, run.run
 M.http_request, M.get = http.request, http.get
 M.is_error = Error.is
 M.json = { encode = json.encode, decode = function(s) return json.decode(s) end, null = json.null }
-function M.proxy(t) return require("mkharness.proxy").new(t) end
-function M.lab(t) return require("mkharness.lab").new(t) end
+M.proxy, M.lab = from("mkharness.proxy", "new"), from("mkharness.lab", "new")
 
 -- chaos: schedules of faults, histories, checkers
-local chaos = require "mkharness.chaos"
-local check = require "mkharness.check"
-M.chaos = chaos.chaos
-M.fault = { kill = chaos.kill, stop = chaos.stop, pause = chaos.pause, partition = chaos.partition,
-  proxy = chaos.proxy, custom = chaos.custom }
-M.check = { set = check.set, no_lost_writes = check.no_lost_writes, counter = check.counter,
-  register = check.register, latency = check.latency, history = check.history }
+M.chaos = from("mkharness.chaos", "chaos")
+M.fault = entries_of("mkharness.chaos", { "kill", "stop", "pause", "partition", "proxy", "custom" })
+M.check = entries_of("mkharness.check", { "set", "no_lost_writes", "counter", "register", "latency", "history" })
 
 -- mk.mark(text [, fields]): a user event, in events.jsonl, --report and -v.
 -- Fields are flat (string keys, scalar values) so that the line reads as
