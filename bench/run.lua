@@ -186,34 +186,34 @@ local RANDOM = { "--sleep-random", "0.15", "0.25" }
 -- The baseline runs the same fixture as a plain process and a classic
 -- shell wait loop (sleep 0.1) beside it; latency = loop exit seen - stamp.
 local READY = {
-  { id = "output", what = "output (mk.output)", target = 0.001,
+  { id = "output", what = "output (mk.output)", target = 0.0002,
     actions = function(c) return { "--stamp-before", c.stamp, "--print", "READY", "--forever" } end,
     make = function(argv) return mk.output(with(argv, { banner = "^READY$" })) end,
     base_shell = true,
     loop = function(c) return "until grep -q READY " .. q(c.log) .. " 2>/dev/null; do sleep 0.1; done" end,
     loop_doc = "sh: grep -q READY log; sleep 0.1" },
-  { id = "file", what = "file (mk.pidfile)", target = 0.001,
+  { id = "file", what = "file (mk.pidfile)", target = 0.0002,
     actions = function(c) return { "--stamp-before", c.stamp, "--pidfile", c.file, "--forever" } end,
     make = function(argv, c) return mk.pidfile(with(argv, { file = c.file })) end,
     loop = function(c) return "until test -e " .. q(c.file) .. "; do sleep 0.1; done" end,
     loop_doc = "sh: test -e pidfile; sleep 0.1" },
-  { id = "notify", what = "notify (mk.notify)", target = 0.001,
+  { id = "notify", what = "notify (mk.notify)", target = 0.0002,
     actions = function(c) return { "--stamp-before", c.stamp, "--notify", "--forever" } end,
     make = function(argv) return mk.notify(argv) end,
     notify_sock = true,
     loop = function(c) return "until test -e " .. q(c.stamp) .. "; do sleep 0.1; done" end,
     loop_doc = "sh: test -e stamp; sleep 0.1 (note 3)" },
-  { id = "tcp", what = "tcp (mk.tcp)", target = 0.002,
+  { id = "tcp", what = "tcp (mk.tcp)", target = 0.001,
     actions = function(c) return { "--stamp-before", c.stamp, "--listen", c.port, "--serve-tcp" } end,
     make = function(argv, c) return mk.tcp(with(argv, { port = c.port })) end,
     loop = function(c) return "until (: </dev/tcp/127.0.0.1/" .. c.port .. ") 2>/dev/null; do sleep 0.1; done" end,
     loop_doc = "bash: </dev/tcp/127.0.0.1/P; sleep 0.1" },
-  { id = "unix", what = "unix (mk.unix)", target = 0.002,
+  { id = "unix", what = "unix (mk.unix)", target = 0.001,
     actions = function(c) return { "--stamp-before", c.stamp, "--unix", c.sock, "--serve-unix" } end,
     make = function(argv, c) return mk.unix(with(argv, { socket = c.sock })) end,
     loop = function(c) return "until test -S " .. q(c.sock) .. "; do sleep 0.1; done" end,
     loop_doc = "sh: test -S sock; sleep 0.1" },
-  { id = "http", what = "http (mk.http)", target = 0.002,
+  { id = "http", what = "http (mk.http)", target = 0.001,
     actions = function(c) return { "--listen", c.port, "--stamp-before", c.stamp, "--serve-http", "200" } end,
     make = function(argv, c) return mk.http(with(argv, { url = "http://127.0.0.1:" .. c.port .. "/" })) end,
     loop = function(c)
@@ -298,7 +298,7 @@ local function bench_readiness()
     g:stop()
   end
   add { key = "ready.tcp_beside_http", what = "ready: tcp beside a slow http (mk.group)", unit = "s",
-    samples = samples, target = { value = 0.002, text = "≤ 2 ms" } }
+    samples = samples, target = { value = 0.001, text = "≤ 1 ms" } }
 end
 
 ---------------------------------------------------------------- 2. stop, start+stop

@@ -132,18 +132,26 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* The child runs on a stack of its own, allocated once and kept: the
- * parent is suspended while it runs, and only one such child is started
- * at a time (from the Lua thread). */
+/* The child runs on a stack of its own, allocated once per thread and
+ * kept: the calling thread is suspended while it runs, so a thread has
+ * one such child at a time, but two threads may each have one. */
 #define CHILD_STACK ((size_t)256 * 1024)
+
+static _Thread_local char *child_stack;
 
 pid_t mkh_vfork_call(int (*fn)(void *), void *arg, int share_memory)
 {
-    static char *stack;
-    if (!stack) {
+    if (!child_stack) {
         void *m = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (m == MAP_FAILED) return -1;
-        stack = m;
+        child_stack = m;
     }
-    return clone(fn, stack + CHILD_STACK, (share_memory ? CLONE_VM : 0) | CLONE_VFORK | SIGCHLD, arg);
+    return clone(fn, child_stack + CHILD_STACK, (share_memory ? CLONE_VM : 0) | CLONE_VFORK | SIGCHLD, arg);
+}
+
+/* For a thread that ends: its child stack goes with it. */
+void mkh_vfork_done(void)
+{
+    if (child_stack) munmap(child_stack, CHILD_STACK);
+    child_stack = NULL;
 }
