@@ -260,6 +260,27 @@ describe("order kept", function()
     assert.equal("C\n", c:output())
   end)
 
+  it("thousands of executors of one name keep unique names without a cost per executor", function()
+    local base = "many-" .. mk.free_port() -- a name no other test took
+    local first = mk.process { H.fx, "--forever", name = base }
+    local taken = mk.process { H.fx, "--forever", name = base .. "-3" }
+    collectgarbage() collectgarbage()
+    local heap = collectgarbage("count")
+    local seen = { [first.name] = true, [taken.name] = true }
+    for _ = 1, 3000 do
+      local name = mk.process { H.fx, "--forever", name = base }.name
+      assert.is_nil(seen[name], "name given twice: " .. name)
+      seen[name] = true
+    end
+    assert.is_true(seen[base .. "-2"] and seen[base .. "-4"] and seen[base .. "-3001"] or false)
+    seen = nil
+    collectgarbage() collectgarbage()
+    -- a table entry per name would be ~100 kB here
+    assert(collectgarbage("count") - heap < 48, string.format("heap grew by %.1f kB", collectgarbage("count") - heap))
+    -- a name given by hand after them is still checked against them
+    assert.equal(base .. "-2-2", mk.process { H.fx, "--forever", name = base .. "-2" }.name)
+  end)
+
   local function zombies()
     local n = 0
     for _, pid in ipairs(core.children()) do

@@ -30,9 +30,42 @@ local OUTER do
 end
 
 local services = setmetatable({}, { __mode = "k" }) -- every executor, for reports
-local used_names = {}
 X.services = services
-function X.forget_name(name) used_names[name] = nil end
+
+-- Names are unique in a run (they name log files): a taken name gets the
+-- first free "-N" suffix, whichever way it was taken ("web-2" given by the
+-- user, then "web" twice: web, web-3). A suite makes thousands of
+-- executors of a few names: the suffixes a base has given out are one
+-- count (base -> highest N), so neither the memory nor the search grows
+-- with them; names taken another way are in `taken`.
+local taken, last = {}, {}
+
+local function is_taken(name)
+  if taken[name] then return true end
+  local base, n = name:match("^(.*)%-(%d+)$")
+  n = tonumber(n)
+  return base ~= nil and last[base] ~= nil and n >= 2 and n <= last[base]
+end
+
+local function unique_name(base)
+  base = base:gsub("[^%w._-]", "_")
+  if base == "" then base = "service" end
+  if not is_taken(base) then
+    taken[base] = true
+    return base
+  end
+  local n = last[base] or 1
+  repeat n = n + 1 until not taken[base .. "-" .. n]
+  last[base] = n
+  return base .. "-" .. n
+end
+
+-- mk.run's own executors give their names back once done
+function X.forget_name(name)
+  if taken[name] then taken[name] = nil return end
+  local base, n = name:match("^(.*)%-(%d+)$")
+  if base and last[base] == tonumber(n) then last[base] = n - 1 > 1 and n - 1 or nil end
+end
 
 local COMMON = {
   name = types.service_name, timeout = types.timeout, interval = types.interval,
@@ -61,20 +94,6 @@ local function schema(extra, without)
   return s
 end
 
--- Names are unique in a run (they name log files): a taken name gets the
--- first free "-N" suffix, whichever way it was taken ("web-2" given by the
--- user, then "web" twice: web, web-3).
-local function unique_name(base)
-  base = base:gsub("[^%w._-]", "_")
-  if base == "" then base = "service" end
-  local name, n = base, 1
-  while used_names[name] do
-    n = n + 1
-    name = base .. "-" .. n
-  end
-  used_names[name] = true
-  return name
-end
 
 local Executor = { __name = "mkharness.executor" }
 Executor.__index = Executor
