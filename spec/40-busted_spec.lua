@@ -351,6 +351,31 @@ end)
     assert.equal(1, count(r.stderr, "warning"))
   end)
 
+  it("a lab belongs to the block that built it: a test that leaves it open gets it closed", function()
+    local dir = mk.tmpdir()
+    spec_file(dir, "lab_scope_spec.lua", [[
+local mk = require "mkharness"
+local outer, leaky
+describe("labs", function()
+  setup(function() outer = mk.lab { hosts = { "a" }, name = "outerlab" } end)
+  it("leaves one open", function() leaky = mk.lab { hosts = { "b" }, name = "leakylab" } end)
+  it("sees it closed, the block's still open", function()
+    print("leaky open: " .. tostring(pcall(leaky.keeper, leaky)) .. ", outer open: " .. tostring(pcall(outer.keeper, outer)))
+  end)
+end)
+describe("later", function()
+  it("sees the block's closed", function() print("after the block, outer open: " .. tostring(pcall(outer.keeper, outer))) end)
+end)
+]])
+    local r = run_test({ "-o", "TAP", "lab_scope_spec.lua" }, dir)
+    if r.stderr:match("user namespaces") then pending("no user namespaces here") return end
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("leaky open: false, outer open: true", r.stdout, 1, true)
+    assert.matches("after the block, outer open: false", r.stdout, 1, true)
+    assert.matches("mkharness: warning: test 'labs leaves one open' left lab leakylab open; closed it", r.stderr, 1, true)
+    assert.equal(1, count(r.stderr, "warning"))
+  end)
+
   it("an unreported crash fails the test during which it happened", function()
     if not mk._check_crashes then pending("needs crash detection") return end
     local dir = mk.tmpdir()

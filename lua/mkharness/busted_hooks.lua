@@ -200,7 +200,7 @@ local function new_state(api, core)
   local function scope_of(el, kind)
     local sc = S.scopes[el]
     if not sc then
-      sc = { kind = kind, el = el, list = {} }
+      sc = { kind = kind, el = el, list = {}, labs = {} }
       S.scopes[el] = sc
     end
     return sc
@@ -212,7 +212,7 @@ local function new_state(api, core)
     local d = el.descriptor
     if d == "it" then return scope_of(el, "test") end
     if d == "before_each" or d == "after_each" then
-      prep = prep or { kind = "each", list = {} }
+      prep = prep or { kind = "each", list = {}, labs = {} }
       return prep
     end
     if d == "strict_setup" or d == "lazy_setup" or d == "strict_teardown" or d == "lazy_teardown" then
@@ -240,7 +240,16 @@ local function new_state(api, core)
     end
   end
 
-  -- Services announce their start through mkharness.events ("spawned").
+  -- A lab belongs to the block that built it, as a service does.
+  local function on_lab(fields)
+    local mod = package.loaded["mkharness.lab"]
+    local lab = mod and fields and fields.action == "up" and mod.find(fields.lab)
+    local sc = lab and scope_for(core and core.context.get())
+    if sc then sc.labs[#sc.labs + 1] = lab end
+  end
+
+  -- Services announce their start through mkharness.events ("spawned"),
+  -- labs theirs ("lab", action "up").
   local function watch_events()
     local events = package.loaded["mkharness.events"]
     if type(events) ~= "table" or S.hooked[events] then return end
@@ -248,8 +257,9 @@ local function new_state(api, core)
     local function watched(emit)
       return function(event, fields, text)
         emit(event, fields, text)
-        if event == "spawned" then
-          local ok, err = pcall(on_spawn, fields)
+        local scope = (event == "spawned" and on_spawn) or (event == "lab" and on_lab)
+        if scope then
+          local ok, err = pcall(scope, fields)
           if not ok then io.stderr:write("mkharness: busted scoping: ", tostring(err), "\n") end
         end
       end
@@ -275,6 +285,16 @@ local function new_state(api, core)
             io.stderr:write("mkharness: warning: stopping ", svc.name, ": ", tostring(err), "\n")
           end
         end
+      end
+    end
+    -- after the services, which may run in its hosts
+    for _, lab in ipairs(sc.labs or {}) do
+      if lab._core then
+        if test_name then
+          io.stderr:write(string.format("mkharness: warning: test '%s' left lab %s open; closed it\n", test_name, lab.name))
+        end
+        local ok, err = pcall(lab.close, lab)
+        if not ok then io.stderr:write("mkharness: warning: closing ", lab.name, ": ", tostring(err), "\n") end
       end
     end
   end

@@ -125,6 +125,16 @@ function L.new(t)
   return self
 end
 
+-- the newest live lab of that name (the busted integration scopes labs
+-- to the block that built them, as it does services)
+function L.find(name)
+  local best, n = nil, -1
+  for lab, k in pairs(labs) do
+    if lab.name == name and k > n then best, n = lab, k end
+  end
+  return best
+end
+
 -- the newest live lab, for commands run without host = (mk.run, exec probes)
 function L.default()
   local best, n = nil, -1
