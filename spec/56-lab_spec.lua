@@ -79,6 +79,35 @@ describe("mk.lab", function()
     assert.equal("ok\n", mk.get("http://127.0.0.1:" .. p.port .. "/health").body)
   end)
 
+  it("puts a proxy in the lab with host = lab: hosts reach it on the control node, its faults apply", function()
+    if not need_lab() then return end
+    local lab <close> = mk.lab { hosts = { "n1", "n2" } }
+    local _g <close> = kvds(lab)
+    local p <close> = mk.proxy { upstream = "n2:8080", host = lab }:start()
+    assert.equal(lab.control_ip, p.host)
+    -- n1 asks n2 through the proxy; the harness reaches it too
+    local via = "http://" .. lab.control_ip .. ":" .. p.port .. "/health"
+    local r = mk.run { "timeout", "2", "bash", "-c", "exec 3<>/dev/tcp/" .. lab.control_ip .. "/" .. p.port ..
+      " && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3", host = lab.n1, timeout = 5 }
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("\r\n\r\nok\n$", r.stdout)
+    assert.equal("ok\n", mk.get(via).body)
+    assert.is_true(p:stats().connections >= 2)
+    -- a fault of the proxy holds n1's requests to n2, not n1's direct ones
+    p:blackhole()
+    assert.is_false(mk.run { "timeout", "0.5", "bash", "-c", "exec 3<>/dev/tcp/" .. lab.control_ip .. "/" ..
+      p.port .. " && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ok <&3", host = lab.n1 }.code == 0)
+    assert.is_true(tcp_ok(lab, "n1", "n2"))
+    p:clear()
+    -- in a lab host it cannot listen, and a closed lab is named
+    local e = H.expect_error("ConfigError", function() mk.proxy { upstream = "n2:8080", host = lab.n1 } end)
+    assert.matches("control node", e.message, 1, true)
+    local other = mk.lab { hosts = { "x" }, name = "gone" }
+    other:close()
+    e = H.expect_error("ConfigError", function() mk.proxy { upstream = 8080, host = other } end)
+    assert.matches("gone, which is closed", e.message, 1, true)
+  end)
+
   it("isolates a host both ways and heals; the control node is never cut", function()
     if not need_lab() then return end
     local lab <close> = mk.lab { hosts = { "n1", "n2", "n3" } }

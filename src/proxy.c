@@ -147,7 +147,9 @@ static int make_listener(mkh_proxy *p, char *err, size_t errlen)
 {
     struct sockaddr_storage ss = p->laddr;
     if (p->port) set_port(&ss, p->port);
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* a lab's control address: the keeper makes the socket in the lab,
+     * where its hosts can connect to it */
+    int fd = mkh_socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0, (struct sockaddr *)&ss);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;

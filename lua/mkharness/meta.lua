@@ -386,7 +386,7 @@ function probe.any(t) end
 ---@class mkharness.ProxyOptions
 ---@field upstream string|integer "host:port" or a port on 127.0.0.1
 ---@field listen? integer (0: any free port)
----@field host? string ("127.0.0.1")
+---@field host? string|mkharness.Lab the address to listen on ("127.0.0.1"), or a lab: its control node
 ---@field name? string
 ---@field timeout? number|false seconds to resolve host names (5)
 

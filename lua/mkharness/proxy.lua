@@ -1,4 +1,4 @@
--- mk.proxy{ upstream = "HOST:PORT" or PORT, listen = 0, host = "127.0.0.1" }:
+-- mk.proxy{ upstream = "HOST:PORT" or PORT, listen = 0, host = "127.0.0.1" or a lab }:
 -- the TCP fault proxy. Forwarding runs on its own thread in C
 -- (src/proxy.c), so it goes on whatever the scenario does, os.execute
 -- included; this file is the API: option checking, faults, errors.
@@ -49,10 +49,26 @@ local function upstream(ctx, k, v)
   return v
 end
 
+-- where it listens: an address, or a lab (its control node, which the
+-- lab's hosts reach)
+local function listen_host(ctx, k, v)
+  local lab = package.loaded["mkharness.lab"]
+  local mt = getmetatable(v)
+  if lab and mt == lab.Lab then
+    if not v._core then fail(ctx, k, "is " .. v.name .. ", which is closed") end
+    return v.control_ip
+  end
+  if lab and mt == lab.Host then
+    fail(ctx, k, "is a host of a lab: a proxy listens on the machine or on a lab's control node (host = lab), " ..
+      "which every host of the lab reaches", v)
+  end
+  return types.nonempty(ctx, k, v)
+end
+
 local SCHEMA = {
   upstream = types.required(upstream, '("host:port" or a port)'),
   listen = listen_port,
-  host = types.nonempty,
+  host = listen_host,
   name = types.nonempty,
   timeout = types.timeout, -- for resolving the names: DNS may never answer
 }
