@@ -189,13 +189,28 @@ static int embedded_searcher(lua_State *L)
     const host_chunk *c = host_chunks;
     while (c->module && strcmp(c->module, name) != 0) c++;
     if (!c->module) return 0;
+    /* the file require would read: the first of package.path's
+     * templates that opens, as package.searchpath finds it, but opened
+     * once (searchpath opens it to test it, then we would again) */
     lua_getglobal(L, "package");
-    lua_getfield(L, -1, "searchpath");
-    lua_pushstring(L, name);
-    lua_getfield(L, -3, "path");
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_isstring(L, -1)) return 0;
-    const char *file = lua_tostring(L, -1);
-    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    lua_getfield(L, -1, "path");
+    const char *path = lua_tostring(L, -1);
+    if (!path) return 0;
+    luaL_gsub(L, name, ".", LUA_DIRSEP);
+    const char *stem = lua_tostring(L, -1);
+    int fd = -1;
+    const char *file = NULL;
+    for (const char *t = path; *t && fd < 0; ) {
+        const char *end = strchr(t, *LUA_PATH_SEP);
+        if (!end) end = t + strlen(t);
+        if (end > t) {
+            lua_pushlstring(L, t, (size_t)(end - t));
+            file = luaL_gsub(L, lua_tostring(L, -1), LUA_PATH_MARK, stem);
+            fd = open(file, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) lua_pop(L, 2);
+        }
+        t = *end ? end + 1 : end;
+    }
     if (fd < 0) return 0;
     /* one byte more than expected: a longer file shows as a mismatch */
     size_t want = c->src_len + 1, got = 0;
