@@ -494,10 +494,12 @@ describe("mk.chaos", function()
       require("mkharness.events").persist()
       local lines = {}
       for line in io.lines(mk.core.run_dir() .. "/events.jsonl") do
-        local i = line:match('^{"client":[^}]*"event":"op".-"index":(%d+),')
-        if i and line:find('"t0":' .. string.format("%.9f", run.history[tonumber(i)].invoke_time), 1, true) then
-          assert.is_nil(lines[tonumber(i)], "written twice: " .. line)
-          lines[tonumber(i)] = line
+        -- this run's lines (the file may hold earlier runs' too)
+        local i = tonumber(line:match('^{"client":[^}]*"event":"op".-"index":(%d+),'))
+        local e = i and run.history[i]
+        if e and e.invoke_time and line:find('"t0":' .. string.format("%.9f", e.invoke_time), 1, true) then
+          assert.is_nil(lines[i], "written twice: " .. line)
+          lines[i] = line
         end
       end
       local n = 0
