@@ -806,6 +806,7 @@ function C.chaos(t)
     local fok, ferr = pcall(o.final, fctx)
     if not fok then failure = { err = ferr, client = "final" } end
   end
+  core.http_release() -- the multi handles the clients' requests reused (their fds)
   run:_flush()
   events.before_emit, loop.on_error = prev_hook, prev_err
   local okn, failn, infon = 0, 0, 0
