@@ -164,3 +164,91 @@ describe("http client", function()
     assert.matches("url", e.message, 1, true)
   end)
 end)
+
+-- While timers are pending (a chaos run) a request is driven by the wait
+-- loop instead (core.http_start), on a multi handle taken from a pool and
+-- given back after it: every kind of request and failure, one after the
+-- other on the same reused handles, must behave as on a fresh one.
+describe("http client inside the wait loop", function()
+  H.leakcheck()
+  local loop = require "mkharness.loop"
+
+  local function in_chaos(fn, clients)
+    local errors = {}
+    mk.chaos { seed = 1, duration = 0.05, clients = clients, concurrent = clients and true,
+      workload = function(ctx)
+        local ok, err = pcall(fn, ctx)
+        if not ok then errors[#errors + 1] = tostring(err) end
+      end }
+    assert.same({}, errors)
+  end
+
+  it("gives the same answers and errors on reused handles, one request after another", function()
+    local _svc <close>, port = server()
+    local _hang <close>, hport = server { "--http-hang" }
+    local _junk <close>, gport = server { "--http-garbage" }
+    local _big <close>, bport = server { "--http-huge", 1000 }
+    local dead = mk.free_port()
+    in_chaos(function()
+      assert.is_true(loop.active())
+      for round = 1, 2 do
+        local r = mk.get(url(port, "/hello?r=" .. round))
+        assert.equal(200, r.status)
+        assert.equal("GET /hello?r=" .. round .. "\n", r.body)
+        assert.equal(tostring(#r.body), r.headers["content-length"])
+        r = mk.http_request { url = url(port, "/items"), method = "POST", body = "a\0b",
+          headers = { ["X-Custom"] = "yes" }, timeout = 5 }
+        assert.equal("POST /items\na\0b", r.body)
+        assert.equal("POST", r.headers["x-method"])
+        r = mk.http_request { url = url(port, "/h"), method = "HEAD" }
+        assert.equal("", r.body)
+        assert.equal("HEAD", r.headers["x-method"])
+        local e = expect_error("ExecutorError", function() mk.get(url(dead, "/refused")) end)
+        assert.matches(url(dead, "/refused"), e.message, 1, true)
+        local t0 = mk.now()
+        e = expect_error("ExecutorError", function() mk.get(url(hport, "/hang"), { timeout = 0.2 }) end)
+        assert.matches(url(hport, "/hang"), e.message, 1, true)
+        assert.is_true(mk.now() - t0 < 3, "no hang")
+        e = expect_error("ExecutorError", function() mk.get(url(gport, "/g"), { timeout = 5 }) end)
+        assert.matches(url(gport, "/g"), e.message, 1, true)
+        assert.equal(1000, #mk.get(url(bport, "/exact"), { max_body = 1000 }).body)
+        e = expect_error("ExecutorError", function() mk.get(url(bport, "/over"), { max_body = 999 }) end)
+        assert.matches("body exceeded max_body (999 bytes)", e.message, 1, true)
+      end
+    end)
+  end)
+
+  it("serves concurrent clients, each request on a handle of its own", function()
+    local _svc <close>, port = server { "--http-delay", 0.02 }
+    in_chaos(function(ctx)
+      for i = 1, 5 do
+        local r = mk.get(url(port, "/c" .. ctx.client .. "-" .. i))
+        assert.equal("GET /c" .. ctx.client .. "-" .. i .. "\n", r.body)
+      end
+    end, 4)
+  end)
+
+  it("fires a due timer inside mk.get even when the answer needs no wait", function()
+    local _svc <close>, port = server()
+    for i = 1, 20 do
+      local fired = false
+      local tm = loop.at(mk.now(), function() fired = true end)
+      local keep = loop.at(mk.now() + 3600, function() end) -- the loop stays active after the first
+      local ok, err = pcall(mk.get, url(port, "/t" .. i))
+      local was = fired
+      loop.cancel(tm)
+      loop.cancel(keep)
+      assert(ok, err)
+      assert.is_true(was, "request " .. i .. ": the timer did not fire inside it")
+    end
+    mk.core.http_release()
+  end)
+
+  it("closes the handle of a request its client left behind (the run's grace)", function()
+    local _hang <close>, hport = server { "--http-hang" }
+    local run = mk.chaos { seed = 1, duration = 0.05, grace = 0.1,
+      workload = function(ctx) ctx:invoke("read", nil, function() mk.get(url(hport, "/stuck"), { timeout = 30 }) end) end }
+    assert.equal("info", run.history[#run.history].type)
+    -- the leak check collects the request and counts the fds
+  end)
+end)

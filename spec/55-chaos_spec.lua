@@ -428,6 +428,100 @@ describe("mk.chaos", function()
     end)
   end)
 
+  describe("op lines", function()
+    local chaos = require "mkharness.chaos"
+    local events = require "mkharness.events"
+    -- the line as string.format writes it: what the file has always held
+    local function reference(c)
+      local jstr, mtype = chaos.jstr, math.type
+      local v = c.value
+      local tv = mtype(v)
+      v = tv == "integer" and tostring(v) or (tv == "float" and v == v and v ~= math.huge and v ~= -math.huge)
+        and string.format("%.17g", v) or jstr(chaos.short(v))
+      return string.format('{"client":%s,%s"event":"op","f":%s,"index":%d,"t":%.9f,"t0":%.9f,"type":"%s","value":%s}',
+        mtype(c.process) == "integer" and tostring(c.process) or jstr(c.process),
+        c.error and ('"error":' .. jstr(tostring(c.error):sub(1, 200)) .. ",") or "", jstr(c.f), c.index,
+        c.time, c.invoke_time, c.type, v)
+    end
+    local function flushed(pending)
+      local got
+      local prev = events.write_lines
+      events.write_lines = function(lines) got = lines end
+      local run = setmetatable({ _pending = pending }, chaos.Run)
+      local ok, err = pcall(run._flush, run)
+      events.write_lines = prev
+      assert(ok, err)
+      return got
+    end
+
+    it("writes the times as %.9f does, ties to even, every kind of value and error", function()
+      -- halves of a nanosecond (exact in binary: 1/1024 s is 976562.5 ns),
+      -- fractions that carry into the next second, 0, -0, negatives, huge
+      local times = { 0, -0.0, 1 / 1024, 3 / 1024, 7 + 5 / 1024, 12345 + 1023 / 1024, 0.9999999995,
+        41 + (1 - 2 ^ -40), 2 ^ -31, 1e15 + 0.5, 1e300, -2.5, 1 / 0, 0 / 0, 86400.000000001, 3 }
+      local values = { 1, -7, 2.5, 0.1, 1 / 0, 0 / 0, "x", 'q"uote\n\tend', { 1, "a" }, true, "\255bad", nil,
+        math.mininteger, string.rep("long", 40) }
+      local pending = {}
+      local rng = chaos.rng(5)
+      for i = 1, 2000 do
+        local t = times[i] or (rng:random() * 2 ^ rng:random(0, 40))
+        if i > #times and i % 3 == 0 then t = rng:random(0, 1e6) + rng:random(0, 1023) / 1024 end
+        pending[i] = { index = i, type = ({ "ok", "fail", "info" })[i % 3 + 1], f = ({ "add", "read", 'we"ird', 7 })[i % 4 + 1],
+          process = ({ 1, 2, "final" })[i % 3 + 1], time = t, invoke_time = t - (i % 5) * 1e-4,
+          value = values[i % (#values + 1) + 1], error = i % 7 == 0 and ("boom \"" .. string.rep("y", i % 300) .. "\"") or nil }
+      end
+      local lines = flushed(pending)
+      assert.equals(#pending, #lines)
+      for i, c in ipairs(pending) do assert.equals(reference(c), lines[i]) end
+      for _, t in ipairs(times) do assert.equals(string.format("%.9f", t), mk.core.fixed9(t)) end
+    end)
+
+    it("writes each operation of a run once, its line as before, its entries whole", function()
+      local run = mk.chaos { seed = 3, duration = 0.2, clients = 2,
+        workload = function(ctx)
+          local n = 0
+          while ctx:running() and n < 300 do
+            n = n + 1
+            if n % 10 == 0 then
+              ctx:invoke("write", n, function() ctx:fail("no " .. n) end)
+            elseif n % 10 == 1 then
+              ctx:invoke("read", nil, function() return "v" .. n end)
+            else
+              ctx:invoke("add", n, function() end)
+            end
+          end
+        end }
+      require("mkharness.events").persist()
+      local lines = {}
+      for line in io.lines(mk.core.run_dir() .. "/events.jsonl") do
+        -- this run's lines (the file may hold earlier runs' too)
+        local i = tonumber(line:match('^{"client":[^}]*"event":"op".-"index":(%d+),'))
+        local e = i and run.history[i]
+        if e and e.invoke_time and line:find('"t0":' .. string.format("%.9f", e.invoke_time), 1, true) then
+          assert.is_nil(lines[i], "written twice: " .. line)
+          lines[i] = line
+        end
+      end
+      local n = 0
+      for i, e in ipairs(run.history) do
+        assert.equals(i, e.index)
+        if e.type == "ok" or e.type == "fail" then
+          n = n + 1
+          local inv = run.history[e.invoke]
+          assert.equals("invoke", inv.type)
+          assert.equals(inv.time, e.invoke_time)
+          assert.equals(inv.f, e.f)
+          assert.equals(inv.process, e.process)
+          assert.is_true(e.time >= e.invoke_time)
+          assert.equals(e.type == "fail", e.error ~= nil)
+          if e.f == "read" then assert.matches("^v%d+$", e.value) else assert.equals(inv.value, e.value) end
+          assert.equals(reference(e), lines[i])
+        end
+      end
+      assert.is_true(n >= 100, n .. " operations")
+    end)
+  end)
+
   describe("checkers", function()
     local function hist(list) return mk.check.history(list, { seed = 42 }) end
     local function op(p, f, v, ty, rv)

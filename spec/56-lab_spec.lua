@@ -45,6 +45,17 @@ describe("mk.lab", function()
     -- the harness's own client, by address and by name
     assert.equal(200, mk.get("http://" .. lab:ip("n3") .. ":8080/health").status)
     assert.equal("ok\n", mk.get("http://n2:8080/health").body)
+    -- the same inside a chaos run (driven by the wait loop, on reused
+    -- handles): each name and address reaches its own host
+    mk.chaos { seed = 1, duration = 0.05, workload = function()
+      assert.equal(204, mk.http_request { url = "http://n2:8080/kv/where", method = "PUT", body = "n2" }.status)
+      for _, h in ipairs { "n1", "n3", "n2", "n1" } do
+        local want = h == "n2" and 200 or 404
+        assert.equal(want, mk.get("http://" .. h .. ":8080/kv/where").status, h)
+        assert.equal(want, mk.get("http://" .. lab:ip(h) .. ":8080/kv/where").status, h)
+      end
+      assert.equal("n2", mk.get("http://n2:8080/kv/where").body)
+    end }
     -- mk.tcp with a lab host: runs there, probes its address
     local t <close> = mk.tcp { KVD, "--port", "8081", "--bind", "0.0.0.0", "--data", mk.tmpdir() .. "/kv.log",
       host = lab.n1, port = 8081, timeout = 5 }

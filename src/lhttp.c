@@ -356,13 +356,15 @@ static int l_http_request(lua_State *L)
  * core.http_start{ url=, method=, headers=, body=, timeout=, insecure= }
  *   -> attempt | nil, err, code
  * One request on its own multi handle, never blocking (but for the name
- * lookup, bounded by the timeout). The wait loop polls attempt:fd() (an
- * epoll fd holding the sockets curl asked to watch: core.poll only waits
- * for input, and a connecting socket needs output) and calls
- * attempt:perform() when it is readable or attempt:wake() has passed.
- * The body is not read (the probe needs the status only) unless
- * full = true (mk.http_request while chaos faults are due: then
- * attempt:response() gives the body and header lines). */
+ * lookup, bounded by the timeout). Nothing is sent before the first
+ * attempt:perform(). The wait loop polls attempt:fd() (an epoll fd holding
+ * the sockets curl asked to watch: core.poll only waits for input, and a
+ * connecting socket needs output) and calls attempt:perform() when it is
+ * readable or attempt:wake() has passed. The body is not read (the probe
+ * needs the status only) unless full = true (mk.http_request while chaos
+ * faults are due: then attempt:response() gives the body and header
+ * lines). reuse = true takes the multi handle from the pool and returns it
+ * there when the request is over (see pool_put). */
 #define ATTEMPT_MT "mkharness.http_attempt"
 
 typedef struct {
@@ -379,6 +381,7 @@ typedef struct {
     /* full = true: the response is kept (mk.http_request in the loop);
      * it outlives the transfer, freed by close() or the collector */
     int full, truncated;
+    int reuse;         /* the multi handle and epoll fd go back to the pool */
     char *body, *hdr;
     size_t blen, bcap, bmax, hlen, hcap;
 } attempt;
@@ -387,6 +390,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sp)
 {
     (void)e; (void)sp;
     attempt *a = ud;
+    if (!a) return 0; /* an idle pooled handle: nothing of ours is watched */
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(a->ep, EPOLL_CTL_DEL, s, NULL); /* may be closed already: fine */
         return 0;
@@ -403,6 +407,7 @@ static int on_timer(CURLM *m, long ms, void *ud)
 {
     (void)m;
     attempt *a = ud;
+    if (!a) return 0;
     a->timer_at = ms < 0 ? -1 : mkh_now() + (double)ms / 1000.0;
     return 0;
 }
@@ -450,12 +455,56 @@ static size_t keep_header(char *p, size_t size, size_t n, void *ud)
     return grow_append(&a->hdr, &a->hlen, &a->hcap, p, len) ? len : 0;
 }
 
+/* Idle multi handles, each with its epoll fd, for the next request of
+ * the wait loop: making them (curl's wakeup socketpair, its tables, the
+ * fd probes that mark the pair close-on-exec) was a fifth of a request to
+ * a local server. A pooled handle holds no connection (every transfer
+ * forbids reuse) and no DNS entry that a request would use unrenewed
+ * (each pins its own addresses, replacing any entry of that name, and
+ * takes nothing else from the cache), but it holds three fds: core.http_release() closes them (a chaos run's end). */
+#define POOL_MAX 4
+static struct { CURLM *m; int ep; } pool[POOL_MAX];
+static int npool;
+
+static void multi_close(CURLM *m, int ep)
+{
+    if (m) cu.multi_cleanup(m);
+    if (ep >= 0) close(ep);
+}
+
+/* Keeps an emptied handle if it is clean (nothing left to watch); else
+ * closes it. */
+static void pool_put(CURLM *m, int ep)
+{
+    struct epoll_event ev;
+    cu.multi_setopt(m, CURLMOPT_SOCKETDATA, NULL);
+    cu.multi_setopt(m, CURLMOPT_TIMERDATA, NULL);
+    if (npool < POOL_MAX && epoll_wait(ep, &ev, 1, 0) == 0) {
+        pool[npool].m = m, pool[npool].ep = ep;
+        npool++;
+    } else
+        multi_close(m, ep);
+}
+
+/* core.http_release(): closes the pooled handles (their fds) */
+static int l_http_release(lua_State *L)
+{
+    (void)L;
+    while (npool > 0) {
+        npool--;
+        multi_close(pool[npool].m, pool[npool].ep);
+    }
+    return 0;
+}
+
 static void attempt_free(attempt *a)
 {
     if (a->m) {
         if (a->e) cu.multi_remove_handle(a->m, a->e);
-        cu.multi_cleanup(a->m);
+        if (a->reuse && a->ep >= 0) pool_put(a->m, a->ep);
+        else multi_close(a->m, a->ep);
         a->m = NULL;
+        a->ep = -1;
     }
     if (a->e) cu.easy_cleanup(a->e);
     a->e = NULL;
@@ -475,6 +524,15 @@ static int l_attempt_close(lua_State *L)
     a->body = a->hdr = NULL;
     a->blen = a->hlen = a->bcap = a->hcap = 0;
     return 0;
+}
+
+/* An attempt nobody closed (its coroutine was dropped) may be collected
+ * after the pool was released: its handle is closed, not pooled. */
+static int l_attempt_gc(lua_State *L)
+{
+    attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    a->reuse = 0;
+    return l_attempt_close(L);
 }
 
 /* attempt:response() -> body, raw header lines, truncated (full = true
@@ -510,12 +568,15 @@ static CURLM *multi_init_cloexec(void)
 }
 
 /* Runs what curl is due: its timer, then the sockets epoll says are
- * ready; never waits. */
-static void attempt_drive(attempt *a)
+ * ready; never waits. A few rounds, as an action often asks for the next
+ * one at once (0 ms), but none begun once `due` (mkh_now() time, <= 0:
+ * none) has passed: a loop timer due then fires between two calls, not
+ * after the whole exchange (connect, send, receive, close). */
+static void attempt_drive(attempt *a, double due)
 {
     int running = 0;
-    /* a few rounds: an action often asks for the next one at once (0 ms) */
     for (int round = 0; round < 4 && !a->done; round++) {
+        if (round > 0 && due > 0 && mkh_now() >= due) break;
         int acted = 0;
         if (a->timer_at >= 0 && mkh_now() >= a->timer_at) {
             a->timer_at = -1;
@@ -546,12 +607,15 @@ static void attempt_drive(attempt *a)
     if (a->done) attempt_free(a); /* the sockets go now, not when the collector runs */
 }
 
-/* attempt:perform() -> nil (in flight) | status | false, err, code */
+/* attempt:perform([due]) -> nil (in flight) | status | false, err, code;
+ * due: the wait loop's next timer (core.now() time), past which no
+ * further step is begun in this call */
 static int l_attempt_perform(lua_State *L)
 {
     attempt *a = luaL_checkudata(L, 1, ATTEMPT_MT);
+    double due = luaL_optnumber(L, 2, 0);
     if (!a->done && !a->m) return luaL_error(L, "http attempt: perform after close");
-    if (!a->done) attempt_drive(a);
+    if (!a->done) attempt_drive(a, due);
     if (!a->done) return 0;
     /* an answer with a body ends in the write error no_body asked for
      * (a full attempt: only when the body passed max_body) */
@@ -606,9 +670,17 @@ static int l_http_start(lua_State *L)
     a->pinned = pinned;
     luaL_setmetatable(L, ATTEMPT_MT);
     snprintf(a->what, sizeof a->what, "%s %s", method, url);
-    a->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (a->ep < 0) return lmkh_push_errno(L, "epoll_create1");
-    a->m = multi_init_cloexec();
+    lua_getfield(L, 1, "reuse");
+    a->reuse = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (a->reuse && npool > 0) {
+        npool--;
+        a->m = pool[npool].m, a->ep = pool[npool].ep;
+    } else {
+        a->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (a->ep < 0) return lmkh_push_errno(L, "epoll_create1");
+        a->m = multi_init_cloexec();
+    }
     a->e = cu.easy_init();
     if (!a->m || !a->e) {
         attempt_free(a);
@@ -624,6 +696,9 @@ static int l_http_start(lua_State *L)
     }
     if (a->hdrs) cu.easy_setopt(a->e, CURLOPT_HTTPHEADER, a->hdrs);
     if (a->pinned) cu.easy_setopt(a->e, CURLOPT_RESOLVE, a->pinned);
+    /* addresses curl looks up itself expire at once: a reused multi
+     * handle's cache gives a later request only its own pinned ones */
+    cu.easy_setopt(a->e, CURLOPT_DNS_CACHE_TIMEOUT, 0L);
     lua_getfield(L, 1, "full");
     a->full = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_body");
@@ -644,7 +719,11 @@ static int l_http_start(lua_State *L)
         attempt_free(a);
         return lmkh_push_fail(L, "curl_multi_add_handle failed");
     }
-    attempt_drive(a); /* connect and send now: a local answer may be back at the next wake */
+    /* curl asks for an action at once (0 ms); should a reused handle not
+     * say so, the first perform() looks anyway */
+    if (a->timer_at < 0) a->timer_at = mkh_now();
+    /* nothing is sent yet: the first perform() connects, once the loop
+     * has had its look at the timers */
     return 1;
 }
 
@@ -654,9 +733,11 @@ void lmkh_open_http(lua_State *L)
         { "perform", l_attempt_perform }, { "fd", l_attempt_fd }, { "wake", l_attempt_wake },
         { "close", l_attempt_close }, { "response", l_attempt_response }, { NULL, NULL },
     };
-    lmkh_new_class(L, ATTEMPT_MT, methods, l_attempt_close);
+    lmkh_new_class(L, ATTEMPT_MT, methods, l_attempt_gc);
     lua_pushcfunction(L, l_http_start);
     lua_setfield(L, -2, "http_start");
     lua_pushcfunction(L, l_http_request);
     lua_setfield(L, -2, "http_request");
+    lua_pushcfunction(L, l_http_release);
+    lua_setfield(L, -2, "http_release");
 }

@@ -134,6 +134,48 @@ static int l_parse_notify(lua_State *L)
     return 1;
 }
 
+/* core.op_line(head, index, t, t0, tail, value) -> head .. index ..
+ * ',"t":' .. t .. ',"t0":' .. t0 .. tail .. value .. "}", the times as
+ * "%.9f" writes them, value an integer or text (already JSON): a chaos
+ * run's op line for events.jsonl, made for every operation. */
+static int l_op_line(lua_State *L)
+{
+    size_t hl, tl, vl = 0;
+    const char *head = luaL_checklstring(L, 1, &hl);
+    lua_Integer index = luaL_checkinteger(L, 2);
+    double t = (double)luaL_checknumber(L, 3), t0 = (double)luaL_checknumber(L, 4);
+    const char *tail = luaL_checklstring(L, 5, &tl);
+    const char *v = NULL;
+    char num[32], buf[MKH_FIXED9_MAX];
+    if (lua_isinteger(L, 6)) {
+        int n = snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, 6));
+        v = num, vl = (size_t)n;
+    } else
+        v = luaL_checklstring(L, 6, &vl);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, head, hl);
+    int n = snprintf(buf, sizeof buf, LUA_INTEGER_FMT, (LUAI_UACINT)index);
+    luaL_addlstring(&b, buf, (size_t)n);
+    luaL_addlstring(&b, ",\"t\":", 5);
+    luaL_addlstring(&b, buf, mkh_fixed9(buf, t));
+    luaL_addlstring(&b, ",\"t0\":", 6);
+    luaL_addlstring(&b, buf, mkh_fixed9(buf, t0));
+    luaL_addlstring(&b, tail, tl);
+    luaL_addlstring(&b, v, vl);
+    luaL_addchar(&b, '}');
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* core.fixed9(t) -> string.format("%.9f", t), for the tests */
+static int l_fixed9(lua_State *L)
+{
+    char buf[MKH_FIXED9_MAX];
+    lua_pushlstring(L, buf, mkh_fixed9(buf, (double)luaL_checknumber(L, 1)));
+    return 1;
+}
+
 void lmkh_open_text(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -143,6 +185,8 @@ void lmkh_open_text(lua_State *L)
         {"parse_url", l_parse_url},
         {"parse_status", l_parse_status},
         {"parse_notify", l_parse_notify},
+        {"op_line", l_op_line},
+        {"fixed9", l_fixed9},
         {NULL, NULL}
     };
     luaL_setfuncs(L, funcs, 0);

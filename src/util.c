@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,41 @@ double mkh_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Decimal digits of v, to out; their count. */
+static size_t put_u64(char *out, unsigned long long v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+size_t mkh_fixed9(char *out, double t)
+{
+    /* t - s is exact, and its product by 1e9 within 1.2e-7 of the exact
+     * one: only a fraction within 1e-6 of one half could round either
+     * way, and that one (as NaN, -0, negatives, huge values) goes to printf */
+    if (t >= 0 && !signbit(t) && t < 1e15) {
+        unsigned long long s = (unsigned long long)t;
+        double y = (t - (double)s) * 1e9;
+        unsigned long long ns = (unsigned long long)y;
+        double d = y - (double)ns;
+        if (d < 0.499999 || d > 0.500001) {
+            if (d > 0.5 && ++ns == 1000000000ULL) s++, ns = 0;
+            size_t n = put_u64(out, s);
+            out[n++] = '.';
+            for (int i = 8; i >= 0; i--, ns /= 10) out[n + (size_t)i] = (char)('0' + ns % 10);
+            return n + 9;
+        }
+    }
+    int n = snprintf(out, MKH_FIXED9_MAX, "%.9f", t);
+    return n < 0 ? 0 : n >= MKH_FIXED9_MAX ? MKH_FIXED9_MAX - 1 : (size_t)n;
 }
 
 void mkh_sleep_until(double deadline)

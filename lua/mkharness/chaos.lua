@@ -437,34 +437,44 @@ end
 -- completion. fn returning = ok (its result, when not nil, is the op's
 -- value: a read's); ctx:fail(why) = fail; ctx:info(why), a timeout or a
 -- broken connection = info (indeterminate). Returns the value and type.
+-- Each entry is made whole by its table constructor (sized once, no
+-- field added later): this runs for every operation.
+local core_now = core.now
 function Ctx:invoke(f, value, fn)
   if type(fn) ~= "function" then
     Error.raise("ConfigError", { message = "ctx:invoke(f, value, fn): fn must be a function, got " .. options.describe(fn),
       option = "fn" })
   end
-  local run = self._run
+  local run, client = self._run, self.client
   local h = run.history
-  local inv = { index = #h + 1, type = "invoke", f = f, value = value, process = self.client, time = core.now() }
-  h[#h + 1] = inv
+  local i0, t0 = #h + 1, core_now()
+  local inv = { index = i0, type = "invoke", f = f, value = value, process = client, time = t0 }
+  h[i0] = inv
   self._inflight = inv
   local ok, res = pcall(fn, value, self)
+  local t1 = core_now()
   self._inflight = nil
-  local now = core.now()
-  local c = { index = #h + 1, f = f, process = self.client, time = now, invoke = inv.index, invoke_time = inv.time }
+  local c
   if ok then
-    c.type = "ok"
-    if res == nil then c.value = value else c.value = res end
+    if res == nil then res = value end
+    local i = #h + 1
+    c = { index = i, type = "ok", f = f, value = res, process = client, time = t1, invoke = i0, invoke_time = t0 }
+    h[i] = c
   else
     local ty, why = classify(res)
-    c.type, c.value, c.error = ty or "info", value, why or tostring(res)
+    local i = #h + 1
+    c = { index = i, type = ty or "info", f = f, value = value, process = client, time = t1, invoke = i0,
+      invoke_time = t0, error = why or tostring(res) }
+    h[i] = c
     if not ty then -- a bug or a crash, not an outcome: recorded, then raised
-      h[#h + 1] = c
       run:_op_event(c)
       error(res, 0)
     end
   end
-  h[#h + 1] = c
-  run:_op_event(c)
+  local p = run._pending
+  local n = #p + 1
+  p[n] = c
+  if n >= 4096 then run:_flush() end
   return c.value, c.type
 end
 
@@ -486,27 +496,57 @@ local function jstr(s)
 end
 C.jstr = jstr
 
+-- One op line's fixed pieces are the same for most of a run's operations:
+-- each is encoded once, and core.op_line puts a line together (the two
+-- times as "%.9f" writes them, at a fraction of string.format's cost).
+local op_line = core.op_line
+local TAILS = setmetatable({}, { __index = function(t, ty)
+  local s = ',"type":"' .. tostring(ty) .. '","value":'
+  if type(ty) == "string" then t[ty] = s end
+  return s
+end })
+
+local function op_head(client, err, f)
+  return '{"client":' .. client .. "," .. err .. '"event":"op","f":' .. f .. ',"index":'
+end
+
 -- operations to events.jsonl, one line each (written in batches); keys
 -- in sorted order, as every other event line
 function Run:_flush()
   local p = self._pending
-  if #p == 0 then return end
+  local np = #p
+  if np == 0 then return end
   self._pending = {}
   local lines, fmt, mtype = {}, string.format, math.type
-  local names = self._jnames or {} -- the few operation names, encoded once
-  self._jnames = names
-  for i, c in ipairs(p) do
-    local client = mtype(c.process) == "integer" and tostring(c.process) or jstr(c.process)
-    local f = names[c.f]
-    if not f then f = jstr(c.f) names[c.f] = f end
+  local heads = self._jheads or {} -- [process][f]: the line up to its index
+  self._jheads = heads
+  for i = 1, np do
+    local c = p[i]
+    local proc, f, err = c.process, c.f, c.error
+    local head
+    local byf = heads[proc]
+    if byf then head = byf[f] end
+    if not head or err then
+      local client = mtype(proc) == "integer" and tostring(proc) or jstr(proc)
+      if err then
+        head = op_head(client, '"error":' .. jstr(tostring(err):sub(1, 200)) .. ",", jstr(f))
+      else
+        head = op_head(client, "", jstr(f))
+        local tp, tf = type(proc), type(f)
+        -- kept for the names a workload uses (a key cannot be nil or NaN)
+        if (tp == "string" or mtype(proc) == "integer") and (tf == "string" or mtype(f) == "integer") then
+          if not byf then byf = {} heads[proc] = byf end
+          byf[f] = head
+        end
+      end
+    end
     local v = c.value
     local tv = mtype(v)
     -- numbers as JSON numbers (a finite float with all its digits), the rest as short text
-    v = tv == "integer" and tostring(v) or (tv == "float" and v == v and v ~= math.huge and v ~= -math.huge)
-      and fmt("%.17g", v) or jstr(short(v))
-    lines[i] = fmt('{"client":%s,%s"event":"op","f":%s,"index":%d,"t":%.9f,"t0":%.9f,"type":"%s","value":%s}',
-      client, c.error and ('"error":' .. jstr(tostring(c.error):sub(1, 200)) .. ",") or "", f, c.index,
-      c.time, c.invoke_time, c.type, v)
+    if tv ~= "integer" then
+      v = (tv == "float" and v == v and v ~= math.huge and v ~= -math.huge) and fmt("%.17g", v) or jstr(short(v))
+    end
+    lines[i] = op_line(head, c.index, c.time, c.invoke_time, TAILS[c.type], v)
   end
   events.write_lines(lines)
 end
@@ -766,6 +806,7 @@ function C.chaos(t)
     local fok, ferr = pcall(o.final, fctx)
     if not fok then failure = { err = ferr, client = "final" } end
   end
+  core.http_release() -- the multi handles the clients' requests reused (their fds)
   run:_flush()
   events.before_emit, loop.on_error = prev_hook, prev_err
   local okn, failn, infon = 0, 0, 0

@@ -36,22 +36,28 @@ end
 
 -- The request driven by the wait loop (curl's multi interface), so that
 -- due timers fire and other chaos clients run while it is in flight.
+-- A local server often answers before there is anything to wait for: the
+-- timers are looked at between the steps (set-up, then each perform,
+-- which stops early once one is due), not only when a step would wait.
 function in_loop(req)
   req.full = true
+  req.reuse = true -- a pooled multi handle; the chaos run releases the pool at its end
   local a, err, code = core.http_start(req)
   if not a then return nil, err, code end
   local ok, status, perr = pcall(function()
     while true do
-      local st, e = a:perform()
+      loop.run_due()
+      local st, e = a:perform(loop.next_due())
       if st ~= nil then return st, e end
       local wake = a:wake()
       loop.block({ a:fd() }, wake and math.max(0, wake - core.now()) or -1)
     end
   end)
   if not ok then a:close() error(status, 0) end
-  if not status then a:close() return nil, perr end
+  if not status then a:close() loop.run_due() return nil, perr end
   local body, raw, truncated = a:response()
   a:close()
+  loop.run_due()
   return { status = status, headers = parse_headers(raw), body = body, truncated = truncated or nil }
 end
 
