@@ -144,6 +144,21 @@ describe("every wait is bounded", function()
     assert.is_false(H.pid_alive(svc))
   end)
 
+  -- the main thread runs without a count hook until a signal comes: a
+  -- thread of the host's sets it then
+  it("Ctrl-C reaches the main thread looping in Lua", function()
+    local host, svc = background([[
+      KEEP = mk.output { FX, "--print", "up", "--forever", banner = "up", name = "svc" }:start()
+      io.stdout:write("PID ", KEEP:pid(), "\nREADY\n") io.stdout:flush()
+      local x = 0
+      while x >= 0 do x = x + 1 end
+    ]])
+    host:signal("INT")
+    assert.equal(130, host:wait_exit { timeout = 10 })
+    assert.matches("SIGINT", host:err_output(), 1, true)
+    assert.is_false(H.pid_alive(svc))
+  end)
+
   it("SIGKILL of the supervisor ends a host looping in a coroutine, and its service", function()
     local host, svc = background(LOOP)
     local inner = tonumber((H.slurp("/proc/" .. host:pid() .. "/task/" .. host:pid() .. "/children") or ""):match("%d+"))

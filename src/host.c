@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,9 +63,14 @@ static const char usage[] =
     "             128+N after teardown when ended by signal N\n";
 
 /* ---- signals: handlers only record and wake; Lua notices via a hook ----
- * The hook is a count hook installed before any code runs, so every
- * coroutine inherits it (a hook set from the handler would reach only the
- * main thread, and a coroutine looping in Lua would never see Ctrl-C). */
+ * A count hook makes every VM instruction take a slower path (Lua code
+ * runs about half as fast), so the main thread runs without one: a thread
+ * of ours, woken through a self-pipe by the handler, sets it when a
+ * signal comes (lua_sethook may be called asynchronously, as lua.c does
+ * from its handler). A coroutine is another Lua thread, which that hook
+ * does not reach, and the main thread waits in resume() meanwhile: each
+ * coroutine gets a count hook at its creation, so one looping in Lua still
+ * sees Ctrl-C. */
 
 #define HOOK_COUNT 1000 /* VM instructions between looks at the flag */
 
@@ -108,9 +114,61 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
     if (sig) interrupted(L, sig);
 }
 
+/* The thread that hooks the main Lua thread once a signal has come. */
+static void *hook_on_signal(void *arg)
+{
+    int fd = *(int *)arg;
+    char c;
+    ssize_t n;
+    while ((n = read(fd, &c, 1)) < 0 && errno == EINTR) {}
+    if (n == 1) lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, 1);
+    return NULL;
+}
+
+/* coroutine.create and coroutine.wrap (upvalue 1: the library's own):
+ * the new coroutine inherits its creator's hook (lua_newthread copies
+ * it), so the creator carries the count hook for the moment of the call */
+static int hooked_creation(lua_State *L)
+{
+    /* checked here, so that the message names the caller's function as
+     * the library's own would; after it nothing but memory can fail */
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int had = lua_gethook(L) != NULL;
+    if (!had) lua_sethook(L, stop_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    /* a signal's hook, set meanwhile by the thread, must stay */
+    if (!had && !mkh_interrupted()) lua_sethook(L, NULL, 0, 0);
+    return lua_gettop(L);
+}
+
+static void hook_coroutines(lua_State *L)
+{
+    lua_getglobal(L, "coroutine");
+    const char *names[] = { "create", "wrap" };
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, -1, names[i]);
+        lua_pushcclosure(L, hooked_creation, 1);
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pop(L, 1);
+}
+
 static void install_signals(double timeout)
 {
     mkh_interrupt_init();
+    static int note_fd;
+    note_fd = mkh_interrupt_note_fd();
+    if (note_fd >= 0) {
+        pthread_t t;
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old); /* the handlers run on the Lua thread */
+        if (pthread_create(&t, NULL, hook_on_signal, &note_fd) == 0) pthread_detach(t);
+        else note_fd = -1;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -131,7 +189,8 @@ static void install_signals(double timeout)
     /* a closed pipe must not kill the host silently */
     signal(SIGPIPE, SIG_IGN);
     lmkh_set_interrupt_handler(interrupted);
-    lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    if (note_fd >= 0) hook_coroutines(globalL);
+    else lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, HOOK_COUNT); /* no thread: always hooked */
 }
 
 /* ---- finding our Lua files ---- */

@@ -12,11 +12,20 @@
 
 static volatile sig_atomic_t pending;
 static int pipefd[2] = { -1, -1 };
+/* a second self-pipe, for a thread of the host's that blocks on it (the
+ * waits drain the first) */
+static int notefd[2] = { -1, -1 };
 
 void mkh_interrupt_init(void)
 {
     if (pipefd[0] >= 0) return;
     if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) pipefd[0] = pipefd[1] = -1;
+}
+
+int mkh_interrupt_note_fd(void)
+{
+    if (notefd[0] < 0 && pipe2(notefd, O_CLOEXEC) != 0) notefd[0] = notefd[1] = -1;
+    return notefd[0];
 }
 
 void mkh_interrupt(int sig)
@@ -25,6 +34,10 @@ void mkh_interrupt(int sig)
     if (!pending) pending = sig;
     if (pipefd[1] >= 0) {
         ssize_t n = write(pipefd[1], "!", 1);
+        (void)n;
+    }
+    if (notefd[1] >= 0) {
+        ssize_t n = write(notefd[1], "!", 1);
         (void)n;
     }
     errno = saved;

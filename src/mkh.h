@@ -288,6 +288,7 @@ int mkh_interrupted(void);     /* pending signal number or 0 */
 int mkh_interrupt_fd(void);    /* read end of the self-pipe, or -1 */
 int mkh_interrupt_drain(void); /* empty the self-pipe; how many signals were in it */
 void mkh_interrupt_init(void);
+int mkh_interrupt_note_fd(void); /* a second self-pipe's read end (blocking), made on first call */
 /* Readable when a child may have exited, for processes without a pidfd
  * (SIGCHLD self-pipe, installed on first use); drain after waking. */
 int mkh_exit_fd(void);
