@@ -281,14 +281,15 @@ describe("order kept", function()
     local taken = mk.process { H.fx, "--forever", name = base .. "-3" }
     collectgarbage() collectgarbage()
     local heap = collectgarbage("count")
-    local seen = { [first.name] = true, [taken.name] = true }
-    for _ = 1, 3000 do
-      local name = mk.process { H.fx, "--forever", name = base }.name
-      assert.is_nil(seen[name], "name given twice: " .. name)
-      seen[name] = true
+    do -- the names seen go with the block
+      local seen = { [first.name] = true, [taken.name] = true }
+      for _ = 1, 3000 do
+        local name = mk.process { H.fx, "--forever", name = base }.name
+        assert.is_nil(seen[name], "name given twice: " .. name)
+        seen[name] = true
+      end
+      assert.is_true(seen[base .. "-2"] and seen[base .. "-4"] and seen[base .. "-3001"] or false)
     end
-    assert.is_true(seen[base .. "-2"] and seen[base .. "-4"] and seen[base .. "-3001"] or false)
-    seen = nil
     collectgarbage() collectgarbage()
     -- a table entry per name would be ~100 kB here
     assert(collectgarbage("count") - heap < 48, string.format("heap grew by %.1f kB", collectgarbage("count") - heap))
