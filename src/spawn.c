@@ -11,14 +11,19 @@
 #define _GNU_SOURCE
 #include "mkh.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -228,94 +233,149 @@ int mkh_have_pidfd(void)
     return have;
 }
 
+/* ---- one spawn in three steps: prepare on the run's thread (PATH
+ * candidates, the report pipe, the guardian: the harness's state), launch
+ * on any thread (the clone and the wait for the exec report: it touches
+ * nothing but its job), finish on the run's thread (the guardian, the
+ * pidfd). mkh_spawn takes the three at once; a launch on the spawn thread
+ * (below) takes the middle one off the run's thread. ---- */
+
 typedef struct {
+    /* what the child reads: set by the prepare, never written while it runs */
     const mkh_spawn_opts *o;
     char **cands;
     size_t ncand;
     pid_t parent;
-    int rep;
+    int rep[2];            /* the exec-status pipe, both ends close-on-exec */
     int drop_groups;
-} child_args;
+    /* what the launch found */
+    pid_t pid;             /* -1: the clone failed, with fork_errno */
+    int fork_errno;
+    unsigned long long ticks;
+    int failed;            /* the child reported its failing step in r */
+    struct exec_report r;
+} spawn_job;
 
 MKH_CHILD_CODE static int child_main(void *arg)
 {
-    const child_args *a = arg;
-    child(a->o, a->cands, a->ncand, a->parent, a->rep, a->drop_groups);
+    const spawn_job *j = arg;
+    child(j->o, j->cands, j->ncand, j->parent, j->rep[1], j->drop_groups);
     return 127; /* not reached: child() execs or exits */
 }
 
-int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
-              size_t errlen)
+static void job_init(spawn_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->rep[0] = j->rep[1] = -1;
+    j->pid = -1;
+}
+
+/* What a job holds before its launch, or after one that never came. */
+static void job_drop(spawn_job *j)
+{
+    free_candidates(j->cands, j->ncand);
+    j->cands = NULL;
+    for (int i = 0; i < 2; i++)
+        if (j->rep[i] >= 0) close(j->rep[i]);
+    j->rep[0] = j->rep[1] = -1;
+}
+
+static int job_prepare(spawn_job *j, const mkh_spawn_opts *o, char *err, size_t errlen)
 {
     mkh_have_pidfd();
+    j->o = o;
     /* setgroups needs privilege even to set the list we have: a harness
      * that is not root and asks for its own identity keeps its groups */
-    int drop_groups = o->ids && !(geteuid() != 0 && same_groups(o->ids));
-    size_t ncand;
-    char **cands = candidates(o->argv[0], o->path, &ncand);
-    if (!cands) {
+    j->drop_groups = o->ids && !(geteuid() != 0 && same_groups(o->ids));
+    j->cands = candidates(o->argv[0], o->path, &j->ncand);
+    if (!j->cands) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int rep[2];
-    if (pipe2(rep, O_CLOEXEC) != 0) {
+    /* the read end is close-on-exec and the child closes every fd but
+     * 0-2 and its write end before the exec */
+    if (pipe2(j->rep, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
-        free_candidates(cands, ncand);
+        j->rep[0] = j->rep[1] = -1;
+        job_drop(j);
         return -1;
     }
+    j->parent = getpid();
     mkh_guardian_ensure();
-    /* Block signals across vfork so the child never runs our handlers
-     * (they would run on our memory). */
+    return 0;
+}
+
+/* The clone, then the wait until the child has exec'd or reported why it
+ * could not. On whichever thread: vfork suspends only the calling thread,
+ * and the child reads only the job and writes only its own stack and the
+ * calling thread's errno. */
+static void job_launch(spawn_job *j)
+{
+    /* Block signals across the clone so that the child never runs our
+     * handlers (they would run on our memory); the child resets the mask. */
     sigset_t all, old;
     sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    /* the report pipe's read end is close-on-exec and the child closes
-     * every fd but 0-2 and its write end before the exec */
-    child_args ca = { o, cands, ncand, getpid(), rep[1], drop_groups };
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     /* a child entering a lab's user namespace gets a copy of our memory:
      * the kernel refuses that setns to a process sharing its address space */
-    pid_t pid = mkh_vfork_call(child_main, &ca, o->ns == NULL || o->ns[0] < 0);
-    int fork_errno = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    close(rep[1]);
-    free_candidates(cands, ncand);
-    if (pid < 0) {
-        close(rep[0]);
-        snprintf(err, errlen, "vfork: %s", strerror(fork_errno));
-        return -1;
+    j->pid = mkh_vfork_call(child_main, j, j->o->ns == NULL || j->o->ns[0] < 0);
+    j->fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(j->rep[1]);
+    j->rep[1] = -1;
+    if (j->pid >= 0) {
+        j->ticks = mkh_start_ticks(j->pid);
+        ssize_t n;
+        do n = read(j->rep[0], &j->r, sizeof j->r); while (n < 0 && errno == EINTR);
+        j->failed = n == (ssize_t)sizeof j->r;
     }
-    /* The guardian learns the session as soon as we run again (right after
-     * the exec). A harness killed before that leaves a leader that dies
-     * of its parent-death signal, and descendants that carry the run's
-     * marker and sit in its cgroup, which the guardian (started before
-     * the vfork) already knows. */
-    unsigned long long ticks = mkh_start_ticks(pid);
-    mkh_guardian_watch(pid, ticks);
+    close(j->rep[0]);
+    j->rep[0] = -1;
+}
 
-    struct exec_report r;
-    ssize_t n;
-    do n = read(rep[0], &r, sizeof r); while (n < 0 && errno == EINTR);
-    close(rep[0]);
-    if (n == (ssize_t)sizeof r) {
-        int st;
-        mkh_guardian_forget(pid);
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-        describe(o, r, err, errlen);
+static int job_finish(spawn_job *j, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
+                      size_t errlen)
+{
+    job_drop(j);
+    if (j->pid < 0) {
+        snprintf(err, errlen, "vfork: %s", strerror(j->fork_errno));
         return -1;
     }
+    pid_t pid = j->pid;
+    int st;
+    if (j->failed) {
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        describe(j->o, j->r, err, errlen);
+        return -1;
+    }
+    /* The guardian learns the session now, once the child has exec'd. A
+     * harness killed before that leaves a leader that dies of its
+     * parent-death signal, and descendants that carry the run's marker and
+     * sit in its cgroup, which the guardian (started before the clone)
+     * already knows. */
+    mkh_guardian_watch(pid, j->ticks);
     int pidfd = mkh_have_pidfd() ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
     if (pidfd < 0 && mkh_have_pidfd()) {
         snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
         kill(pid, SIGKILL);
-        int st;
         mkh_guardian_forget(pid);
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
         return -1;
     }
     *pid_out = pid;
     *pidfd_out = pidfd;
-    if (ticks_out) *ticks_out = ticks;
+    if (ticks_out) *ticks_out = j->ticks;
     return 0;
+}
+
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
+              size_t errlen)
+{
+    spawn_job j;
+    job_init(&j);
+    if (job_prepare(&j, o, err, errlen) != 0) return -1;
+    job_launch(&j);
+    return job_finish(&j, pid_out, pidfd_out, ticks_out, err, errlen);
 }
 
 /* ---- starting a process of the run: stdio, cgroup, spawn, live list ---- */
@@ -362,48 +422,433 @@ static int stdin_fd(const mkh_start_opts *o, char *err, size_t errlen)
     return fd;
 }
 
-int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
+/* The child's stdio and its cgroup, into s. 0, or -1 with err: then
+ * start_close() releases what was made. */
+static int start_open(const mkh_start_opts *o, mkh_spawn_opts *s, int *cg_id, char *err, size_t errlen)
 {
     static int cg_seq;
-    mkh_spawn_opts *s = &o->spawn;
     mkh_supervise_init();
-    memset(p, 0, sizeof *p);
-    p->pidfd = -1;
-    p->exited = 1; /* until spawned: nothing to kill */
-    p->stop_sig = o->stop_sig;
-    p->kill_sig = o->kill_sig;
-    p->stop_timeout = o->stop_timeout;
+    *cg_id = 0;
     s->fd_cgroup = -1;
     if (mkh_cg_enabled()) {
         s->fd_cgroup = mkh_cg_create(++cg_seq);
-        if (s->fd_cgroup >= 0) p->cg_id = cg_seq;
+        if (s->fd_cgroup >= 0) *cg_id = cg_seq;
     }
     s->fd_out = s->fd_err = -1;
     s->fd_in = stdin_fd(o, err, errlen);
-    int r = -1;
     if (s->fd_in >= 0 && open_stream(&o->out, 1, &s->fd_out, err, errlen) == 0 &&
-        open_stream(&o->err, 2, &s->fd_err, err, errlen) == 0) {
+        open_stream(&o->err, 2, &s->fd_err, err, errlen) == 0)
+        return 0;
+    return -1;
+}
+
+/* Once the child has its copies (or there is none: failed): the fds go,
+ * and a failed start's cgroup with whatever may have entered it. */
+static void start_close(mkh_spawn_opts *s, int cg_id, int failed)
+{
+    int *fds[] = { &s->fd_in, &s->fd_out, &s->fd_err, &s->fd_cgroup };
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0) close(*fds[i]);
+        *fds[i] = -1;
+    }
+    if (failed && cg_id) {
+        char cg[4200];
+        mkh_cg_path(cg_id, cg, sizeof cg);
+        mkh_cg_kill(cg, 1.0);
+    }
+}
+
+static void proc_init(mkh_proc *p, int stop_sig, int kill_sig, double stop_timeout)
+{
+    memset(p, 0, sizeof *p);
+    p->pidfd = -1;
+    p->exited = 1; /* until spawned: nothing to kill */
+    p->stop_sig = stop_sig;
+    p->kill_sig = kill_sig;
+    p->stop_timeout = stop_timeout;
+}
+
+static void proc_started(mkh_proc *p, pid_t pid, int pidfd, unsigned long long ticks, int cg_id)
+{
+    p->pid = pid;
+    p->pidfd = pidfd;
+    p->exited = 0;
+    p->start_ticks = ticks;
+    p->cg_id = cg_id;
+    mkh_proc_link(p);
+}
+
+int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
+{
+    mkh_spawn_opts *s = &o->spawn;
+    proc_init(p, o->stop_sig, o->kill_sig, o->stop_timeout);
+    int cg_id;
+    int r = start_open(o, s, &cg_id, err, errlen);
+    if (r == 0) {
         pid_t pid;
         int pidfd;
         unsigned long long ticks = 0;
         r = mkh_spawn(s, &pid, &pidfd, &ticks, err, errlen);
-        if (r == 0) {
-            p->pid = pid;
-            p->pidfd = pidfd;
-            p->exited = 0;
-            p->start_ticks = ticks;
-            mkh_proc_link(p);
+        if (r == 0) proc_started(p, pid, pidfd, ticks, cg_id);
+    }
+    start_close(s, cg_id, r != 0);
+    return r;
+}
+
+/* ---- starting off the run's thread ----
+ * The clone and the wait for the exec report (0.6 ms on an idle machine,
+ * tens of ms on a loaded one, however long the child's steps before its
+ * exec take) run on one spawn thread serving a queue, so that the run's
+ * thread goes on waiting, and firing due timers, through its wait loop.
+ * The thread is started on first use with every signal blocked, and
+ * never ends: a child's parent-death signal follows the thread that
+ * created it, not the process. Everything else (the options, copied; the
+ * stdio, the cgroup, the PATH candidates, the guardian; then the pidfd
+ * and the live list) stays on the run's thread. A launch is handed over
+ * whole: the spawn thread touches a queued launch only to run it, and
+ * never again once it is over. */
+
+enum { L_QUEUED, L_RUNNING, L_DONE, L_CANCELLED };
+
+struct mkh_launch {
+    spawn_job job;
+    mkh_spawn_opts spawn;      /* the child's options: the copies below */
+    char **argv, **envp;
+    char *path, *cwd, *who, *where;
+    mkh_ids ids;               /* a copy, its groups too */
+    int ns[3];                 /* duplicates: a lab closed meanwhile cannot take them */
+    int stop_sig, kill_sig;
+    double stop_timeout;
+    int cg_id;
+    int done_fd;               /* eventfd, readable once the launch is over */
+    int state;                 /* L_*: under q_lock */
+    struct mkh_launch *qnext;  /* the spawn thread's queue: under q_lock */
+    struct mkh_launch *prev, *next; /* not finished yet: the run's thread's */
+    int listed;
+    int settled;               /* teardown came first: its process (if any) is p */
+    mkh_proc p;
+};
+
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static mkh_launch *q_head, *q_tail;
+static pid_t spawner_tid;      /* under q_lock; 0 until the thread runs */
+static int spawner_up;         /* the run's thread's, as the rest below */
+static mkh_launch *unfinished;
+
+static void *spawner_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&q_lock);
+    spawner_tid = (pid_t)syscall(SYS_gettid);
+    for (;;) {
+        while (!q_head) pthread_cond_wait(&q_cond, &q_lock);
+        mkh_launch *l = q_head;
+        q_head = l->qnext;
+        if (!q_head) q_tail = NULL;
+        l->state = L_RUNNING;
+        pthread_mutex_unlock(&q_lock);
+        job_launch(&l->job);
+        pthread_mutex_lock(&q_lock);
+        /* under the lock: once the run's thread sees L_DONE it may close
+         * the eventfd and free the launch */
+        l->state = L_DONE;
+        uint64_t one = 1;
+        if (write(l->done_fd, &one, sizeof one) < 0) { /* an eventfd far from full: cannot fail */ }
+    }
+    return NULL;
+}
+
+static int spawner_start(char *err, size_t errlen)
+{
+    if (spawner_up) return 0;
+    /* The thread runs this file's code until the process ends: a module
+     * (core.so in a stock lua) must never be unloaded under it. */
+    Dl_info info;
+    if (dladdr((void *)spawner_main, &info) && info.dli_fname)
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    /* signals are for the main thread: its waits must be the ones cut
+     * short; a child inherits the full mask and resets it before its exec */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int r = pthread_create(&t, &a, spawner_main, NULL);
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot start the spawn thread: %s", strerror(r));
+        return -1;
+    }
+    pthread_setname_np(t, "mkh-spawn"); /* to tell it in ps and /proc */
+    spawner_up = 1;
+    return 0;
+}
+
+static char **copy_vector(char *const *v)
+{
+    size_t n = 0;
+    while (v[n]) n++;
+    char **c = calloc(n + 1, sizeof *c);
+    for (size_t i = 0; c && i < n; i++) {
+        c[i] = strdup(v[i]);
+        if (!c[i]) {
+            for (size_t k = 0; k < i; k++) free(c[k]);
+            free(c);
+            c = NULL;
         }
     }
-    if (s->fd_in >= 0) close(s->fd_in);
-    if (s->fd_out >= 0) close(s->fd_out);
-    if (s->fd_err >= 0) close(s->fd_err);
-    if (s->fd_cgroup >= 0) close(s->fd_cgroup);
-    if (r != 0 && p->cg_id) {
-        char cg[4200];
-        mkh_cg_path(p->cg_id, cg, sizeof cg);
-        mkh_cg_kill(cg, 1.0);
-        p->cg_id = 0;
+    return c;
+}
+
+static void free_vector(char **v)
+{
+    if (!v) return;
+    for (char **p = v; *p; p++) free(*p);
+    free(v);
+}
+
+static int copy_string(const char *s, char **out)
+{
+    *out = s ? strdup(s) : NULL;
+    return s && !*out ? -1 : 0;
+}
+
+/* The caller's options as the launch's own: the caller's strings (Lua's)
+ * may go while the child still reads them. */
+static int copy_spawn_opts(mkh_launch *l, const mkh_spawn_opts *o, char *err, size_t errlen)
+{
+    mkh_spawn_opts *s = &l->spawn;
+    memset(s, 0, sizeof *s);
+    s->fd_in = s->fd_out = s->fd_err = s->fd_cgroup = -1;
+    l->argv = copy_vector(o->argv);
+    l->envp = copy_vector(o->envp);
+    int bad = !l->argv || !l->envp || copy_string(o->path, &l->path) || copy_string(o->cwd, &l->cwd) ||
+              copy_string(o->who, &l->who) || copy_string(o->where, &l->where);
+    if (!bad && o->ids) {
+        l->ids = *o->ids;
+        l->ids.groups = malloc((o->ids->ngroups + 1) * sizeof *l->ids.groups);
+        if (l->ids.groups) memcpy(l->ids.groups, o->ids->groups, o->ids->ngroups * sizeof *l->ids.groups);
+        else bad = 1;
+        s->ids = &l->ids;
     }
+    if (bad) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->argv = l->argv;
+    s->envp = l->envp;
+    s->path = l->path;
+    s->cwd = l->cwd;
+    s->who = l->who;
+    s->where = l->where;
+    if (o->ns) {
+        for (int i = 0; i < 3; i++) {
+            if (o->ns[i] >= 0 && (l->ns[i] = fcntl(o->ns[i], F_DUPFD_CLOEXEC, 3)) < 0) {
+                snprintf(err, errlen, "cannot hold the lab's namespaces: %s", strerror(errno));
+                return -1;
+            }
+        }
+        s->ns = l->ns;
+    }
+    return 0;
+}
+
+static void launch_free(mkh_launch *l)
+{
+    job_drop(&l->job);
+    free_vector(l->argv);
+    free_vector(l->envp);
+    free(l->path);
+    free(l->cwd);
+    free(l->who);
+    free(l->where);
+    free(l->ids.groups);
+    for (int i = 0; i < 3; i++)
+        if (l->ns[i] >= 0) close(l->ns[i]);
+    if (l->done_fd >= 0) close(l->done_fd);
+    free(l);
+}
+
+static void list_add(mkh_launch *l)
+{
+    l->prev = NULL;
+    l->next = unfinished;
+    if (unfinished) unfinished->prev = l;
+    unfinished = l;
+    l->listed = 1;
+}
+
+static void list_remove(mkh_launch *l)
+{
+    if (!l->listed) return;
+    if (l->prev) l->prev->next = l->next;
+    else unfinished = l->next;
+    if (l->next) l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+    l->listed = 0;
+}
+
+mkh_launch *mkh_proc_start_async(const mkh_start_opts *o, int *no_thread, char *err, size_t errlen)
+{
+    *no_thread = 0;
+    if (spawner_start(err, errlen) != 0) {
+        *no_thread = 1;
+        return NULL;
+    }
+    mkh_launch *l = calloc(1, sizeof *l);
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    job_init(&l->job);
+    l->ns[0] = l->ns[1] = l->ns[2] = -1;
+    l->done_fd = -1;
+    l->stop_sig = o->stop_sig;
+    l->kill_sig = o->kill_sig;
+    l->stop_timeout = o->stop_timeout;
+    if (copy_spawn_opts(l, &o->spawn, err, errlen) != 0) {
+        launch_free(l);
+        return NULL;
+    }
+    l->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->done_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        launch_free(l);
+        return NULL;
+    }
+    if (start_open(o, &l->spawn, &l->cg_id, err, errlen) != 0 || job_prepare(&l->job, &l->spawn, err, errlen) != 0) {
+        start_close(&l->spawn, l->cg_id, 1);
+        launch_free(l);
+        return NULL;
+    }
+    list_add(l);
+    pthread_mutex_lock(&q_lock);
+    l->state = L_QUEUED;
+    l->qnext = NULL;
+    if (q_tail) q_tail->qnext = l;
+    else q_head = l;
+    q_tail = l;
+    pthread_cond_signal(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+    return l;
+}
+
+int mkh_launch_fd(const mkh_launch *l)
+{
+    return l->done_fd;
+}
+
+int mkh_launch_done(mkh_launch *l)
+{
+    if (l->settled) return 1;
+    pthread_mutex_lock(&q_lock);
+    int done = l->state == L_DONE || l->state == L_CANCELLED;
+    pthread_mutex_unlock(&q_lock);
+    return done;
+}
+
+/* Until the spawn thread is done with l. With cancel, a launch still in
+ * the queue is taken off it instead (and never runs). */
+static void launch_wait(mkh_launch *l, int cancel)
+{
+    pthread_mutex_lock(&q_lock);
+    if (cancel && l->state == L_QUEUED) {
+        mkh_launch *prev = NULL;
+        for (mkh_launch *x = q_head; x && x != l; x = x->qnext) prev = x;
+        if (prev) prev->qnext = l->qnext;
+        else q_head = l->qnext;
+        if (q_tail == l) q_tail = prev;
+        l->state = L_CANCELLED;
+    }
+    while (l->state == L_QUEUED || l->state == L_RUNNING) {
+        pthread_mutex_unlock(&q_lock);
+        /* bounded by the child's steps before its exec */
+        struct pollfd pf = { l->done_fd, POLLIN, 0 };
+        poll(&pf, 1, -1);
+        pthread_mutex_lock(&q_lock);
+    }
+    pthread_mutex_unlock(&q_lock);
+    list_remove(l);
+}
+
+/* The launch's outcome as p (linked when it runs), as mkh_proc_start
+ * would have left it. */
+static int launch_finish_into(mkh_launch *l, mkh_proc *p, char *err, size_t errlen)
+{
+    proc_init(p, l->stop_sig, l->kill_sig, l->stop_timeout);
+    int r = -1;
+    if (l->state == L_CANCELLED) {
+        snprintf(err, errlen, "cancelled before it started");
+        job_drop(&l->job);
+    } else {
+        pid_t pid;
+        int pidfd;
+        unsigned long long ticks = 0;
+        r = job_finish(&l->job, &pid, &pidfd, &ticks, err, errlen);
+        if (r == 0) proc_started(p, pid, pidfd, ticks, l->cg_id);
+    }
+    start_close(&l->spawn, l->cg_id, r != 0);
+    l->cg_id = 0;
     return r;
+}
+
+int mkh_launch_finish(mkh_launch *l, mkh_proc *p, char *err, size_t errlen)
+{
+    int r;
+    if (l->settled) {
+        /* teardown took its process, as any other of the run's */
+        proc_init(p, l->stop_sig, l->kill_sig, l->stop_timeout);
+        snprintf(err, errlen, "cannot start '%s': the run was torn down while it started", l->argv[0]);
+        mkh_proc_unlink(&l->p);
+        r = -1;
+    } else {
+        launch_wait(l, 0);
+        r = launch_finish_into(l, p, err, errlen);
+    }
+    launch_free(l);
+    return r;
+}
+
+void mkh_launch_abandon(mkh_launch *l, const char *token)
+{
+    if (!l->settled) {
+        launch_wait(l, 1);
+        char err[1024];
+        /* a child nobody will take: killed with what it started, as the
+         * collector does with a forgotten process */
+        if (launch_finish_into(l, &l->p, err, sizeof err) == 0) {
+            mkh_proc_signal(&l->p, SIGKILL);
+            mkh_proc_wait(&l->p, mkh_now() + 2.0);
+            mkh_proc_sweep(&l->p, token ? token : "");
+        }
+    }
+    mkh_proc_unlink(&l->p);
+    launch_free(l);
+}
+
+void mkh_launch_settle(void)
+{
+    while (unfinished) {
+        mkh_launch *l = unfinished;
+        launch_wait(l, 1);
+        char err[1024];
+        /* linked: teardown stops and reaps it with the others */
+        launch_finish_into(l, &l->p, err, sizeof err);
+        l->settled = 1;
+    }
+}
+
+size_t mkh_launch_children(pid_t *out, size_t cap)
+{
+    /* while a launch is unfinished its child may be on the list and on no
+     * other: not a stray, whatever it looks like */
+    if (!spawner_up || unfinished) return 0;
+    pthread_mutex_lock(&q_lock);
+    pid_t tid = spawner_tid;
+    pthread_mutex_unlock(&q_lock);
+    return tid ? mkh_task_children(tid, out, cap) : 0;
 }

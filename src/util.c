@@ -132,14 +132,15 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* The child runs on a stack of its own, allocated once and kept: the
- * parent is suspended while it runs, and only one such child is started
- * at a time (from the Lua thread). */
+/* The child runs on a stack of its own, allocated once per thread and
+ * kept: the calling thread is suspended while it runs, and each thread
+ * that starts children (the Lua thread, the spawn thread) has its own, so
+ * two children started at once never share one. */
 #define CHILD_STACK ((size_t)256 * 1024)
 
 pid_t mkh_vfork_call(int (*fn)(void *), void *arg, int share_memory)
 {
-    static char *stack;
+    static _Thread_local char *stack;
     if (!stack) {
         void *m = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (m == MAP_FAILED) return -1;
