@@ -100,7 +100,7 @@ end
 -- core.spawn(t) that lets timers fire and clients run while the child
 -- starts: its launch (the clone and the wait for its exec, which blocks
 -- the thread making it for as long as the child's steps before the exec
--- take) runs on the spawn thread (src/spawn.c), and the wait for it goes
+-- take) runs on the spawn thread (src/launch.c), and the wait for it goes
 -- through L.block. Without timers or a scheduler it is core.spawn: the
 -- hand-off to a thread would cost every ordinary start. A spawn asked for
 -- while another is under way (a timer's restart) queues behind it. Left
