@@ -104,6 +104,7 @@ int luaopen_mkharness_core(lua_State *L)
     lmkh_open_scanner(L);
     lmkh_open_dgram(L);
     lmkh_open_echo(L);
+    lmkh_open_spawning(L);
     lmkh_open_run(L);
     lmkh_open_text(L);
     lmkh_open_net(L);

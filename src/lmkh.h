@@ -14,6 +14,7 @@ int luaopen_mkharness_core(lua_State *L);
 #define SCANNER_MT "mkharness.scanner"
 #define DGRAM_MT "mkharness.dgram"
 #define ECHO_MT "mkharness.echo"
+#define SPAWNING_MT "mkharness.spawning"
 
 /* Shared by the binding files (lmkh.c). */
 void lmkh_check_interrupt(lua_State *L);   /* after a wait a signal may have cut short */
@@ -31,6 +32,7 @@ void lmkh_open_watch(lua_State *L);
 void lmkh_open_scanner(lua_State *L);
 void lmkh_open_dgram(lua_State *L);
 void lmkh_open_echo(lua_State *L);
+void lmkh_open_spawning(lua_State *L);
 void lmkh_open_run(lua_State *L);
 void lmkh_open_text(lua_State *L);
 void lmkh_open_net(lua_State *L);
@@ -51,6 +53,10 @@ void lmkh_open_proxy(lua_State *L);
 void lmkh_open_lab(lua_State *L);
 void lmkh_open_tcp(lua_State *L);
 struct mkh_lab *lmkh_check_lab(lua_State *L, int i); /* lproc.c spawns into a lab's host */
+/* A new proc userdata (lproc.c), pushed, not started yet; and a new
+ * spawning one (lspawn.c), pushed, whose launch the caller fills in. */
+struct mkh_proc *lmkh_new_proc(lua_State *L, const char *token);
+struct mkh_launch **lmkh_new_spawning(lua_State *L, const char *token);
 
 /* pmatch.c: string.find(s, p, init + 1) that gives up when `deadline`
  * (mkh_now() seconds; <= 0: none) passes or a signal is pending. Returns

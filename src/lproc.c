@@ -138,12 +138,26 @@ static void field_io(lua_State *L, const char *key, mkh_io *io)
     }
 }
 
+mkh_proc *lmkh_new_proc(lua_State *L, const char *token)
+{
+    lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    lp->p.pidfd = -1;
+    lp->p.exited = 1; /* until spawned: nothing to kill in __gc */
+    snprintf(lp->token, sizeof lp->token, "%s", token ? token : "");
+    luaL_setmetatable(L, PROC_MT);
+    return &lp->p;
+}
+
 /* core.spawn{ argv=, env=, path=, cwd=, stdin=, stdout=, stdout_path=, stderr=, stderr_path=,
  *             stop_signal=, kill_signal=, stop_timeout=, token=, ids=, lab=, lab_host=, lab_where= }:
  * converts the table; the engine (mkh_proc_start) does the rest. Every
  * field but cwd, stdin, token, ids and the lab's is required: the defaults live in
- * lua/mkharness/defaults.lua. */
-static int l_spawn(lua_State *L)
+ * lua/mkharness/defaults.lua.
+ * core.spawn_start{ same }: the same start with its launch on the spawn
+ * thread: a mkharness.spawning (lspawn.c) to wait for and take the proc
+ * from; false, message when no thread can be had (core.spawn then). */
+static int spawn(lua_State *L, int async)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     char err[1024] = "";
@@ -180,15 +194,25 @@ static int l_spawn(lua_State *L)
         o.spawn.where = lua_tostring(L, -1);
     }
 
-    lproc *lp = lua_newuserdatauv(L, sizeof *lp, 0);
-    memset(lp, 0, sizeof *lp);
-    lp->p.pidfd = -1;
-    lp->p.exited = 1; /* until spawned: nothing to kill in __gc */
-    snprintf(lp->token, sizeof lp->token, "%s", token);
-    luaL_setmetatable(L, PROC_MT);
-    if (mkh_proc_start(&lp->p, &o, err, sizeof err) != 0) return lmkh_push_fail(L, err);
+    if (async) {
+        /* the userdata first: once the launch is queued nothing may fail
+         * before it has its owner */
+        mkh_launch **slot = lmkh_new_spawning(L, token);
+        int no_thread;
+        *slot = mkh_proc_start_async(&o, &no_thread, err, sizeof err);
+        if (*slot) return 1;
+        if (!no_thread) return lmkh_push_fail(L, err);
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    mkh_proc *p = lmkh_new_proc(L, token);
+    if (mkh_proc_start(p, &o, err, sizeof err) != 0) return lmkh_push_fail(L, err);
     return 1;
 }
+
+static int l_spawn(lua_State *L) { return spawn(L, 0); }
+static int l_spawn_start(lua_State *L) { return spawn(L, 1); }
 
 static int l_proc_pid(lua_State *L)
 {
@@ -354,6 +378,7 @@ void lmkh_open_proc(lua_State *L)
     lmkh_new_class(L, PROC_MT, proc_methods, l_proc_gc);
     static const luaL_Reg funcs[] = {
         {"spawn", l_spawn},
+        {"spawn_start", l_spawn_start},
         {"adopt", l_adopt},
         {"alive", l_alive},
         {NULL, NULL}

@@ -169,7 +169,10 @@ unsigned long long mkh_ticks_now(void);  /* the same clock, now */
 enum { MKH_ENV_NONE, MKH_ENV_OTHER, MKH_ENV_MATCH };
 int mkh_env_match(pid_t pid, const char *marker, size_t mlen);
 int mkh_has_marker(pid_t pid, const char *marker, size_t mlen);
-size_t mkh_children(pid_t *out, size_t cap); /* this process's children */
+/* This process's children: those its main thread made, and the reparented
+ * orphans (a subreaper's thread group gets them on its main thread). */
+size_t mkh_children(pid_t *out, size_t cap);
+size_t mkh_task_children(pid_t tid, pid_t *out, size_t cap); /* those thread tid made */
 
 /* ---- guardian.c ---- */
 /* The host's supervisor (its parent), for the guardian to watch: once it
@@ -224,6 +227,32 @@ typedef struct {
     double stop_timeout;
 } mkh_start_opts;
 int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen);
+/* The same in three steps, the middle one (the clone and the wait until the
+ * child has exec'd, which blocks the calling thread for as long as the
+ * child's steps before its exec take) on the spawn thread (spawn.c), so
+ * that the run's thread keeps waiting through its own loop meanwhile.
+ * mkh_proc_start_async does the rest of the start's first half now (o is
+ * copied) and queues the launch: a launch, or NULL with err, and
+ * *no_thread set when no thread could be had (then mkh_proc_start is the
+ * way). mkh_launch_fd is readable, and mkh_launch_done true, once the
+ * launch is over; mkh_launch_finish (waiting for it if need be) makes p
+ * the process as mkh_proc_start would have, or fails with the same
+ * message. mkh_launch_abandon gives a launch up: one not begun never
+ * runs, a child already started is killed with its descendants (token:
+ * its service marker). Both free the launch. */
+typedef struct mkh_launch mkh_launch;
+mkh_launch *mkh_proc_start_async(const mkh_start_opts *o, int *no_thread, char *err, size_t errlen);
+int mkh_launch_fd(const mkh_launch *l);
+int mkh_launch_done(mkh_launch *l);
+int mkh_launch_finish(mkh_launch *l, mkh_proc *p, char *err, size_t errlen);
+void mkh_launch_abandon(mkh_launch *l, const char *token);
+/* Teardown: every launch not finished is waited for (or cancelled, when
+ * queued), and its process put on the live list for teardown to end;
+ * mkh_launch_finish then fails. */
+void mkh_launch_settle(void);
+/* The spawn thread's children, for the stray hunt: none while a launch
+ * is unfinished (its child is nobody's stray). */
+size_t mkh_launch_children(pid_t *out, size_t cap);
 void mkh_proc_link(mkh_proc *p);
 void mkh_proc_unlink(mkh_proc *p);
 /* A service's leader is never reaped before its group is swept: while it

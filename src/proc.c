@@ -361,7 +361,9 @@ static int cmp_pid(const void *a, const void *b)
 static size_t orphans(pid_t *out, size_t cap)
 {
     static pid_t kids[4096];
-    size_t n = 0, k = mkh_children(kids, sizeof kids / sizeof kids[0]);
+    size_t cap_kids = sizeof kids / sizeof kids[0];
+    size_t n = 0, k = mkh_children(kids, cap_kids);
+    k += mkh_launch_children(kids + k, cap_kids - k);
     if (k == 0) return 0;
     /* the live pids sorted once: a group of 1000 services stopping would
      * otherwise walk the live list for each child, for each stop */
@@ -513,6 +515,7 @@ void mkh_teardown_grace_cap(double seconds) { grace_cap = seconds; }
 
 void mkh_teardown(int graceful)
 {
+    mkh_launch_settle(); /* a process still starting is ended with the others */
     in_teardown = 1;
     teardown_t0 = mkh_now();
     mkh_interrupt_drain(); /* the signal that began it, if any, is handled */

@@ -118,9 +118,14 @@ unsigned long long mkh_ticks_now(void)
 
 size_t mkh_children(pid_t *out, size_t cap)
 {
+    return mkh_task_children(getpid(), out, cap);
+}
+
+size_t mkh_task_children(pid_t tid, pid_t *out, size_t cap)
+{
     static char buf[65536]; /* thousands of services: ~8 bytes a pid */
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)tid);
     if (mkh_read_small(path, buf, sizeof buf) <= 0) return 0;
     size_t n = 0;
     for (char *s = buf; *s && n < cap; ) {

@@ -10,10 +10,12 @@
  * process's shared state (setuid and friends signal every thread). */
 #define _GNU_SOURCE
 #include "mkh.h"
+#include "spawn_steps.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,11 +30,9 @@
 enum { STAGE_SETUP = 1, STAGE_FDS, STAGE_CHDIR, STAGE_EXEC, STAGE_SETGROUPS, STAGE_SETGID, STAGE_SETUID,
        STAGE_NS };
 
-struct exec_report { int stage; int err; };
-
 MKH_CHILD_CODE static void child_fail(int rep, int stage, int err)
 {
-    struct exec_report r = { stage, err };
+    struct mkh_exec_report r = { stage, err };
     ssize_t n = write(rep, &r, sizeof r);
     (void)n;
     _exit(127);
@@ -147,7 +147,7 @@ static void free_candidates(char **c, size_t n)
     free(c);
 }
 
-static void describe(const mkh_spawn_opts *o, struct exec_report r, char *err, size_t errlen)
+static void describe(const mkh_spawn_opts *o, struct mkh_exec_report r, char *err, size_t errlen)
 {
     const char *cmd = o->argv[0];
     const char *step = r.stage == STAGE_SETGROUPS ? "setgroups" : r.stage == STAGE_SETGID ? "setgid" : "setuid";
@@ -228,94 +228,133 @@ int mkh_have_pidfd(void)
     return have;
 }
 
-typedef struct {
-    const mkh_spawn_opts *o;
-    char **cands;
-    size_t ncand;
-    pid_t parent;
-    int rep;
-    int drop_groups;
-} child_args;
+/* ---- one spawn in three steps: prepare on the run's thread (PATH
+ * candidates, the report pipe, the guardian: the harness's state), launch
+ * on any thread (the clone and the wait for the exec report: it touches
+ * nothing but its job), finish on the run's thread (the guardian, the
+ * pidfd). mkh_spawn takes the three at once; a launch (launch.c) runs
+ * the middle one on the spawn thread. ---- */
 
 MKH_CHILD_CODE static int child_main(void *arg)
 {
-    const child_args *a = arg;
-    child(a->o, a->cands, a->ncand, a->parent, a->rep, a->drop_groups);
+    const mkh_spawn_job *j = arg;
+    child(j->o, j->cands, j->ncand, j->parent, j->rep[1], j->drop_groups);
     return 127; /* not reached: child() execs or exits */
 }
 
-int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
-              size_t errlen)
+void mkh_job_init(mkh_spawn_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->rep[0] = j->rep[1] = -1;
+    j->pid = -1;
+}
+
+/* What a job holds before its launch, or after one that never came. */
+void mkh_job_drop(mkh_spawn_job *j)
+{
+    free_candidates(j->cands, j->ncand);
+    j->cands = NULL;
+    for (int i = 0; i < 2; i++)
+        if (j->rep[i] >= 0) close(j->rep[i]);
+    j->rep[0] = j->rep[1] = -1;
+}
+
+int mkh_job_prepare(mkh_spawn_job *j, const mkh_spawn_opts *o, char *err, size_t errlen)
 {
     mkh_have_pidfd();
+    j->o = o;
     /* setgroups needs privilege even to set the list we have: a harness
      * that is not root and asks for its own identity keeps its groups */
-    int drop_groups = o->ids && !(geteuid() != 0 && same_groups(o->ids));
-    size_t ncand;
-    char **cands = candidates(o->argv[0], o->path, &ncand);
-    if (!cands) {
+    j->drop_groups = o->ids && !(geteuid() != 0 && same_groups(o->ids));
+    j->cands = candidates(o->argv[0], o->path, &j->ncand);
+    if (!j->cands) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int rep[2];
-    if (pipe2(rep, O_CLOEXEC) != 0) {
+    /* the read end is close-on-exec and the child closes every fd but
+     * 0-2 and its write end before the exec */
+    if (pipe2(j->rep, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
-        free_candidates(cands, ncand);
+        j->rep[0] = j->rep[1] = -1;
+        mkh_job_drop(j);
         return -1;
     }
+    j->parent = getpid();
     mkh_guardian_ensure();
-    /* Block signals across vfork so the child never runs our handlers
-     * (they would run on our memory). */
+    return 0;
+}
+
+/* The clone, then the wait until the child has exec'd or reported why it
+ * could not. On whichever thread: vfork suspends only the calling thread,
+ * and the child reads only the job and writes only its own stack and the
+ * calling thread's errno. */
+void mkh_job_launch(mkh_spawn_job *j)
+{
+    /* Block signals across the clone so that the child never runs our
+     * handlers (they would run on our memory); the child resets the mask. */
     sigset_t all, old;
     sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    /* the report pipe's read end is close-on-exec and the child closes
-     * every fd but 0-2 and its write end before the exec */
-    child_args ca = { o, cands, ncand, getpid(), rep[1], drop_groups };
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     /* a child entering a lab's user namespace gets a copy of our memory:
      * the kernel refuses that setns to a process sharing its address space */
-    pid_t pid = mkh_vfork_call(child_main, &ca, o->ns == NULL || o->ns[0] < 0);
-    int fork_errno = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    close(rep[1]);
-    free_candidates(cands, ncand);
-    if (pid < 0) {
-        close(rep[0]);
-        snprintf(err, errlen, "vfork: %s", strerror(fork_errno));
-        return -1;
+    j->pid = mkh_vfork_call(child_main, j, j->o->ns == NULL || j->o->ns[0] < 0);
+    j->fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(j->rep[1]);
+    j->rep[1] = -1;
+    if (j->pid >= 0) {
+        j->ticks = mkh_start_ticks(j->pid);
+        ssize_t n;
+        do n = read(j->rep[0], &j->r, sizeof j->r); while (n < 0 && errno == EINTR);
+        j->failed = n == (ssize_t)sizeof j->r;
     }
-    /* The guardian learns the session as soon as we run again (right after
-     * the exec). A harness killed before that leaves a leader that dies
-     * of its parent-death signal, and descendants that carry the run's
-     * marker and sit in its cgroup, which the guardian (started before
-     * the vfork) already knows. */
-    unsigned long long ticks = mkh_start_ticks(pid);
-    mkh_guardian_watch(pid, ticks);
+    close(j->rep[0]);
+    j->rep[0] = -1;
+}
 
-    struct exec_report r;
-    ssize_t n;
-    do n = read(rep[0], &r, sizeof r); while (n < 0 && errno == EINTR);
-    close(rep[0]);
-    if (n == (ssize_t)sizeof r) {
-        int st;
-        mkh_guardian_forget(pid);
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-        describe(o, r, err, errlen);
+int mkh_job_finish(mkh_spawn_job *j, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
+                   size_t errlen)
+{
+    mkh_job_drop(j);
+    if (j->pid < 0) {
+        snprintf(err, errlen, "vfork: %s", strerror(j->fork_errno));
         return -1;
     }
+    pid_t pid = j->pid;
+    int st;
+    if (j->failed) {
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        describe(j->o, j->r, err, errlen);
+        return -1;
+    }
+    /* The guardian learns the session now, once the child has exec'd. A
+     * harness killed before that leaves a leader that dies of its
+     * parent-death signal, and descendants that carry the run's marker and
+     * sit in its cgroup, which the guardian (started before the clone)
+     * already knows. */
+    mkh_guardian_watch(pid, j->ticks);
     int pidfd = mkh_have_pidfd() ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
     if (pidfd < 0 && mkh_have_pidfd()) {
         snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
         kill(pid, SIGKILL);
-        int st;
         mkh_guardian_forget(pid);
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
         return -1;
     }
     *pid_out = pid;
     *pidfd_out = pidfd;
-    if (ticks_out) *ticks_out = ticks;
+    if (ticks_out) *ticks_out = j->ticks;
     return 0;
+}
+
+int mkh_spawn(const mkh_spawn_opts *o, pid_t *pid_out, int *pidfd_out, unsigned long long *ticks_out, char *err,
+              size_t errlen)
+{
+    mkh_spawn_job j;
+    mkh_job_init(&j);
+    if (mkh_job_prepare(&j, o, err, errlen) != 0) return -1;
+    mkh_job_launch(&j);
+    return mkh_job_finish(&j, pid_out, pidfd_out, ticks_out, err, errlen);
 }
 
 /* ---- starting a process of the run: stdio, cgroup, spawn, live list ---- */
@@ -362,48 +401,75 @@ static int stdin_fd(const mkh_start_opts *o, char *err, size_t errlen)
     return fd;
 }
 
-int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
+/* The child's stdio and its cgroup, into s. 0, or -1 with err: then
+ * mkh_start_close() releases what was made. */
+int mkh_start_open(const mkh_start_opts *o, mkh_spawn_opts *s, int *cg_id, char *err, size_t errlen)
 {
     static int cg_seq;
-    mkh_spawn_opts *s = &o->spawn;
     mkh_supervise_init();
-    memset(p, 0, sizeof *p);
-    p->pidfd = -1;
-    p->exited = 1; /* until spawned: nothing to kill */
-    p->stop_sig = o->stop_sig;
-    p->kill_sig = o->kill_sig;
-    p->stop_timeout = o->stop_timeout;
+    *cg_id = 0;
     s->fd_cgroup = -1;
     if (mkh_cg_enabled()) {
         s->fd_cgroup = mkh_cg_create(++cg_seq);
-        if (s->fd_cgroup >= 0) p->cg_id = cg_seq;
+        if (s->fd_cgroup >= 0) *cg_id = cg_seq;
     }
     s->fd_out = s->fd_err = -1;
     s->fd_in = stdin_fd(o, err, errlen);
-    int r = -1;
     if (s->fd_in >= 0 && open_stream(&o->out, 1, &s->fd_out, err, errlen) == 0 &&
-        open_stream(&o->err, 2, &s->fd_err, err, errlen) == 0) {
+        open_stream(&o->err, 2, &s->fd_err, err, errlen) == 0)
+        return 0;
+    return -1;
+}
+
+/* Once the child has its copies (or there is none: failed): the fds go,
+ * and a failed start's cgroup with whatever may have entered it. */
+void mkh_start_close(mkh_spawn_opts *s, int cg_id, int failed)
+{
+    int *fds[] = { &s->fd_in, &s->fd_out, &s->fd_err, &s->fd_cgroup };
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0) close(*fds[i]);
+        *fds[i] = -1;
+    }
+    if (failed && cg_id) {
+        char cg[4200];
+        mkh_cg_path(cg_id, cg, sizeof cg);
+        mkh_cg_kill(cg, 1.0);
+    }
+}
+
+void mkh_proc_init(mkh_proc *p, int stop_sig, int kill_sig, double stop_timeout)
+{
+    memset(p, 0, sizeof *p);
+    p->pidfd = -1;
+    p->exited = 1; /* until spawned: nothing to kill */
+    p->stop_sig = stop_sig;
+    p->kill_sig = kill_sig;
+    p->stop_timeout = stop_timeout;
+}
+
+void mkh_proc_started(mkh_proc *p, pid_t pid, int pidfd, unsigned long long ticks, int cg_id)
+{
+    p->pid = pid;
+    p->pidfd = pidfd;
+    p->exited = 0;
+    p->start_ticks = ticks;
+    p->cg_id = cg_id;
+    mkh_proc_link(p);
+}
+
+int mkh_proc_start(mkh_proc *p, mkh_start_opts *o, char *err, size_t errlen)
+{
+    mkh_spawn_opts *s = &o->spawn;
+    mkh_proc_init(p, o->stop_sig, o->kill_sig, o->stop_timeout);
+    int cg_id;
+    int r = mkh_start_open(o, s, &cg_id, err, errlen);
+    if (r == 0) {
         pid_t pid;
         int pidfd;
         unsigned long long ticks = 0;
         r = mkh_spawn(s, &pid, &pidfd, &ticks, err, errlen);
-        if (r == 0) {
-            p->pid = pid;
-            p->pidfd = pidfd;
-            p->exited = 0;
-            p->start_ticks = ticks;
-            mkh_proc_link(p);
-        }
+        if (r == 0) mkh_proc_started(p, pid, pidfd, ticks, cg_id);
     }
-    if (s->fd_in >= 0) close(s->fd_in);
-    if (s->fd_out >= 0) close(s->fd_out);
-    if (s->fd_err >= 0) close(s->fd_err);
-    if (s->fd_cgroup >= 0) close(s->fd_cgroup);
-    if (r != 0 && p->cg_id) {
-        char cg[4200];
-        mkh_cg_path(p->cg_id, cg, sizeof cg);
-        mkh_cg_kill(cg, 1.0);
-        p->cg_id = 0;
-    }
+    mkh_start_close(s, cg_id, r != 0);
     return r;
 }

@@ -169,8 +169,9 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem)
 }
 
 /* The child runs on a stack of its own, allocated once per thread and
- * kept: the calling thread is suspended while it runs, so a thread has
- * one such child at a time, but two threads may each have one. */
+ * kept: the calling thread is suspended while it runs, and each thread
+ * that starts children (the Lua thread, the spawn thread, the guardian's
+ * starter) has its own, so two children started at once never share one. */
 #define CHILD_STACK ((size_t)256 * 1024)
 
 static _Thread_local char *child_stack;

@@ -278,9 +278,19 @@ local function drop_launcher(self)
   end
 end
 
+-- While the spawn waits in the loop (loop.spawn: timers fire meanwhile), a
+-- start() of the same service from a timer is a no-op, as during its
+-- readiness wait; left by an error or a closed coroutine, the probes let
+-- go of what they hold.
+local SPAWNING = { __close = function(g)
+  g.svc._spawning = nil
+  if g.undo then g.undo() end
+end }
+
 -- Spawn without waiting; returns a waiter for the readiness probes, or nil
 -- when the service is adopted or has none.
 function Executor:_launch()
+  if self._spawning then return nil end -- being started
   if self._proc and not self._stopped then
     if not self._proc:poll() then return nil end -- running: start() is a no-op
     -- it ended on its own since the last start: what it left goes now
@@ -347,7 +357,12 @@ function Executor:_launch()
   end
   where = where or {}
   local t0 = core.now()
-  local proc, err = core.spawn {
+  local spawning <close> = setmetatable({ svc = self, undo = function()
+    for i, p in ipairs(self._probes) do p:detach(states[i]) end
+    echo_close(self)
+  end }, SPAWNING)
+  self._spawning = true
+  local proc, err = loop.spawn {
     argv = self.argv, env = env, path = path, cwd = self.cwd, stdin = self.stdin,
     stdout = self._logs.stdout and "file" or self.stdout, stdout_path = self._logs.stdout,
     stderr = self._logs.stderr and "file" or self.stderr, stderr_path = self._logs.stderr,
@@ -355,6 +370,7 @@ function Executor:_launch()
     token = "MKHARNESS_SERVICE=" .. extra.MKHARNESS_SERVICE, ids = self._ids,
     lab = where.lab, lab_host = where.lab_host, lab_where = where.lab_where,
   }
+  spawning.undo, self._spawning = nil, nil
   if not proc then
     for i, p in ipairs(self._probes) do p:detach(states[i]) end
     echo_close(self)

@@ -4,8 +4,9 @@
 -- harness call the workload is in (mk.sleep, mk.get, mk.run, a start, a
 -- wait). So every wait loop sleeps through L.block(), which bounds each
 -- sleep by the next timer's due time and fires what is due; and the waits
--- that used to block in C (a process's exit, an HTTP request) take a path
--- through L.block() while timers are pending.
+-- that used to block in C (a process's exit, an HTTP request, a spawn
+-- until the child execs) take a path through L.block() while timers are
+-- pending.
 --
 -- A scheduler (the chaos run's logical clients, coroutines) may own the
 -- current coroutine: then L.block() yields to it instead of sleeping, so a
@@ -130,6 +131,26 @@ function L.proc_wait(proc, timeout)
     local fd = proc:fd()
     L.block(fd and { fd } or {}, deadline and (deadline - now) or -1)
   end
+end
+
+-- core.spawn(t) that lets timers fire and clients run while the child
+-- starts: its launch (the clone and the wait for its exec, which blocks
+-- the thread making it for as long as the child's steps before the exec
+-- take) runs on the spawn thread (src/launch.c), and the wait for it goes
+-- through L.block. Without timers or a scheduler it is core.spawn: the
+-- hand-off to a thread would cost every ordinary start. A spawn asked for
+-- while another is under way (a timer's restart) queues behind it. Left
+-- by an error or a closed coroutine, the launch is given up: a child
+-- already started is killed.
+function L.spawn(t)
+  if not L.active() then return core.spawn(t) end
+  local s, err = core.spawn_start(t)
+  if s == false then return core.spawn(t) end -- no thread to be had
+  if not s then return nil, err end
+  local _ <close> = s
+  local fd = s:fd()
+  while not s:done() do L.block({ fd }, -1) end
+  return s:take()
 end
 
 return L
