@@ -57,6 +57,7 @@ local N = {
   mixed = Q and 2 or 10, file_group = Q and { 1, 1 } or { 6, 3 },
   feature = Q and { 10, 10 } or { 40, 200 },
   ready_beside = Q and 3 or 20,
+  wake_floor = Q and 6 or 40,
   drain = Q and 2 or 5,
   overhead = Q and 5 or 20, rss = Q and 2 or 5,
   group_reps = Q and 1 or 3,
@@ -280,6 +281,16 @@ local function bench_readiness()
       target = { text = "mirakuru 46-64 ms" }, is_baseline = true }
     local _ = mkrow
   end
+  -- The machine's own floor under the event probes: a line written to a
+  -- file, seen through inotify by another process that waited in poll()
+  -- (C, fx_svc --wake-floor), after the same 150-250 ms of idle; the
+  -- clock is read just before the write, as --stamp-before does.
+  local fdir = mk.tmpdir()
+  local fr = run_ok { FX, "--wake-floor", N.wake_floor, fdir .. "/floor.log", timeout = 120 }
+  local floor = {}
+  for v in fr.stdout:gmatch("wake (%S+)") do floor[#floor + 1] = tonumber(v) end
+  add { key = "ready.floor", what = "  floor: a write seen via inotify (C, 2 processes)", unit = "s",
+    samples = floor, is_baseline = true }
   -- A tcp member in a group beside an HTTP member whose endpoint answers
   -- 0.5 s after spawn: the tcp member's latency must not include that wait
   -- (a blocking request held the whole loop until the answer came).
@@ -290,7 +301,7 @@ local function bench_readiness()
     local hport = mk.free_port()
     local slow = mk.http(with(argv_of("--listen", hport, "--http-delay", "0.5", "--serve-http", "200"),
       { url = "http://127.0.0.1:" .. hport .. "/", name = "ready-slow-http" }))
-    local fast = mk.tcp(with(argv_of(RANDOM, "--listen", c.port, "--stamp", c.stamp, "--serve-tcp"),
+    local fast = mk.tcp(with(argv_of(RANDOM, "--stamp-before", c.stamp, "--listen", c.port, "--serve-tcp"),
       { port = c.port, name = "ready-tcp-beside" }))
     local g <close> = mk.group { slow, fast }
     g:start()
