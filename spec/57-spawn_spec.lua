@@ -212,6 +212,20 @@ describe("spawning while timers are pending", function()
     assert.same({}, running_with("30.5702"))
   end)
 
+  it("a client given up while its command runs (after the spawn) leaves no process either", function()
+    local started = false
+    mk.chaos { seed = 1, duration = 0.05, grace = 0.01,
+      faults = { mk.fault.custom { name = "tick", start = function() end, heal = function() end,
+        every = { 0.01, 0.02 }, lasting = 0.005 } },
+      workload = function()
+        started = true
+        mk.run { "sleep", "30.5706" }
+        error("mk.run returned: it should have been given up")
+      end }
+    assert.is_true(started)
+    assert.same({}, running_with("30.5706"))
+  end)
+
   it("a launch collected while under way: its process is killed; one closed while queued never runs", function()
     local opts = slow("sleep")
     -- collected while the child is still before its exec

@@ -15,9 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <limits.h>
-#include <linux/futex.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,27 +26,15 @@
 #include <unistd.h>
 
 static pid_t guardian_pid;
+/* a guardian told goodbye and killed but not waited for: still ours (an
+ * unreaped child) and never a stray, or teardown's hunt would find it and
+ * wait out its quiet spell */
+static pid_t retired_pid;
 static int guardian_fd = -1;    /* write end; -1 when none */
 static pid_t supervisor_pid;
-/* The guardian is started by a thread of its own (guardian_start), so the
- * first spawn does not wait for its exec: joined before its pid is used. */
-static pthread_t starter;
-static int starting;
-
 void mkh_set_supervisor(pid_t pid) { supervisor_pid = pid; }
 
-static void started(void)
-{
-    if (!starting) return;
-    pthread_join(starter, NULL);
-    starting = 0;
-}
-
-pid_t mkh_guardian_pid(void)
-{
-    started();
-    return guardian_pid;
-}
+pid_t mkh_guardian_pid(void) { return guardian_pid ? guardian_pid : retired_pid; }
 
 typedef struct { pid_t sid; unsigned long long ticks; } watched;
 
@@ -235,16 +220,6 @@ typedef struct {
     volatile int failed; /* written by the child, which shares our memory */
 } exec_args;
 
-/* Set once the guardian exists in its own session (or will not): the
- * spawn that asked for it waits for this, not for the exec. */
-static int guardian_born;
-
-MKH_CHILD_CODE static void born(void)
-{
-    __atomic_store_n(&guardian_born, 1, __ATOMIC_RELEASE);
-    syscall(SYS_futex, &guardian_born, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
 MKH_CHILD_CODE static int guardian_exec_child(void *arg)
 {
     exec_args *a = arg;
@@ -252,7 +227,6 @@ MKH_CHILD_CODE static int guardian_exec_child(void *arg)
     /* its own session: a kill of the harness's process group (a CI
      * runner's timeout) must not take the guardian with it */
     setsid();
-    born();
     /* stdio for diagnostics, the pipe as fd 3, nothing else of the host */
     if (a->fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(a->fd, 3) != 3) { a->failed = 1; _exit(127); }
     syscall(SYS_close_range, 4u, ~0u, 0u);
@@ -290,75 +264,36 @@ int mkh_guardian_exec_main(int argc, char **argv)
     return 0; /* not reached: guardian_main exits */
 }
 
-typedef struct { int fd; pid_t host, sup; int on_thread; char marker[128]; } start_args;
-static start_args start_with;
-
-/* Exec the guardian (fork it when that fails); on the starter thread, or
- * on ours when no thread can be made. */
-static void *start_guardian(void *arg)
-{
-    start_args *a = arg;
-    pid_t pid = -1;
-    char exe[4096];
-    if (self_addr && self_path(exe, sizeof exe) == 0) {
-        char hs[24], ss[24];
-        snprintf(hs, sizeof hs, "%d", (int)a->host);
-        snprintf(ss, sizeof ss, "%d", (int)a->sup);
-        char *argv[] = { "mkh-guardian", GUARDIAN_FLAG, "3", hs, ss, a->marker, NULL };
-        pid = guardian_exec(exe, a->fd, argv);
-    }
-    if (pid < 0) pid = fork();
-    if (pid == 0) {
-        ignore_group_signals();
-        setsid();
-        int fd = a->fd;
-        /* keep stderr for diagnostics; nothing else of the host */
-        if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
-        syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u);
-        guardian_run(fd, a->marker, a->host, a->sup);
-    }
-    close(a->fd);
-    guardian_pid = pid > 0 ? pid : 0;
-    born(); /* a forked guardian, or none: nothing more to wait for */
-    if (a->on_thread) mkh_vfork_done();
-    return NULL;
-}
-
-/* The pipe first, then the guardian on a thread of its own: the spawn that
- * asked for it goes on meanwhile (a vfork returns only once its child has
- * exec'd: 1-2 ms here for the host binary). What is written to the pipe
- * waits there, and a guardian whose pipe is already closed when it starts
- * does its work at once. */
 static void guardian_start(void)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return;
-    start_with.fd = p[0];
-    start_with.host = getpid();
-    start_with.sup = supervisor_pid;
-    snprintf(start_with.marker, sizeof start_with.marker, "MKHARNESS_RUN=%s", mkh_run_id());
+    char marker[128];
+    snprintf(marker, sizeof marker, "MKHARNESS_RUN=%s", mkh_run_id());
+    pid_t host = getpid(), sup = supervisor_pid;
+    pid_t pid = -1;
+    char exe[4096];
+    if (self_addr && self_path(exe, sizeof exe) == 0) {
+        char hs[24], ss[24];
+        snprintf(hs, sizeof hs, "%d", (int)host);
+        snprintf(ss, sizeof ss, "%d", (int)sup);
+        char *argv[] = { "mkh-guardian", GUARDIAN_FLAG, "3", hs, ss, marker, NULL };
+        pid = guardian_exec(exe, p[0], argv);
+    }
+    if (pid < 0) pid = fork();
+    if (pid < 0) { close(p[0]); close(p[1]); return; }
+    if (pid == 0) {
+        ignore_group_signals();
+        setsid();
+        int fd = p[0];
+        /* keep stderr for diagnostics; nothing else of the host */
+        if (fd > 3) syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u);
+        syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u);
+        guardian_run(fd, marker, host, sup);
+    }
+    close(p[0]);
+    guardian_pid = pid;
     guardian_fd = p[1];
-    /* the thread starts with every signal blocked: none of our handlers
-     * runs on it, nor in the child it vforks */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    start_with.on_thread = 1;
-    __atomic_store_n(&guardian_born, 0, __ATOMIC_RELEASE);
-    starting = pthread_create(&starter, NULL, start_guardian, &start_with) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!starting) {
-        start_with.on_thread = 0;
-        start_guardian(&start_with);
-    }
-    /* the service about to be spawned must not exist before its guardian
-     * does (a harness killed in between would leave it unguarded): wait
-     * for the guardian's birth, a fraction of a ms, not for its exec */
-    double until = mkh_now() + 1.0;
-    while (!__atomic_load_n(&guardian_born, __ATOMIC_ACQUIRE) && mkh_now() < until) {
-        struct timespec ts = { 0, 10 * 1000 * 1000 };
-        syscall(SYS_futex, &guardian_born, FUTEX_WAIT, 0, &ts, NULL, 0);
-    }
     const char *cg = mkh_cg_run();
     if (cg) {
         char line[4200];
@@ -369,7 +304,7 @@ static void guardian_start(void)
 
 void mkh_guardian_ensure(void)
 {
-    if (guardian_fd < 0 && guardian_pid == 0 && !starting) guardian_start();
+    if (guardian_fd < 0 && guardian_pid == 0) guardian_start();
 }
 
 void mkh_guardian_watch(pid_t sid, unsigned long long start_ticks)
@@ -395,7 +330,6 @@ void mkh_guardian_stop(void)
     if (write(guardian_fd, "Q\n", 2) < 0) { /* already gone */ }
     close(guardian_fd);
     guardian_fd = -1;
-    started();
     if (guardian_pid <= 0) return;
     /* after the goodbye it has nothing left to do but exit: a guardian
      * still starting up (a short run) is not waited for until it reads it.
@@ -404,7 +338,9 @@ void mkh_guardian_stop(void)
      * supervisor reaps it, or init once we are gone. */
     kill(guardian_pid, SIGKILL);
     int st;
-    while (waitpid(guardian_pid, &st, WNOHANG) < 0 && errno == EINTR) {}
+    pid_t r;
+    while ((r = waitpid(guardian_pid, &st, WNOHANG)) < 0 && errno == EINTR) {}
+    retired_pid = r == guardian_pid ? 0 : guardian_pid;
     guardian_pid = 0;
 }
 

@@ -36,7 +36,6 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem);
  * entering another user namespace needs). The child's pid, or -1 with
  * errno. */
 pid_t mkh_vfork_call(int (*fn)(void *), void *arg, int share_memory);
-void mkh_vfork_done(void);                /* a thread that used mkh_vfork_call ends */
 /* For such a child's code: no sanitizer instrumentation, which would call
  * into the sanitizer's runtime (its stack bookkeeping) from the borrowed
  * memory on an unknown stack. */

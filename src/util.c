@@ -170,8 +170,8 @@ int mkh_grow(void **arr, size_t *cap, size_t need, size_t elem)
 
 /* The child runs on a stack of its own, allocated once per thread and
  * kept: the calling thread is suspended while it runs, and each thread
- * that starts children (the Lua thread, the spawn thread, the guardian's
- * starter) has its own, so two children started at once never share one. */
+ * that starts children (the Lua thread, the spawn thread) has its own, so
+ * two children started at once never share one. */
 #define CHILD_STACK ((size_t)256 * 1024)
 
 static _Thread_local char *child_stack;
@@ -186,9 +186,3 @@ pid_t mkh_vfork_call(int (*fn)(void *), void *arg, int share_memory)
     return clone(fn, child_stack + CHILD_STACK, (share_memory ? CLONE_VM : 0) | CLONE_VFORK | SIGCHLD, arg);
 }
 
-/* For a thread that ends: its child stack goes with it. */
-void mkh_vfork_done(void)
-{
-    if (child_stack) munmap(child_stack, CHILD_STACK);
-    child_stack = NULL;
-}

@@ -79,8 +79,16 @@ function R.run(t)
   -- the scenario is the lab's control node: without host =, a command
   -- runs where it reaches every lab host
   svc._control = o.host == nil
+  -- a chaos client closed while its command runs (given up after the
+  -- run's grace) unwinds through here without returning: the command goes
+  -- with it, not at the end of the run
+  local settled = false
+  local _abandoned <close> = setmetatable({}, { __close = function()
+    if not settled and svc._proc and not svc._stopped then pcall(svc.kill, svc) end
+  end })
   svc:start()
   local ok, code = pcall(Executor.wait_exit, svc, { timeout = o.timeout == nil and defaults.run_timeout or o.timeout })
+  settled = true
   if not ok then
     svc:kill()
     if Error.is(code) then code.message = "mk.run: " .. svc.command .. ": " .. code.message end
