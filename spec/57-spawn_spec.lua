@@ -197,33 +197,28 @@ describe("spawning while timers are pending", function()
     assert.equal("through\n", got and got.stdout)
   end)
 
-  it("a client given up while its spawn is under way (the run's grace ran out) leaves no process", function()
-    local opts = slow("sleep", 4000)
+  -- a chaos run whose one client is in mk.run(argv) when the run's grace
+  -- runs out: the client is closed, and its command must go with it
+  local function given_up(argv, word)
     local started = false
     mk.chaos { seed = 1, duration = 0.05, grace = 0.01,
       faults = { mk.fault.custom { name = "tick", start = function() end, heal = function() end,
         every = { 0.01, 0.02 }, lasting = 0.005 } },
       workload = function()
         started = true
-        mk.run(with({ "sleep", "30.5702" }, opts))
-        error("the spawn returned: it should have been given up")
-      end }
-    assert.is_true(started)
-    assert.same({}, running_with("30.5702"))
-  end)
-
-  it("a client given up while its command runs (after the spawn) leaves no process either", function()
-    local started = false
-    mk.chaos { seed = 1, duration = 0.05, grace = 0.01,
-      faults = { mk.fault.custom { name = "tick", start = function() end, heal = function() end,
-        every = { 0.01, 0.02 }, lasting = 0.005 } },
-      workload = function()
-        started = true
-        mk.run { "sleep", "30.5706" }
+        mk.run(argv)
         error("mk.run returned: it should have been given up")
       end }
     assert.is_true(started)
-    assert.same({}, running_with("30.5706"))
+    assert.same({}, running_with(word))
+  end
+
+  it("a client given up while its spawn is under way (the run's grace ran out) leaves no process", function()
+    given_up(with({ "sleep", "30.5702" }, slow("sleep", 4000)), "30.5702")
+  end)
+
+  it("a client given up while its command runs (after the spawn) leaves no process either", function()
+    given_up({ "sleep", "30.5706" }, "30.5706")
   end)
 
   it("a launch collected while under way: its process is killed; one closed while queued never runs", function()
