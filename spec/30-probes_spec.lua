@@ -530,6 +530,17 @@ describe("probes", function()
       end)
     end)
 
+    it("sends each request on the connection its TCP check opened: no empty connection for the service", function()
+      local port = mk.free_port()
+      local svc <close> = http_svc(port, { "--http-log", "--http-status-after", 0.3, 200, "--serve-http", 200 }, {})
+      svc:start()
+      local out = svc:output()
+      local _, accepted = out:gsub("accepted\n", "")
+      local _, requests = out:gsub("request\n", "")
+      assert.is_true(requests >= 2, out) -- answered 503 at least once first
+      assert.equal(requests, accepted, out)
+    end)
+
     it("becomes ready once the status turns good (--http-status-after)", function()
       local port = mk.free_port()
       local _svc <close> = http_svc(port, { "--http-status-after", 0.3, 200, "--serve-http", 200 }, {}):start()

@@ -162,6 +162,29 @@ static curl_socket_t open_cloexec(void *ud, curlsocktype purpose, struct curl_so
     return mkh_socket(a->family, a->socktype, a->protocol, &a->addr); /* a lab's host: made in the lab */
 }
 
+/* An attempt given a connected socket (the http probe's TCP-first
+ * connect): curl's first socket is that one, already connected, so the
+ * service sees one connection per attempt, not one it accepts for
+ * nothing and then the request's. */
+static curl_socket_t open_given(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    int *given = ud;
+    if (*given >= 0) {
+        int fd = *given;
+        *given = -1;
+        return fd;
+    }
+    return open_cloexec(NULL, purpose, a);
+}
+
+static int given_is_connected(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    (void)purpose;
+    int *first = ud;
+    if (*first == (int)fd) return CURL_SOCKOPT_ALREADY_CONNECTED;
+    return CURL_SOCKOPT_OK;
+}
+
 /* libcurl's own lookup gives up at CURLOPT_TIMEOUT, but then waits for
  * its resolver thread: a name the DNS never answers would hold us for
  * the resolver's retries. So the name is resolved here, within the
@@ -382,6 +405,9 @@ typedef struct {
      * it outlives the transfer, freed by close() or the collector */
     int full, truncated;
     int reuse;         /* the multi handle and epoll fd go back to the pool */
+    int given;         /* a socket already connected to the URL's host, for
+                        * curl's first; -1 once curl has it (or none) */
+    int first;         /* that socket's number, to tell curl it is connected */
     char *body, *hdr;
     size_t blen, bcap, bmax, hlen, hcap;
 } attempt;
@@ -499,6 +525,8 @@ static int l_http_release(lua_State *L)
 
 static void attempt_free(attempt *a)
 {
+    if (a->given >= 0) close(a->given); /* curl never asked for it */
+    a->given = -1;
     if (a->m) {
         if (a->e) cu.multi_remove_handle(a->m, a->e);
         if (a->reuse && a->ep >= 0) pool_put(a->m, a->ep);
@@ -656,16 +684,28 @@ static int l_http_start(lua_State *L)
     size_t blen = r.blen;
     double timeout = r.timeout;
     int insecure = r.insecure;
+    /* socket = a connected fd: the attempt's from here on, closed on
+     * every path that does not hand it to curl */
+    lua_getfield(L, 1, "socket");
+    int given = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1);
     const char *unusable = load_curl();
-    if (unusable) return lmkh_push_fail(L, unusable);
+    if (unusable) {
+        if (given >= 0) close(given);
+        return lmkh_push_fail(L, unusable);
+    }
 
     struct curl_slist *pinned = NULL;
     int nerr = pin_host(L, url, method, &timeout, &pinned);
-    if (nerr) return nerr;
+    if (nerr) {
+        if (given >= 0) close(given);
+        return nerr;
+    }
 
     attempt *a = lua_newuserdatauv(L, sizeof *a, 0);
     memset(a, 0, sizeof *a);
     a->ep = -1;
+    a->given = given; /* the collector closes it, should anything below fail */
     a->timer_at = -1;
     a->pinned = pinned;
     luaL_setmetatable(L, ATTEMPT_MT);
@@ -699,6 +739,15 @@ static int l_http_start(lua_State *L)
     /* addresses curl looks up itself expire at once: a reused multi
      * handle's cache gives a later request only its own pinned ones */
     cu.easy_setopt(a->e, CURLOPT_DNS_CACHE_TIMEOUT, 0L);
+    if (a->given >= 0) {
+        a->first = a->given;
+        cu.easy_setopt(a->e, CURLOPT_OPENSOCKETFUNCTION, open_given);
+        cu.easy_setopt(a->e, CURLOPT_OPENSOCKETDATA, &a->given);
+        cu.easy_setopt(a->e, CURLOPT_SOCKOPTFUNCTION, given_is_connected);
+        cu.easy_setopt(a->e, CURLOPT_SOCKOPTDATA, &a->first);
+        /* the socket goes to the URL's host: no proxy in between */
+        cu.easy_setopt(a->e, CURLOPT_PROXY, "");
+    }
     lua_getfield(L, 1, "full");
     a->full = lua_toboolean(L, -1);
     lua_getfield(L, 1, "max_body");

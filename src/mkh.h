@@ -361,7 +361,8 @@ int mkh_resolve(const char *host, int port, int passive, int prefer_v4, double t
 /* Non-blocking connect bounded by timeout (seconds). 0 ok, -1 with err. */
 int mkh_tcp_probe(const char *host, int port, double timeout, char *err, size_t errlen);
 /* The same without blocking (but for resolving a name): 0 connected at
- * once, 1 in progress with the socket in *fd, -1 refused or failed (err).
+ * once, 1 in progress, the socket in *fd either way (the caller's to
+ * close), -1 refused or failed (err).
  * Then mkh_tcp_connect_result(fd): 1 still in progress, 0 connected, -1
  * failed with the reason in err. */
 int mkh_tcp_connect_start(const char *host, int port, double resolve_timeout, int *fd, char *err, size_t errlen);

@@ -278,16 +278,14 @@ int mkh_tcp_connect_start(const char *host, int port, double resolve_timeout, in
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
-    if (connect(s, (struct sockaddr *)&ss, len) == 0) {
-        close(s);
-        return 0;
-    }
+    *fd = s; /* connected (0) or connecting (1): the caller's to close */
+    if (connect(s, (struct sockaddr *)&ss, len) == 0) return 0;
     if (errno != EINPROGRESS) {
         snprintf(err, errlen, "connect to %s:%d: %s", host, port, strerror(errno));
         close(s);
+        *fd = -1;
         return -1;
     }
-    *fd = s;
     return 1;
 }
 

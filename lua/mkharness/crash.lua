@@ -6,6 +6,7 @@
 -- raises UnexpectedExit (on_exit = "fail"), or it is recorded ("ignore"),
 -- or started again ("restart", at most max_restarts times).
 local core = require "mkharness.core"
+local loop = require "mkharness.loop"
 local events = require "mkharness.events"
 local describe = require "mkharness.describe"
 local fmt_s, svc_error, describe_code = describe.fmt_s, describe.svc_error, describe.describe_code
@@ -58,6 +59,7 @@ end
 -- Every harness call looks: raise the first crash not yet reported (a
 -- call about `except` itself judges that service's exit its own way).
 local function check_crashes(except)
+  loop.run_deferred() -- what the last call left to do, before anything else
   -- one poll over the held services' own pidfds (readable once exited)
   -- instead of asking the kernel about each: every harness call looks, and
   -- a group of N would otherwise cost N system calls per call

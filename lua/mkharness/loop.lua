@@ -19,9 +19,8 @@ local L = { timers = {}, firing = 0 }
 -- returns: a start()'s bookkeeping once its service is ready (closing the
 -- probes' watches and sockets, writing its events) would otherwise count
 -- in every readiness latency, and runs slowly just after a wake-up, with
--- the caches cold. It is done at the next wait, before it sleeps (a
--- stop()'s once its signal is sent), and at the end of the run. Kept in
--- the registry:
+-- the caches cold. It is done at the next harness call or wait, and at
+-- the end of the run. Kept in the registry:
 -- busted reloads this module for each spec file, and a reload must not
 -- drop what is owed.
 local reg = debug.getregistry()
@@ -122,9 +121,6 @@ end
 -- proc:wait(timeout) that lets timers fire and clients run: it waits on
 -- the process's pidfd (or the SIGCHLD pipe) through L.block.
 function L.proc_wait(proc, timeout)
-  -- a stop() has sent its signal: what is owed is done while the process
-  -- ends, not before
-  L.run_deferred()
   if not L.active() then return proc:wait(timeout) end
   local deadline = timeout and (core.now() + math.max(0, timeout))
   while true do

@@ -209,11 +209,13 @@ end
 -- in flight (its socket in st.tcp, given up at st.tcp_until: at most 1 s,
 -- or the deadline). A connect the network is slow to answer (a SYN a lab
 -- partition drops) no longer holds the other waiters and due timers.
-local function tcp_attempt(st, host, port, deadline)
+-- With `keep`, a connect that succeeded also returns its socket (an fd,
+-- the caller's to hand on or close).
+local function tcp_attempt(st, host, port, deadline, keep)
   local a = st.tcp
   if not a then
     local budget = deadline and math.max(0.001, math.min(1, deadline - core.now())) or 1
-    local r, err = core.tcp_start(host, port, budget)
+    local r, err = core.tcp_start(host, port, budget, keep)
     if r == true or not r then return r or false, err end
     a, st.tcp, st.tcp_until = r, r, core.now() + budget
   end
@@ -222,9 +224,10 @@ local function tcp_attempt(st, host, port, deadline)
     if core.now() < st.tcp_until then return nil end
     ok, err = false, string.format("connect to %s:%d: Connection timed out", host, port)
   end
+  local fd = ok and keep and a:take() or nil
   a:close()
   st.tcp, st.tcp_until = nil, nil
-  return ok, err
+  return ok, err, fd
 end
 
 local function tcp_release(st)
@@ -579,15 +582,17 @@ KINDS.http = {
   check = function(p, st, _, deadline)
     local a = st.attempt
     if not a then
-      -- TCP first: refused connections are answered in microseconds this way
-      local ok, err = tcp_attempt(st, p.parsed.host, p.parsed.port, deadline)
+      -- TCP first: refused connections are answered in microseconds this
+      -- way. The connected socket carries the request: the service sees
+      -- one connection per attempt, not an empty one and then another.
+      local ok, err, sock = tcp_attempt(st, p.parsed.host, p.parsed.port, deadline, true)
       if ok == nil then return false, string.format("connecting to %s:%d", p.parsed.host, p.parsed.port), nil, true end
       if not ok then return false, err end
       local left = deadline and math.max(0.001, deadline - core.now()) or 30
       local herr
       a, herr = core.http_start {
         url = p.url, method = p.method, headers = p.header_list, body = p.body,
-        insecure = p.insecure, timeout = math.min(left, 30),
+        insecure = p.insecure, timeout = math.min(left, 30), socket = sock,
       }
       if not a then return false, herr end
       st.attempt = a
