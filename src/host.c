@@ -114,15 +114,18 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
     if (sig) interrupted(L, sig);
 }
 
-/* The thread that hooks the main Lua thread once a signal has come. */
+/* The thread that hooks the main Lua thread when a signal comes: at each
+ * one, so that a hook a coroutine's creation took away at that very moment
+ * is back at the next. */
 static void *hook_on_signal(void *arg)
 {
     int fd = *(int *)arg;
     char c;
-    ssize_t n;
-    while ((n = read(fd, &c, 1)) < 0 && errno == EINTR) {}
-    if (n == 1) lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, 1);
-    return NULL;
+    for (;;) {
+        ssize_t n = read(fd, &c, 1);
+        if (n == 1) lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, 1);
+        else if (n == 0 || errno != EINTR) return NULL;
+    }
 }
 
 /* coroutine.create and coroutine.wrap (upvalue 1: the library's own):
