@@ -388,6 +388,68 @@ describe("mk.chaos", function()
       kvd:stop()
     end)
 
+    it("keeps every entry, numbered in order, across a long history", function()
+      local run = mk.chaos { seed = 1, duration = 60,
+        workload = function(ctx)
+          for i = 1, 5000 do
+            ctx:invoke("add", i, function() end)
+            if i % 1000 == 0 then ctx:mark("at " .. i) end
+          end
+        end }
+      local h = run.history
+      assert.equals(10005, #h)
+      local marks = 0
+      for i, e in ipairs(h) do
+        assert.equals(i, e.index)
+        if e.type == "ok" then
+          assert.equals(e.value, h[e.invoke].value)
+          assert.equals("invoke", h[e.invoke].type)
+        elseif e.type == "mark" then
+          marks = marks + 1
+          assert.equals("at " .. h[i - 1].value, e.value)
+        end
+      end
+      assert.equals(5, marks)
+      assert.equals("at 5000", h[#h].value)
+    end)
+
+    it("paces the collector while faults are scheduled, and gives it back as it was", function()
+      -- the basic steps one cycle takes over the same heap: many more
+      -- while held, each step being small
+      local heap = {}
+      for i = 1, 50000 do heap[i] = { i } end
+      local function steps()
+        collectgarbage("collect")
+        local n = 1
+        while not collectgarbage("step", 0) do n = n + 1 end
+        return n
+      end
+      local before, during, mode_during = steps(), nil, nil
+      local peak = 0
+      collectgarbage("generational")
+      local ok, err = pcall(mk.chaos, { seed = 1, duration = 60,
+        workload = function(ctx)
+          mode_during = collectgarbage("incremental") -- returns the mode it was in
+          during = steps()
+          for i = 1, 5000 do
+            -- 100 kB of garbage per operation, 500 MB in all: the
+            -- collector keeps up with a workload that never waits
+            ctx:invoke("add", i, function() return #string.rep("x", 100000) end)
+            if i % 250 == 0 then peak = math.max(peak, collectgarbage("count")) end
+          end
+          error("the workload's own error")
+        end })
+      local mode_after = collectgarbage("incremental")
+      assert.is_false(ok)
+      assert.matches("the workload's own error", tostring(err))
+      assert.equals("incremental", mode_during)
+      assert.equals("generational", mode_after) -- given back as it was, even on an error
+      assert.is_true(during > 10 * before, before .. " steps before, " .. during .. " during")
+      assert.is_true(steps() < 2 * before)
+      assert.is_true(peak < 64 * 1024, "heap peaked at " .. math.floor(peak) .. " kB")
+      heap = nil
+    end)
+
     it("runs clients concurrently: one stuck in a wait does not stop the others", function()
       local n = { 0, 0 }
       mk.chaos { seed = 1, duration = 0.5, clients = 2,

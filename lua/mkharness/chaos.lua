@@ -429,8 +429,8 @@ function Ctx:fail(reason) error(setmetatable({ type = "fail", reason = reason },
 function Ctx:info(reason) error(setmetatable({ type = "info", reason = reason }, Outcome), 0) end
 function Ctx:mark(text, fields)
   require("mkharness").mark(text, fields)
-  local h = self._run.history
-  h[#h + 1] = { index = #h + 1, type = "mark", process = self.client, value = text, time = core.now() }
+  local run = self._run
+  run:_push { index = run._n + 1, type = "mark", process = self.client, value = text, time = core.now() }
 end
 
 -- invoke(f, value, fn): record the invoke, call fn(value, ctx), record the
@@ -446,10 +446,9 @@ function Ctx:invoke(f, value, fn)
       option = "fn" })
   end
   local run, client = self._run, self.client
-  local h = run.history
-  local i0, t0 = #h + 1, core_now()
+  local i0, t0 = run._n + 1, core_now()
   local inv = { index = i0, type = "invoke", f = f, value = value, process = client, time = t0 }
-  h[i0] = inv
+  run:_push(inv)
   self._inflight = inv
   local ok, res = pcall(fn, value, self)
   local t1 = core_now()
@@ -457,15 +456,14 @@ function Ctx:invoke(f, value, fn)
   local c
   if ok then
     if res == nil then res = value end
-    local i = #h + 1
-    c = { index = i, type = "ok", f = f, value = res, process = client, time = t1, invoke = i0, invoke_time = t0 }
-    h[i] = c
+    c = { index = run._n + 1, type = "ok", f = f, value = res, process = client, time = t1, invoke = i0,
+      invoke_time = t0 }
+    run:_push(c)
   else
     local ty, why = classify(res)
-    local i = #h + 1
-    c = { index = i, type = ty or "info", f = f, value = value, process = client, time = t1, invoke = i0,
+    c = { index = run._n + 1, type = ty or "info", f = f, value = value, process = client, time = t1, invoke = i0,
       invoke_time = t0, error = why or tostring(res) }
-    h[i] = c
+    run:_push(c)
     if not ty then -- a bug or a crash, not an outcome: recorded, then raised
       run:_op_event(c)
       error(res, 0)
@@ -476,6 +474,32 @@ function Ctx:invoke(f, value, fn)
   p[n] = c
   if n >= 4096 then run:_flush() end
   return c.value, c.type
+end
+
+-- The history, while the run goes, is kept in chunks: the collector's one
+-- indivisible step per cycle reads again, whole, every table written to
+-- since it was traversed, and a single list of a long run's entries took
+-- milliseconds there. run.history is the one list once the run ends.
+local CHUNK = 4096
+function Run:_push(e)
+  local k = self._k + 1
+  local h = self._h
+  if k > CHUNK then
+    h, k = {}, 1
+    self._h = h
+    self._chunks[#self._chunks + 1] = h
+  end
+  h[k] = e
+  self._k, self._n = k, e.index
+end
+
+function Run:_seal()
+  local out, n = {}, 0
+  for _, ch in ipairs(self._chunks) do
+    table.move(ch, 1, #ch, n + 1, out)
+    n = n + #ch
+  end
+  self.history, self._chunks, self._h = out, nil, nil
 end
 
 function Run:_op_event(c)
@@ -561,11 +585,10 @@ end
 -- another's act (it fires inside it) comes after it, as it happened;
 -- the event follows the act, with its outcome.
 function Run:_fault_entry(occ, action)
-  local h = self.history
-  local e = { index = #h + 1, type = "fault", f = action, fault = occ.fault.name, kind = occ.fault.kind,
+  local e = { index = self._n + 1, type = "fault", f = action, fault = occ.fault.name, kind = occ.fault.kind,
     targets = occ.shown, time = occ.acted, occurrence = occ.i,
     planned = action == "start" and occ.start or occ.heal } -- seconds from the run's start
-  h[#h + 1] = e
+  self:_push(e)
   return e
 end
 
@@ -676,10 +699,9 @@ local function run_clients(run, fn, n, ctxs)
             c.done, alive = true, alive - 1
             local inv = c.ctx._inflight
             if inv then
-              local h = run.history
-              local e = { index = #h + 1, f = inv.f, process = inv.process, time = now, invoke = inv.index,
+              local e = { index = run._n + 1, f = inv.f, process = inv.process, time = now, invoke = inv.index,
                 invoke_time = inv.time, type = "info", value = inv.value, error = "abandoned after the run's grace" }
-              h[#h + 1] = e
+              run:_push(e)
               run:_op_event(e)
             end
             coroutine.close(c.co)
@@ -723,6 +745,7 @@ local function run_clients(run, fn, n, ctxs)
         local due = loop.next_due()
         if due then wake = math.min(wake, due) end
         if run._ending then wake = math.min(wake, run._ending + run.grace) end
+        loop.collect(due)
         local ready = core.poll(crash.fds(fds), wake == math.huge and -1 or math.max(0, wake - core.now()))
         for fd in pairs(ready) do
           for _, c in ipairs(owner[fd] or {}) do c.runnable = true end
@@ -767,9 +790,11 @@ function C.chaos(t)
   local limit = o.concurrent == nil and 1 or o.concurrent == false and 1 or o.concurrent
   local run = setmetatable({
     seed = seed, seed_from = seed_from or "seed", duration = o.duration, name = o.name or "chaos",
-    history = {}, _pending = {}, late = {}, errors = {}, active = {}, busy = {},
+    _chunks = {}, _k = 0, _n = 0, _pending = {}, late = {}, errors = {}, active = {}, busy = {},
     grace = o.grace or 5, faults = faults,
   }, Run)
+  run._h = {}
+  run._chunks[1] = run._h
   run.schedule = C.schedule(faults, seed, o.duration, limit)
   local n = o.clients or 1
   local ctxs = {}
@@ -794,7 +819,9 @@ function C.chaos(t)
     run:_heal_all()
   end)
 
+  loop.hold_gc()
   local ok, failure = pcall(run_clients, run, o.workload, n, ctxs)
+  loop.release_gc()
   -- whatever happened: every fault healed, no timer left behind
   loop.cancel(end_timer)
   run._ending = run._ending or core.now()
@@ -806,6 +833,7 @@ function C.chaos(t)
     local fok, ferr = pcall(o.final, fctx)
     if not fok then failure = { err = ferr, client = "final" } end
   end
+  run:_seal()
   core.http_release() -- the multi handles the clients' requests reused (their fds)
   run:_flush()
   events.before_emit, loop.on_error = prev_hook, prev_err
@@ -871,7 +899,7 @@ function Run:check(checker, opts)
 end
 
 function Run:__tostring()
-  return string.format("mkharness.chaos_run %s (seed %d, %d history entries)", self.name, self.seed, #self.history)
+  return string.format("mkharness.chaos_run %s (seed %d, %d history entries)", self.name, self.seed, self.history and #self.history or self._n)
 end
 
 return C

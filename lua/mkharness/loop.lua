@@ -96,6 +96,59 @@ function L.run_due()
   end
 end
 
+-- ---- the collector, while timers are pending ------------------------------
+-- Lua 5.4's collector works in steps taken inside allocations, each doing
+-- work in proportion to the bytes allocated since the last, times its
+-- step multiplier (100 by default). After one big allocation (a table's
+-- array doubling, a long string) a step traversed or swept much of the
+-- heap: 5-20 ms on this kind of machine, during which no timer could
+-- fire. So while a chaos run's faults are scheduled (L.hold_gc() ..
+-- L.release_gc()):
+-- - the multiplier is 4: a step is small whatever was allocated, and
+--   the collector still runs by itself, so memory stays bounded whatever
+--   the workload does between two harness calls;
+-- - the loop does the bulk of the collecting itself, in slices of basic
+--   steps between waits, never into a timer about to be due.
+-- The history is kept in chunks for the same reason (chaos.lua).
+local GC_STEPMUL = 4       -- while held
+local GC_STEPMUL_LUA = 100 -- Lua 5.4's default, put back after
+local GC_SLICE = 0.0003    -- seconds of collecting per slice
+local GC_MARGIN = 0.001    -- no slice begins closer than this to a due timer
+local GC_GROWTH = 1.5      -- slices run once the heap has grown this much since a cycle ended
+local gc = { depth = 0 }
+
+function L.hold_gc()
+  gc.depth = gc.depth + 1
+  if gc.depth > 1 then return end
+  gc.mode = collectgarbage("incremental", 0, GC_STEPMUL, 0)
+  gc.base = collectgarbage("count")
+end
+
+function L.release_gc()
+  if gc.depth == 0 then return end
+  gc.depth = gc.depth - 1
+  if gc.depth > 0 then return end
+  collectgarbage("incremental", 0, GC_STEPMUL_LUA, 0)
+  if gc.mode == "generational" then collectgarbage("generational") end
+end
+
+-- One slice of collecting, when the heap has grown, ended before `limit`
+-- (core.now() time; nil: the next due timer's) less the margin.
+function L.collect(limit)
+  if gc.depth == 0 or collectgarbage("count") < gc.base * GC_GROWTH then return end
+  local now = core.now()
+  local stop = now + GC_SLICE
+  limit = limit or L.next_due()
+  if limit and limit - GC_MARGIN < stop then stop = limit - GC_MARGIN end
+  while now < stop do
+    if collectgarbage("step", 0) then -- a cycle ended
+      gc.base = collectgarbage("count")
+      return
+    end
+    now = core.now()
+  end
+end
+
 -- Sleep until one of fds is readable or `left` seconds passed (-1: no
 -- limit), firing due timers. May return early: every caller re-checks.
 -- Returns what the poll saw ({ [fd] = true }), or nil when unknown (a
@@ -103,6 +156,7 @@ end
 function L.block(fds, left)
   L.run_deferred()
   L.run_due()
+  L.collect()
   local s = L.sched
   if s and L.firing == 0 and s.owns(coroutine.running()) and coroutine.isyieldable() then
     s.yield(fds, left)
