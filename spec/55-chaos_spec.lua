@@ -428,6 +428,9 @@ describe("mk.chaos", function()
       local peak = 0
       collectgarbage("generational")
       local ok, err = pcall(mk.chaos, { seed = 1, duration = 60,
+        -- scheduled, never reached: the workload ends first
+        faults = { mk.fault.custom { name = "later", start = function() end, heal = function() end,
+          every = { 40, 50 } } },
         workload = function(ctx)
           mode_during = collectgarbage("incremental") -- returns the mode it was in
           during = steps()
@@ -513,7 +516,12 @@ describe("mk.chaos", function()
     local function flushed(pending)
       local got
       local prev = events.write_lines
-      events.write_lines = function(lines) got = lines end
+      events.write_lines = function(items)
+        got = {}
+        for _, text in ipairs(items) do
+          for l in (text .. "\n"):gmatch("(.-)\n") do got[#got + 1] = l end
+        end
+      end
       local run = setmetatable({ _pending = pending }, chaos.Run)
       local ok, err = pcall(run._flush, run)
       events.write_lines = prev

@@ -134,11 +134,38 @@ static int l_parse_notify(lua_State *L)
     return 1;
 }
 
-/* core.op_line(head, index, t, t0, tail, value) -> head .. index ..
- * ',"t":' .. t .. ',"t0":' .. t0 .. tail .. value .. "}", the times as
- * "%.9f" writes them, value an integer or text (already JSON): a chaos
- * run's op line for events.jsonl, made for every operation. */
-static int l_op_line(lua_State *L)
+/* A chaos run's op lines for events.jsonl, one per operation, put
+ * together here in one buffer and taken as one string per batch: a Lua
+ * string per operation cost an allocation each, and memory the collector
+ * had to come back for. The buffer is reused from batch to batch; a batch
+ * is made and taken within one call of the run's flush, so the states of
+ * one process cannot interleave in it. */
+static struct {
+    char *p;
+    size_t len, cap;
+} ops;
+
+static void op_put(lua_State *L, const char *s, size_t n)
+{
+    if (ops.cap - ops.len < n) {
+        size_t cap = ops.cap ? ops.cap : 64 * 1024;
+        while (cap - ops.len < n) {
+            if (cap > ((size_t)-1) / 2) luaL_error(L, "op lines: too long");
+            cap *= 2;
+        }
+        char *p = realloc(ops.p, cap);
+        if (!p) luaL_error(L, "op lines: out of memory");
+        ops.p = p, ops.cap = cap;
+    }
+    memcpy(ops.p + ops.len, s, n);
+    ops.len += n;
+}
+
+/* core.op_add(head, index, t, t0, tail, value): appends head .. index ..
+ * ',"t":' .. t .. ',"t0":' .. t0 .. tail .. value .. "}" and a newline,
+ * the times as "%.9f" writes them, value an integer or text (already
+ * JSON). */
+static int l_op_add(lua_State *L)
 {
     size_t hl, tl, vl = 0;
     const char *head = luaL_checklstring(L, 1, &hl);
@@ -152,19 +179,30 @@ static int l_op_line(lua_State *L)
         v = num, vl = (size_t)n;
     } else
         v = luaL_checklstring(L, 6, &vl);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, head, hl);
+    op_put(L, head, hl);
     int n = snprintf(buf, sizeof buf, LUA_INTEGER_FMT, (LUAI_UACINT)index);
-    luaL_addlstring(&b, buf, (size_t)n);
-    luaL_addlstring(&b, ",\"t\":", 5);
-    luaL_addlstring(&b, buf, mkh_fixed9(buf, t));
-    luaL_addlstring(&b, ",\"t0\":", 6);
-    luaL_addlstring(&b, buf, mkh_fixed9(buf, t0));
-    luaL_addlstring(&b, tail, tl);
-    luaL_addlstring(&b, v, vl);
-    luaL_addchar(&b, '}');
-    luaL_pushresult(&b);
+    op_put(L, buf, (size_t)n);
+    op_put(L, ",\"t\":", 5);
+    op_put(L, buf, mkh_fixed9(buf, t));
+    op_put(L, ",\"t0\":", 6);
+    op_put(L, buf, mkh_fixed9(buf, t0));
+    op_put(L, tail, tl);
+    op_put(L, v, vl);
+    op_put(L, "}\n", 2);
+    return 0;
+}
+
+/* core.op_take() -> the lines added since the last take, joined by
+ * newlines (none after the last), or nil when there are none */
+static int l_op_take(lua_State *L)
+{
+    if (ops.len == 0) return 0;
+    lua_pushlstring(L, ops.p, ops.len - 1);
+    ops.len = 0;
+    if (ops.cap > 8u << 20) { /* a batch of huge values: give that back */
+        free(ops.p);
+        ops.p = NULL, ops.cap = 0;
+    }
     return 1;
 }
 
@@ -185,7 +223,8 @@ void lmkh_open_text(lua_State *L)
         {"parse_url", l_parse_url},
         {"parse_status", l_parse_status},
         {"parse_notify", l_parse_notify},
-        {"op_line", l_op_line},
+        {"op_add", l_op_add},
+        {"op_take", l_op_take},
         {"fixed9", l_fixed9},
         {NULL, NULL}
     };

@@ -161,13 +161,12 @@ function E.emit_later(event, fields, text)
 end
 
 -- Lines already encoded, each an event with its own "event" and "t" (a
--- chaos run's operations), written with one append; never a -v line.
+-- chaos run's operations), written with one append; never a -v line. An
+-- item may hold several lines joined by newlines.
 function E.write_lines(lines)
   if #lines == 0 then return end
   E.flush()
   if not S.started then E.emit("start", { mode = "module", run = core.run_id() }) end
-  -- written line by line through the file's buffer: one big concatenated
-  -- string costs more than the lines themselves
   if S.report then for _, l in ipairs(lines) do S.report:write(l, "\n") end end
   local dir = core.run_dir(nil, true)
   local f = dir and core.open_file(dir .. "/events.jsonl", "a", 384)
@@ -178,7 +177,10 @@ function E.write_lines(lines)
     f:close()
     return
   end
-  for _, l in ipairs(lines) do to_run_file(l) end
+  -- no run directory yet: the waiting buffer counts lines
+  for _, text in ipairs(lines) do
+    for l in text:gmatch("[^\n]+") do to_run_file(l) end
+  end
 end
 
 function E.close()

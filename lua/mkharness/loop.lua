@@ -139,7 +139,8 @@ function L.collect(limit)
   local now = core.now()
   local stop = now + GC_SLICE
   limit = limit or L.next_due()
-  if limit and limit - GC_MARGIN < stop then stop = limit - GC_MARGIN end
+  -- a timer already due fires at the next wait, whatever is done here
+  if limit and limit > now and limit - GC_MARGIN < stop then stop = limit - GC_MARGIN end
   while now < stop do
     if collectgarbage("step", 0) then -- a cycle ended
       gc.base = collectgarbage("count")
