@@ -177,12 +177,15 @@ static curl_socket_t open_given(void *ud, curlsocktype purpose, struct curl_sock
     return open_cloexec(NULL, purpose, a);
 }
 
+/* Said once, of the given socket only: a socket curl opened itself later,
+ * on an fd number the given one had, is not connected. */
 static int given_is_connected(void *ud, curl_socket_t fd, curlsocktype purpose)
 {
     (void)purpose;
     int *first = ud;
-    if (*first == (int)fd) return CURL_SOCKOPT_ALREADY_CONNECTED;
-    return CURL_SOCKOPT_OK;
+    if (*first < 0 || *first != (int)fd) return CURL_SOCKOPT_OK;
+    *first = -1;
+    return CURL_SOCKOPT_ALREADY_CONNECTED;
 }
 
 /* libcurl's own lookup gives up at CURLOPT_TIMEOUT, but then waits for
