@@ -15,7 +15,8 @@
 --                    the same pcall without recording: the history entries,
 --                    the op event kept for events.jsonl, and its batch write
 --                    (every 4096 ops and at the end) included.
---   check / op       each checker over that history, divided by its ops.
+--   check / op       each checker over that history (with 500 fault
+--                    occurrences added), divided by its ops.
 --   100,000 ops      each checker over a history of 100,000 operations.
 local mk = require "mkharness"
 local here = arg[0]:match("(.*/)") or "./"
@@ -131,6 +132,14 @@ for i = 2, N, 2 do list[#list + 1] = i end
 h[#h + 1] = final
 h[#h + 1] = { type = "ok", f = "read", process = 1, time = mk.now(), index = #h + 1, invoke = final.index,
   invoke_time = final.time, value = list }
+-- and 500 fault occurrences over the run, for the latency checker's phases
+local t_first, t_last = h[1].time, h[#h].time
+for i = 1, 500 do
+  local a = t_first + (t_last - t_first) * (i - 1) / 500
+  h[#h + 1] = { type = "fault", f = "start", fault = "tick", occurrence = i, time = a, index = #h + 1 }
+  h[#h + 1] = { type = "fault", f = "heal", fault = "tick", occurrence = i, time = a + (t_last - t_first) / 2000,
+    index = #h + 1 }
+end
 local checks = {
   { "set", mk.check.set },
   { "counter", mk.check.counter },

@@ -657,6 +657,86 @@ describe("mk.chaos", function()
       assert.matches("read z, whose write failed", e.message)
     end)
 
+    it("set and register compare values by their text, whatever their kinds", function()
+      -- integers written, text read back (a store over HTTP), and the same
+      -- with all of one kind: the same answers either way
+      local mixed = build { { 1, "add", 1, "ok" }, { 1, "add", 2, "ok" }, { 1, "add", 3, "fail" },
+        { 1, "read", nil, "ok", { "1", "2" } } }
+      assert.is_true(hist(mixed):check(mk.check.set, quiet).valid)
+      local lost = build { { 1, "add", 1, "ok" }, { 1, "add", 2, "ok" }, { 1, "read", nil, "ok", { "2", "3" } } }
+      local e = H.expect_error("CheckFailed", function() hist(lost):check(mk.check.set) end)
+      assert.matches("acknowledged write 1 is missing", e.message)
+      assert.matches("value 3 is in the final read but was never written", e.message)
+      local same = build { { 1, "add", 1, "ok" }, { 1, "add", 2, "ok" }, { 1, "read", nil, "ok", { 2, 3 } } }
+      assert.same({ 2 }, { #H.expect_error("CheckFailed", function() hist(same):check(mk.check.set) end).result.bad })
+      -- a set read as a table of element -> true
+      local keyed = build { { 1, "add", "a", "ok" }, { 1, "read", nil, "ok", { a = true, b = false } } }
+      assert.is_true(hist(keyed):check(mk.check.set, quiet).valid)
+
+      local reg = build { { 1, "write", 7, "ok" }, { 1, "write", 8, "fail" }, { 1, "read", nil, "ok", "7" },
+        { 1, "read", nil, "ok", 0 } }
+      assert.is_true(hist(reg):check(mk.check.register { initial = "0" }, quiet).valid)
+      e = H.expect_error("CheckFailed", function() hist(reg):check(mk.check.register) end)
+      assert.matches("read 0, which was never written", e.message)
+      local reg2 = build { { 1, "write", 7, "ok" }, { 1, "write", 8, "fail" }, { 1, "read", nil, "ok", 8 } }
+      assert.matches("read 8, whose write failed", H.expect_error("CheckFailed", function()
+        hist(reg2):check(mk.check.register) end).message)
+      -- a write that never completed may have applied
+      local open = build { { 1, "read", nil, "ok", 5 } }
+      table.insert(open, 1, { type = "invoke", process = 2, f = "write", value = 5 })
+      assert.is_true(hist(open):check(mk.check.register, quiet).valid)
+    end)
+
+    it("latency: an operation is in force when any fault is, across overlapping occurrences", function()
+      local list, t = {}, 0
+      local function read(dur)
+        list[#list + 1] = { type = "invoke", process = 1, f = "read", time = t }
+        list[#list + 1] = { type = "ok", process = 1, f = "read", time = t + dur }
+        t = t + dur
+      end
+      local function fault(f, occ)
+        t = t + 0.5 -- off the operations' edges
+        list[#list + 1] = { type = "fault", f = f, fault = "f" .. occ, occurrence = occ, time = t }
+        t = t + 0.5
+      end
+      read(1)              -- calm
+      fault("start", 1)
+      read(1)              -- in force (1)
+      fault("start", 2)
+      read(1)              -- in force (1, 2)
+      fault("heal", 1)
+      read(1)              -- in force (2)
+      fault("heal", 2)
+      read(1) read(1)      -- calm
+      fault("start", 3)
+      read(1)              -- in force (3, never healed)
+      local res = hist(list):check(mk.check.latency, quiet)
+      assert.equals(4, res.in_force.n)
+      assert.equals(3, res.calm.n)
+      assert.equals(3, #res.phases)
+      -- before and after stop at the neighbouring faults
+      assert.same({ 1, 3 }, { res.phases[1].before.n, res.phases[1].after.n })
+      assert.same({ 2, 2 }, { res.phases[2].before.n, res.phases[2].after.n }) -- not the read under f3
+      assert.same({ 1, 0 }, { res.phases[3].before.n, res.phases[3].after.n })
+    end)
+
+    it("latency: draws the first 20 occurrences, and judges them all", function()
+      local list, t = {}, 0
+      for i = 1, 30 do
+        list[#list + 1] = { type = "invoke", process = 1, f = "read", time = t }
+        list[#list + 1] = { type = "ok", process = 1, f = "read", time = t + (i == 30 and 0.5 or 0.001) }
+        list[#list + 1] = { type = "fault", f = "start", fault = "f", occurrence = i, time = t }
+        list[#list + 1] = { type = "fault", f = "heal", fault = "f", occurrence = i, time = t + 1 }
+        t = t + 2
+      end
+      local res = hist(list):check(mk.check.latency, quiet)
+      assert.equals(30, #res.phases)
+      assert.equals(2 + 20 * 4 + 1, #res.table)
+      assert.matches("and 10 more occurrences", res.table[#res.table])
+      local e = H.expect_error("CheckFailed", function() hist(list):check(mk.check.latency { max_p99 = 100 }) end)
+      assert.matches("during f: p99 500.0 ms", e.message) -- the 30th, not drawn
+    end)
+
     it("latency: by phase before, during and after each fault; thresholds fail it", function()
       local list = {}
       local t = 0

@@ -46,20 +46,30 @@ local function pct(xs, p)
   return xs[i]
 end
 
+-- Values are compared by their text: a write of 1 and a read of "1" are
+-- the same value (what a store gives back over HTTP is text). Making the
+-- text of every value was most of a check's cost, so a check whose values
+-- are all integers, or all strings, compares them as they are: the same
+-- answers, as no two such values share a text. kinds(k, v) folds v's kind
+-- into k; keyer(k) is the key function for the values folded into k.
 local function key(v) return tostring(v) end
+local function same(v) return v end
+local function kinds(k, v)
+  local kv = math.type(v) == "integer" and "i" or type(v) == "string" and "s" or "x"
+  if k == nil or k == kv then return kv end
+  return "x"
+end
+local function keyer(k) return (k == "i" or k == "s") and same or key end
 
 -- ---- set: acknowledged writes are never lost --------------------------------
 
--- A read's value as a set of keys: a list of elements, or a table e -> true.
-local function as_set(v)
-  local s = {}
+-- A read's value as a list of its elements: a list, or a table e -> true.
+local function elements(v)
   if type(v) ~= "table" then return nil end
-  if #v > 0 or next(v) == nil then
-    for _, x in ipairs(v) do s[key(x)] = true end
-  else
-    for k, x in pairs(v) do if x then s[key(k)] = true end end
-  end
-  return s
+  if #v > 0 or next(v) == nil then return v end
+  local out = {}
+  for k, x in pairs(v) do if x then out[#out + 1] = k end end
+  return out
 end
 
 K.set = checker("set", { add = fnames, read = fnames }, function(h, o)
@@ -70,23 +80,33 @@ K.set = checker("set", { add = fnames, read = fnames }, function(h, o)
     if e.type == "ok" and reads[e.f] then final = e break end
   end
   local n = { ok = 0, fail = 0, info = 0 }
-  local by = {} -- key -> the add's completion (the first ok, else the last)
+  local done, k = {}, nil -- the adds' completions; the kind of their values
   for _, e in ipairs(h) do
     if adds[e.f] and (e.type == "ok" or e.type == "fail" or e.type == "info") then
       n[e.type] = n[e.type] + 1
-      local k = key(e.value)
-      if not by[k] or (by[k].type ~= "ok") then by[k] = e end
+      done[#done + 1] = e
+      k = kinds(k, e.value)
     end
   end
   if not final then
     return { valid = false, summary = "set: no successful read to check the writes against",
       bad = {}, why = "no final read" }
   end
-  local seen = as_set(final.value)
-  if not seen then
+  local els = elements(final.value)
+  if not els then
     return { valid = false, summary = "set: the final read's value is not a list or set: " .. short(final.value),
       bad = { { entry = final, why = "not a set" } } }
   end
+  for _, x in ipairs(els) do k = kinds(k, x) end
+  local kf = keyer(k)
+  local by = {} -- key -> the add's completion (the first ok, else the last)
+  for _, e in ipairs(done) do
+    local kv = kf(e.value)
+    local b = by[kv]
+    if not b or b.type ~= "ok" then by[kv] = e end
+  end
+  local seen = {}
+  for _, x in ipairs(els) do seen[kf(x)] = true end
   local bad, lost, recovered, unexpected = {}, 0, 0, 0
   for k, e in pairs(by) do
     if e.type == "ok" and not seen[k] and e.time < final.invoke_time then
@@ -172,30 +192,47 @@ end)
 K.register = checker("register", { write = fnames, read = fnames, initial = function(_, _, v) return v end },
   function(h, o)
     local writes, reads = o.write or { write = true }, o.read or { read = true }
-    local written, failed = {}, {}
-    local inv = {}
+    local inv, vals, fails, rds = {}, {}, {}, {}
+    local k -- the kind of every value compared
+    -- a nil value stands as its text: only text keys can hold it
+    local function value(v)
+      if v == nil then k = "x" return "nil" end
+      k = kinds(k, v)
+      return v
+    end
     for _, e in ipairs(h) do
+      if e.invoke then inv[e.invoke] = nil end -- completed: not abandoned
       if writes[e.f] then
-        if e.type == "invoke" then inv[e.index] = e
-        elseif e.type == "fail" then failed[key(e.value)] = (failed[key(e.value)] or 0) + 1
-        elseif e.type == "ok" or e.type == "info" then written[key(e.value)] = true end
+        local ty = e.type
+        if ty == "invoke" then inv[e.index] = e
+        elseif ty == "fail" then fails[#fails + 1] = e.value == nil and "nil" or e.value
+        elseif ty == "ok" or ty == "info" then vals[#vals + 1] = value(e.value) end
+      elseif reads[e.f] and e.type == "ok" then
+        rds[#rds + 1] = e
+        if e.value ~= nil then k = kinds(k, e.value) end
       end
     end
-    -- an invoke with no completion yet (abandoned) may have applied
-    for _, e in ipairs(h) do if e.invoke and inv[e.invoke] then inv[e.invoke] = nil end end
-    for _, e in pairs(inv) do written[key(e.value)] = true end
-    local bad, n = {}, 0
+    -- an invoke with no completion (abandoned) may have applied
+    for _, e in pairs(inv) do vals[#vals + 1] = value(e.value) end
     local initial = o.initial
-    for _, e in ipairs(h) do
-      if reads[e.f] and e.type == "ok" then
-        n = n + 1
-        local v = e.value
-        if v ~= nil and (initial == nil or key(v) ~= key(initial)) and not written[key(v)] then
-          bad[#bad + 1] = { entry = e, why = failed[key(v)] and ("read " .. short(v) .. ", whose write failed")
-            or ("read " .. short(v) .. ", which was never written") }
+    if initial ~= nil then k = kinds(k, initial) end
+    local kf = keyer(k)
+    local written = {}
+    for _, v in ipairs(vals) do written[kf(v)] = true end
+    local bad, failed = {}, nil
+    local ki = initial ~= nil and kf(initial)
+    for _, e in ipairs(rds) do
+      local v = e.value
+      if v ~= nil and kf(v) ~= ki and not written[kf(v)] then
+        if not failed then
+          failed = {}
+          for _, x in ipairs(fails) do failed[key(x)] = true end
         end
+        bad[#bad + 1] = { entry = e, why = failed[key(v)] and ("read " .. short(v) .. ", whose write failed")
+          or ("read " .. short(v) .. ", which was never written") }
       end
     end
+    local n = #rds
     local nw = 0
     for _ in pairs(written) do nw = nw + 1 end
     return { valid = #bad == 0, bad = bad,
@@ -273,26 +310,74 @@ K.latency = checker("latency", LATENCY, function(h, o)
   local t_end = h[#h] and h[#h].time or 0
   local lines, bad, phases = {}, {}, {}
   local in_force, calm = {}, {}
-  for _, op in ipairs(ops) do
-    local hit = false
-    for _, oc in ipairs(occs) do
-      if op.invoke_time >= oc.a and op.invoke_time <= (oc.b or t_end) then hit = true break end
+  -- the times some fault was in force, as disjoint spans in order, met
+  -- by the operations (in invoke order) in one pass: a long run has
+  -- hundreds of occurrences and a test on each for each operation took
+  -- seconds
+  local spans = {}
+  for i, oc in ipairs(occs) do spans[i] = { oc.a, oc.b or t_end } end
+  table.sort(spans, function(x, y) return x[1] < y[1] end)
+  local merged = {}
+  for _, sp in ipairs(spans) do
+    local last = merged[#merged]
+    if last and sp[1] <= last[2] then
+      if sp[2] > last[2] then last[2] = sp[2] end
+    else
+      merged[#merged + 1] = { sp[1], sp[2] }
     end
-    if hit then in_force[#in_force + 1] = op else calm[#calm + 1] = op end
+  end
+  local j = 1
+  for _, op in ipairs(ops) do
+    local t = op.invoke_time
+    while merged[j] and merged[j][2] < t do j = j + 1 end
+    local sp = merged[j]
+    if sp and t >= sp[1] then in_force[#in_force + 1] = op else calm[#calm + 1] = op end
   end
   local all_calm, all_force = stats(calm), stats(in_force)
   lines[#lines + 1] = "  no fault in force    " .. fmt_stats(all_calm)
   lines[#lines + 1] = "  some fault in force  " .. fmt_stats(all_force)
-  for _, oc in ipairs(occs) do
+  -- Before and after a fault last as long as it did (a second at least)
+  -- but stop at its neighbours: the last heal before it began, the next
+  -- start after it healed. Each phase is then about that fault, and dense
+  -- faults (one every few ms) do not each count the same second of
+  -- operations again: that made a check of 100,000 operations and 500
+  -- faults take 30 s.
+  local starts, ends = {}, {}
+  for i, oc in ipairs(occs) do starts[i], ends[i] = oc.a, oc.b or t_end end
+  table.sort(starts)
+  table.sort(ends)
+  local function last_below(list, x) -- the largest value < x, or -inf
+    local lo, hi = 1, #list + 1
+    while lo < hi do
+      local mid = (lo + hi) // 2
+      if list[mid] < x then lo = mid + 1 else hi = mid end
+    end
+    return list[lo - 1] or -math.huge
+  end
+  local function first_above(list, x) -- the smallest value > x, or +inf
+    local lo, hi = 1, #list + 1
+    while lo < hi do
+      local mid = (lo + hi) // 2
+      if list[mid] <= x then lo = mid + 1 else hi = mid end
+    end
+    return list[lo] or math.huge
+  end
+  local SHOWN = 20 -- occurrences drawn in the table; result.phases has them all
+  for i, oc in ipairs(occs) do
     local b = oc.b or t_end
     local w = math.max(b - oc.a, 1)
-    local ph = { fault = oc.name, targets = oc.targets, before = stats(between(oc.a - w, oc.a)),
-      during = stats(between(oc.a, b)), after = stats(between(b, b + w)) }
+    local ph = { fault = oc.name, targets = oc.targets,
+      before = stats(between(math.max(oc.a - w, last_below(ends, oc.a)), oc.a)),
+      during = stats(between(oc.a, b)), after = stats(between(b, math.min(b + w, first_above(starts, b)))) }
     phases[#phases + 1] = ph
-    lines[#lines + 1] = string.format("  %s%s:", oc.name, oc.targets and (" on " .. oc.targets) or "")
+    if i <= SHOWN then
+      lines[#lines + 1] = string.format("  %s%s:", oc.name, oc.targets and (" on " .. oc.targets) or "")
+    elseif i == SHOWN + 1 then
+      lines[#lines + 1] = string.format("  ... and %d more occurrences (the result's phases has them all)", #occs - SHOWN)
+    end
     for _, p in ipairs { "before", "during", "after" } do
       local s = ph[p]
-      lines[#lines + 1] = string.format("    %-7s %s", p, fmt_stats(s))
+      if i <= SHOWN then lines[#lines + 1] = string.format("    %-7s %s", p, fmt_stats(s)) end
       if o.max_p99 and s.p99 and s.p99 > o.max_p99 then
         bad[#bad + 1] = { why = string.format("%s %s: p99 %.1f ms > max_p99 %g ms", p, oc.name, s.p99, o.max_p99) }
       end
