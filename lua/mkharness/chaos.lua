@@ -903,7 +903,8 @@ function Run:check(checker, opts)
 end
 
 function Run:__tostring()
-  return string.format("mkharness.chaos_run %s (seed %d, %d history entries)", self.name, self.seed, self.history and #self.history or self._n)
+  local n = self.history and #self.history or self._n -- chunked while the run goes
+  return string.format("mkharness.chaos_run %s (seed %d, %d history entries)", self.name, self.seed, n)
 end
 
 return C

@@ -12,8 +12,9 @@ local WIDTH = 100
 
 local USAGE = [[
 usage: mkharness report [FILE] [--html OUT]
-  FILE        an events.jsonl (a run directory's, or a --report file); default:
-              the newest kept run's under $MKHARNESS_TMPDIR, $TMPDIR or /tmp
+  FILE        an events.jsonl (a run directory's, or a --report file), or a
+              run directory; default: the newest kept run's under
+              $MKHARNESS_TMPDIR, $TMPDIR or /tmp
   --html OUT  write one self-contained HTML file (zoom, hover) instead of
               drawing in the terminal
 exit status: 0 drawn, 1 unreadable or not a run's events, 2 usage
@@ -590,6 +591,13 @@ local function run(argv)
     i = i + 1
   end
   file = file or newest_run()
+  -- a run directory stands for its events.jsonl
+  local inner = file:gsub("/+$", "") .. "/events.jsonl"
+  local f = io.open(inner, "r")
+  if f then
+    f:close()
+    file = inner
+  end
   local m = R.model(R.read(file))
   if html then
     local f, err = io.open(html, "w")
