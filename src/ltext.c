@@ -148,13 +148,19 @@ static struct {
 static void op_put(lua_State *L, const char *s, size_t n)
 {
     if (ops.cap - ops.len < n) {
-        size_t cap = ops.cap ? ops.cap : 64 * 1024;
+        size_t cap = ops.cap ? ops.cap : (size_t)64 << 10;
         while (cap - ops.len < n) {
-            if (cap > ((size_t)-1) / 2) luaL_error(L, "op lines: too long");
+            if (cap > ((size_t)-1) / 2) {
+                luaL_error(L, "op lines: too long");
+                return;
+            }
             cap *= 2;
         }
         char *p = realloc(ops.p, cap);
-        if (!p) luaL_error(L, "op lines: out of memory");
+        if (!p) {
+            luaL_error(L, "op lines: out of memory");
+            return;
+        }
         ops.p = p, ops.cap = cap;
     }
     memcpy(ops.p + ops.len, s, n);

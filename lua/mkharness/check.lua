@@ -80,12 +80,12 @@ K.set = checker("set", { add = fnames, read = fnames }, function(h, o)
     if e.type == "ok" and reads[e.f] then final = e break end
   end
   local n = { ok = 0, fail = 0, info = 0 }
-  local done, k = {}, nil -- the adds' completions; the kind of their values
+  local done, kind = {}, nil -- the adds' completions; the kind of their values
   for _, e in ipairs(h) do
     if adds[e.f] and (e.type == "ok" or e.type == "fail" or e.type == "info") then
       n[e.type] = n[e.type] + 1
       done[#done + 1] = e
-      k = kinds(k, e.value)
+      kind = kinds(kind, e.value)
     end
   end
   if not final then
@@ -97,8 +97,8 @@ K.set = checker("set", { add = fnames, read = fnames }, function(h, o)
     return { valid = false, summary = "set: the final read's value is not a list or set: " .. short(final.value),
       bad = { { entry = final, why = "not a set" } } }
   end
-  for _, x in ipairs(els) do k = kinds(k, x) end
-  local kf = keyer(k)
+  for _, x in ipairs(els) do kind = kinds(kind, x) end
+  local kf = keyer(kind)
   local by = {} -- key -> the add's completion (the first ok, else the last)
   for _, e in ipairs(done) do
     local kv = kf(e.value)

@@ -593,9 +593,9 @@ local function run(argv)
   file = file or newest_run()
   -- a run directory stands for its events.jsonl
   local inner = file:gsub("/+$", "") .. "/events.jsonl"
-  local f = io.open(inner, "r")
-  if f then
-    f:close()
+  local probe = io.open(inner, "r")
+  if probe then
+    probe:close()
     file = inner
   end
   local m = R.model(R.read(file))
