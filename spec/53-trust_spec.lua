@@ -159,6 +159,29 @@ describe("every wait is bounded", function()
     assert.is_false(H.pid_alive(svc))
   end)
 
+  -- a chaos client runs without a count hook too: the thread hooks the
+  -- client core.resume is running
+  it("Ctrl-C reaches a chaos client looping in Lua, which runs without a count hook", function()
+    local hook = "unset"
+    mk.chaos { seed = 1, duration = 0.05, workload = function() hook = debug.gethook() end }
+    assert.is_nil(hook)
+    local host, svc = background([[
+      KEEP = mk.output { FX, "--print", "up", "--forever", banner = "up", name = "svc" }:start()
+      mk.chaos { seed = 1, duration = 60, clients = 2,
+        faults = { mk.fault.custom { name = "f", start = function() end, heal = function() end, every = { 30, 40 } } },
+        workload = function(ctx)
+          if ctx.client == 1 then mk.sleep(30) return end
+          io.stdout:write("PID ", KEEP:pid(), "\nREADY\n") io.stdout:flush()
+          local x = 0
+          while x >= 0 do x = x + 1 end
+        end }
+    ]])
+    host:signal("INT")
+    assert.equal(130, host:wait_exit { timeout = 10 })
+    assert.matches("SIGINT", host:err_output(), 1, true)
+    assert.is_false(H.pid_alive(svc))
+  end)
+
   it("SIGKILL of the supervisor ends a host looping in a coroutine, and its service", function()
     local host, svc = background(LOOP)
     local inner = tonumber((H.slurp("/proc/" .. host:pid() .. "/task/" .. host:pid() .. "/children") or ""):match("%d+"))
@@ -279,6 +302,9 @@ describe("order kept", function()
     local base = "many-" .. mk.free_port() -- a name no other test took
     local first = mk.process { H.fx, "--forever", name = base }
     local taken = mk.process { H.fx, "--forever", name = base .. "-3" }
+    -- as many of another name first: tables the run keeps of its executors
+    -- (weak ones) grow to their size once, whichever tests ran before
+    for _ = 1, 3000 do mk.process { H.fx, "--forever", name = base .. "w" } end
     collectgarbage() collectgarbage()
     local heap = collectgarbage("count")
     do -- the names seen go with the block

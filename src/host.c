@@ -117,14 +117,22 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
 /* The thread that hooks the main Lua thread when a signal comes: at each
  * one, so that a hook a coroutine's creation took away at that very moment
  * is back at the next. */
+static void hook_now(lua_State *L)
+{
+    lua_sethook(L, stop_hook, LUA_MASKCOUNT, 1);
+}
+
 static void *hook_on_signal(void *arg)
 {
     int fd = *(int *)arg;
     char c;
     for (;;) {
         ssize_t n = read(fd, &c, 1);
-        if (n == 1) lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, 1);
-        else if (n == 0 || errno != EINTR) return NULL;
+        if (n == 1) {
+            hook_now(globalL);
+            lmkh_with_resumed(hook_now); /* a chaos client, which has no hook of its own */
+        } else if (n == 0 || errno != EINTR)
+            return NULL;
     }
 }
 

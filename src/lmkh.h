@@ -43,6 +43,11 @@ void lmkh_open_file(lua_State *L);
 typedef void (*mkh_interrupt_fn)(lua_State *L, int sig);
 void lmkh_set_interrupt_handler(mkh_interrupt_fn fn);
 
+/* lrun.c: calls fn(co) for the coroutine core.resume is running (a chaos
+ * client, which runs without a count hook), if one is, while it cannot
+ * end: for the host's hook thread, which hooks it when a signal comes. */
+void lmkh_with_resumed(void (*fn)(lua_State *co));
+
 /* lhttp.c: adds http_request to the core table on top of the stack. */
 void lmkh_open_http(lua_State *L);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +272,73 @@ static int l_interrupted(lua_State *L)
     return 1;
 }
 
+/* core.resume(co, ...) -> coroutine.resume(co, ...), telling the host's
+ * hook thread which coroutine runs. A count hook makes every VM
+ * instruction take a slower path; coroutines get one at creation, as the
+ * hook thread cannot know which one runs when a signal comes. A chaos
+ * client's coroutine runs without it, resumed through here, and is hooked
+ * by the thread, as the main thread is. The mutex keeps the coroutine
+ * from ending while the thread hooks it. */
+static pthread_mutex_t resumed_mu = PTHREAD_MUTEX_INITIALIZER;
+static lua_State *resumed;
+
+void lmkh_with_resumed(void (*fn)(lua_State *co))
+{
+    pthread_mutex_lock(&resumed_mu);
+    if (resumed) fn(resumed);
+    pthread_mutex_unlock(&resumed_mu);
+}
+
+static void set_resumed(lua_State *co)
+{
+    pthread_mutex_lock(&resumed_mu);
+    resumed = co;
+    pthread_mutex_unlock(&resumed_mu);
+}
+
+static int l_resume(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    int narg = lua_gettop(L) - 1;
+    int status = lua_status(co);
+    if (status == LUA_OK && lua_gettop(co) == 0) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "cannot resume dead coroutine");
+        return 2;
+    }
+    if ((status != LUA_OK && status != LUA_YIELD) || co == L) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "cannot resume non-suspended coroutine");
+        return 2;
+    }
+    if (!lua_checkstack(co, narg)) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "too many arguments to resume");
+        return 2;
+    }
+    lua_xmove(L, co, narg);
+    lua_State *outer = resumed;
+    set_resumed(co);
+    int nres;
+    status = lua_resume(co, L, narg, &nres);
+    set_resumed(outer);
+    if (status == LUA_OK || status == LUA_YIELD) {
+        if (!lua_checkstack(L, nres + 1)) {
+            lua_pop(co, nres);
+            lua_pushboolean(L, 0);
+            lua_pushliteral(L, "too many results to resume");
+            return 2;
+        }
+        lua_pushboolean(L, 1);
+        lua_xmove(co, L, nres);
+        return nres + 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_xmove(co, L, 1); /* the error */
+    return 2;
+}
+
 /* core.isatty(fd) -> boolean (the report colours a terminal only) */
 static int l_isatty(lua_State *L)
 {
@@ -293,6 +361,7 @@ void lmkh_open_run(lua_State *L)
         {"keep", l_keep},
         {"teardown", l_teardown},
         {"interrupted", l_interrupted},
+        {"resume", l_resume},
         {"isatty", l_isatty},
         {"leftovers", l_leftovers},
         {"fds", l_fds},
