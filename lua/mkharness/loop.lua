@@ -157,12 +157,12 @@ end
 function L.block(fds, left)
   L.run_deferred()
   L.run_due()
-  L.collect()
   local s = L.sched
   if s and L.firing == 0 and s.owns(coroutine.running()) and coroutine.isyieldable() then
-    s.yield(fds, left)
+    s.yield(fds, left) -- the scheduler collects before it sleeps
     return nil
   end
+  L.collect()
   local due = L.next_due()
   if due then
     local d = math.max(0, due - core.now())
