@@ -114,14 +114,14 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
     if (sig) interrupted(L, sig);
 }
 
-/* The thread that hooks the main Lua thread when a signal comes: at each
- * one, so that a hook a coroutine's creation took away at that very moment
- * is back at the next. */
 static void hook_now(lua_State *L)
 {
     lua_sethook(L, stop_hook, LUA_MASKCOUNT, 1);
 }
 
+/* The thread that hooks the main Lua thread (and the chaos client it is
+ * resuming) when a signal comes: at each one, so that a hook a
+ * coroutine's creation took away at that very moment is back at the next. */
 static void *hook_on_signal(void *arg)
 {
     int fd = *(int *)arg;
