@@ -136,12 +136,17 @@ describe("every wait is bounded", function()
     return host, tonumber(host:output():match("PID (%d+)"))
   end
 
-  it("Ctrl-C reaches a coroutine looping in Lua", function()
-    local host, svc = background(LOOP)
+  -- Ctrl-C: the host reports it, exits 130 and takes its service along
+  local function interrupted(host, svc)
     host:signal("INT")
     assert.equal(130, host:wait_exit { timeout = 10 })
     assert.matches("SIGINT", host:err_output(), 1, true)
     assert.is_false(H.pid_alive(svc))
+  end
+
+  it("Ctrl-C reaches a coroutine looping in Lua", function()
+    local host, svc = background(LOOP)
+    interrupted(host, svc)
   end)
 
   -- the main thread runs without a count hook until a signal comes: a
@@ -153,10 +158,7 @@ describe("every wait is bounded", function()
       local x = 0
       while x >= 0 do x = x + 1 end
     ]])
-    host:signal("INT")
-    assert.equal(130, host:wait_exit { timeout = 10 })
-    assert.matches("SIGINT", host:err_output(), 1, true)
-    assert.is_false(H.pid_alive(svc))
+    interrupted(host, svc)
   end)
 
   -- a chaos client runs without a count hook too: the thread hooks the
@@ -176,10 +178,7 @@ describe("every wait is bounded", function()
           while x >= 0 do x = x + 1 end
         end }
     ]])
-    host:signal("INT")
-    assert.equal(130, host:wait_exit { timeout = 10 })
-    assert.matches("SIGINT", host:err_output(), 1, true)
-    assert.is_false(H.pid_alive(svc))
+    interrupted(host, svc)
   end)
 
   it("SIGKILL of the supervisor ends a host looping in a coroutine, and its service", function()
